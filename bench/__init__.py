@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each module prints figures recorded in BENCHMARKS.md."""

@@ -1,0 +1,8 @@
+"""Run every benchmark in turn (`make bench`)."""
+
+from __future__ import annotations
+
+from . import bench_sample
+
+if __name__ == "__main__":
+    bench_sample.main()

@@ -1,0 +1,26 @@
+"""The `ssl4eo-build` command: one sub-command per module, each a thin client of the library."""
+
+from __future__ import annotations
+
+import typer
+
+from .sample import sample
+from .status import status
+
+app = typer.Typer(
+    name="ssl4eo-build",
+    help="Curate SSL4EO-S12 v1.1 style pretraining datasets from Earth Engine or the simulator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("sample")(sample)
+app.command("status")(status)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

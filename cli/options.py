@@ -1,0 +1,54 @@
+"""Options shared by every command, defined once, and the error boundary of the CLI."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ssl4eo_build.config import Config, load_config
+from ssl4eo_build.errors import UserError
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML recipe (default: the built-in v1.1 values)."),
+]
+WorkDirOpt = Annotated[
+    Path, typer.Option("--work-dir", "-w", help="Work directory holding the manifest and files.")
+]
+VerboseOpt = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="More log output; tracebacks on errors.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Continue although the config differs from the recorded one."),
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override sample.seed.")]
+DEFAULT_WORK_DIR = Path("work")
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def build_config(path: Path | None, overrides: dict[str, Any]) -> Config:
+    return load_config(path, overrides)
+
+
+def guarded(verbose: int, call: Callable[[], T]) -> T:
+    """Run one library call; user errors become one paragraph on stderr and exit code 2."""
+    try:
+        return call()
+    except UserError as exc:
+        if verbose:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None

@@ -1,0 +1,225 @@
+"""Frozen, validated configuration loaded from TOML.
+
+Every constant of the pipeline lives here with its default (the SSL4EO-S12 v1.1 value) and its
+valid range. ``configs/v1.1.toml`` repeats the defaults with a note on where each comes from.
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the file and
+the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CITIES = REPO_ROOT / "data" / "cities" / "top10k_cities.csv"
+
+T = TypeVar("T")
+
+
+def _rng(lo: float | None = None, hi: float | None = None, **extra: Any) -> dict[str, Any]:
+    return {"min": lo, "max": hi, **extra}
+
+
+def _choice(*options: str) -> dict[str, Any]:
+    return {"choices": options}
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Stage `sample`: Gaussian sampling around the top-10k cities (v1 paper, section 3)."""
+
+    seed: int = field(default=42, metadata=_rng(0))
+    n: int = field(default=251_079, metadata=_rng(1, 10_000_000))
+    cities: Path = DEFAULT_CITIES
+    sigma_m: float = field(default=50_000.0, metadata=_rng(1.0, 1_000_000.0))
+    patch_px: int = field(default=264, metadata=_rng(6, 4096))
+    pixel_m: float = field(default=10.0, metadata=_rng(1.0, 1000.0))
+    overlap_fraction: float = field(default=0.75, metadata=_rng(0.0, 2.0))
+    grid_cell_deg: float = field(default=1.0, metadata=_rng(0.01, 10.0))
+    batch_size: int = field(default=4096, metadata=_rng(1, 1_000_000))
+    max_candidates_per_location: int = field(default=1000, metadata=_rng(1))
+
+    @property
+    def patch_m(self) -> float:
+        return self.patch_px * self.pixel_m
+
+    @property
+    def min_distance_m(self) -> float:
+        return self.overlap_fraction * self.patch_m
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole recipe. Sections mirror the TOML tables."""
+
+    sample: SampleConfig = SampleConfig()
+    source_file: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    def section_fingerprint(self, name: str) -> str:
+        """sha256 over the sorted-key JSON of one section: what a stage's results depend on."""
+        return fingerprint(section_dict(getattr(self, name)))
+
+
+def section_dict(section: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(section):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = section_dict(value)
+        elif isinstance(value, Path):
+            out[f.name] = str(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def fingerprint(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load ``path`` (or the built-in v1.1 defaults when None) and apply dotted overrides."""
+    where = str(path) if path else "<defaults>"
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            table = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    base_dir = Path(path).resolve().parent if path else Path.cwd()
+    config = _build(Config, table, prefix="", where=where, base_dir=base_dir)
+    config = dataclasses.replace(config, source_file=Path(path) if path else None)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config = override(config, key, value, where="command line")
+    return config
+
+
+def override(config: Config, dotted: str, value: Any, where: str = "command line") -> Config:
+    """Return a copy of ``config`` with one dotted key replaced, validated like a file value."""
+    section_name, _, key = dotted.partition(".")
+    section = getattr(config, section_name)
+    fmap = {f.name: f for f in fields(section)}
+    if key not in fmap:
+        raise ConfigError(f"{where}: unknown key {dotted!r}.")
+    hints = typing.get_type_hints(type(section))
+    checked = _coerce(value, hints[key], fmap[key], dotted, where, Path.cwd())
+    return dataclasses.replace(
+        config, **{section_name: dataclasses.replace(section, **{key: checked})}
+    )
+
+
+def _build(cls: type[T], table: Mapping[str, Any], prefix: str, where: str, base_dir: Path) -> T:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: key {prefix.rstrip('.')!r} must be a table.")
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {prefix + unknown[0]!r}; "
+            f"expected one of: {', '.join(prefix + k for k in known)}."
+        )
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in table:
+            continue
+        values[name] = _coerce(table[name], hints[name], f, prefix + name, where, base_dir)
+    return cls(**values)
+
+
+def _coerce(
+    value: Any, hint: Any, f: dataclasses.Field[Any], key: str, where: str, base_dir: Path
+) -> Any:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, prefix=key + ".", where=where, base_dir=base_dir)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], f, key, where, base_dir)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: key {key!r}: expected a list, found {value!r}.")
+        items = tuple(
+            _scalar(v, item_type, f"{key}[{i}]", where, base_dir) for i, v in enumerate(value)
+        )
+        for i, item in enumerate(items):
+            _check_range(item, f, f"{key}[{i}]", where)
+        if "min_len" in f.metadata and len(items) < f.metadata["min_len"]:
+            raise ConfigError(
+                f"{where}: key {key!r}: expected at least {f.metadata['min_len']} items."
+            )
+        return items
+    checked = _scalar(value, hint, key, where, base_dir)
+    _check_range(checked, f, key, where)
+    return checked
+
+
+def _scalar(value: Any, hint: Any, key: str, where: str, base_dir: Path) -> Any:
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{where}: key {key!r}: expected a path string, found {value!r}.")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (base_dir / p).resolve()
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - a programming error in the dataclasses above
+        raise TypeError(f"unsupported config type {hint!r} for {key}")
+    if not ok:
+        raise ConfigError(
+            f"{where}: key {key!r}: expected {expected[hint]}, "
+            f"found {value!r} ({type(value).__name__})."
+        )
+    return value
+
+
+def _check_range(value: Any, f: dataclasses.Field[Any], key: str, where: str) -> None:
+    meta = f.metadata
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = (
+            f"between {lo} and {hi}"
+            if lo is not None and hi is not None
+            else (f">= {lo}" if lo is not None else f"<= {hi}")
+        )
+        raise ConfigError(f"{where}: key {key!r}: expected a value {bounds}, found {value!r}.")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(
+            f"{where}: key {key!r}: expected one of {', '.join(map(repr, choices))}, "
+            f"found {value!r}."
+        )

@@ -1,0 +1,317 @@
+"""The manifest: one SQLite database per work directory (WAL mode), written by one process.
+
+Every stage reads the ``ok`` rows of the stage before it and records its own results in the
+same transaction as the progress marker that lets it resume, so a kill at any moment leaves a
+consistent database: the work in flight is simply done again.
+
+Tables (see README "The manifest" for every column):
+
+- ``meta(key, value)``: resume counters (e.g. ``sample.next_candidate``) and the config each
+  stage last ran with (``config.<stage>``).
+- ``stage_runs``: one row per stage run: start/end time, config hash and JSON, summary.
+- ``locations``: one row per location; ``status`` is the sample stage's verdict.
+- ``reference_times``: per-season reference timestamps imported with ``sample --from-index``.
+- ``scenes``, ``patches``, ``shards``: filled by download, align and pack.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import fingerprint
+from .errors import ConfigChangedError, ManifestError
+from .geo import LonLat
+
+MANIFEST_NAME = "manifest.sqlite"
+SCHEMA_VERSION = 1
+
+STATUSES = ("pending", "ok", "rejected", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stage_runs(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stage TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    config_hash TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS locations(
+    sample_id TEXT PRIMARY KEY,
+    lon REAL NOT NULL,
+    lat REAL NOT NULL,
+    city TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    origin TEXT NOT NULL,
+    candidate INTEGER
+);
+CREATE TABLE IF NOT EXISTS reference_times(
+    sample_id TEXT NOT NULL REFERENCES locations(sample_id),
+    time_index INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    tile_id TEXT,
+    tile_crs INTEGER,
+    PRIMARY KEY(sample_id, time_index)
+);
+CREATE TABLE IF NOT EXISTS scenes(
+    sample_id TEXT NOT NULL,
+    product TEXT NOT NULL,
+    time_index INTEGER NOT NULL,
+    scene_id TEXT,
+    acquired TEXT,
+    cloud_pct REAL,
+    crs INTEGER,
+    status TEXT NOT NULL,
+    reason TEXT,
+    gap_days REAL,
+    path TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(sample_id, product, time_index)
+);
+CREATE TABLE IF NOT EXISTS patches(
+    sample_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT,
+    crs INTEGER,
+    nan_fraction_max REAL,
+    path TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS shards(
+    path TEXT PRIMARY KEY,
+    split TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    n_samples INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class LocationRow:
+    sample_id: str
+    position: LonLat
+    city: str | None
+    status: str
+    reason: str | None
+    origin: str
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Manifest:
+    """Handle on ``WORK/manifest.sqlite``. Only the coordinating process creates one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ManifestError(
+                f"{self.path}: not a usable manifest ({exc}); "
+                "point --work-dir at a fresh directory or restore the file."
+            ) from None
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise ManifestError(
+                f"{self.path}: manifest schema version {version}, this ssl4eo-build expects "
+                f"{SCHEMA_VERSION}; use a matching version or a new --work-dir."
+            )
+
+    @classmethod
+    def open(cls, work_dir: Path, create: bool = True) -> Manifest:
+        work_dir = Path(work_dir)
+        path = work_dir / MANIFEST_NAME
+        if not create and not path.exists():
+            raise ManifestError(
+                f"{path}: no manifest here; run `ssl4eo-build sample --work-dir {work_dir}` first."
+            )
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta and stage runs -------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str, db: sqlite3.Connection | None = None) -> None:
+        (db or self.db).execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    def check_stage_config(
+        self, stage: str, settings: Mapping[str, Any], has_results: bool, force: bool
+    ) -> None:
+        """Refuse a config that differs from the one the stage's finished results came from."""
+        previous = self.get_meta(f"config.{stage}")
+        current = json.dumps(settings, sort_keys=True, default=str)
+        if previous is not None and previous != current and has_results and not force:
+            old, new = json.loads(previous), json.loads(current)
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ConfigChangedError(
+                f"{self.path}: stage `{stage}` already has results made with a different "
+                f"config ({detail}). Re-run with the original config, use a new --work-dir, "
+                "or pass --force to continue with the new settings (finished rows are kept)."
+            )
+        self.set_meta(f"config.{stage}", current)
+
+    def begin_run(self, stage: str, settings: Mapping[str, Any]) -> int:
+        blob = json.dumps(settings, sort_keys=True, default=str)
+        cur = self.db.execute(
+            "INSERT INTO stage_runs(stage, started, config_hash, config_json) VALUES(?,?,?,?)",
+            (stage, utc_now(), fingerprint(settings), blob),
+        )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, summary: Mapping[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE stage_runs SET finished=?, summary=? WHERE id=?",
+            (utc_now(), json.dumps(summary, sort_keys=True), run_id),
+        )
+
+    # -- locations -----------------------------------------------------------------------------
+
+    def count(self, table: str, status: str | None = None) -> int:
+        if table not in ("locations", "scenes", "patches", "shards"):
+            raise ValueError(table)
+        if status is None:
+            return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        return int(
+            self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE status=?", (status,)).fetchone()[0]
+        )
+
+    def locations(self, status: str | None = None) -> list[LocationRow]:
+        sql = "SELECT sample_id, lon, lat, city, status, reason, origin FROM locations"
+        args: tuple[Any, ...] = ()
+        if status is not None:
+            sql += " WHERE status=?"
+            args = (status,)
+        return [
+            LocationRow(r[0], LonLat(r[1], r[2]), r[3], r[4], r[5], r[6])
+            for r in self.db.execute(sql + " ORDER BY sample_id", args)
+        ]
+
+    def sample_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT sample_id FROM locations")}
+
+    def next_sample_number(self) -> int:
+        row = self.db.execute("SELECT MAX(CAST(sample_id AS INTEGER)) FROM locations").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def insert_locations(
+        self,
+        db: sqlite3.Connection,
+        rows: Iterable[tuple[str, float, float, str | None, str, int | None]],
+    ) -> None:
+        """Rows of (sample_id, lon, lat, city, origin, candidate), all accepted (``ok``)."""
+        db.executemany(
+            "INSERT INTO locations(sample_id, lon, lat, city, status, reason, origin, candidate) "
+            "VALUES(?, ?, ?, ?, 'ok', NULL, ?, ?)",
+            rows,
+        )
+
+    def insert_reference_times(
+        self,
+        db: sqlite3.Connection,
+        rows: Iterable[tuple[str, int, str, str | None, int | None]],
+    ) -> None:
+        db.executemany(
+            "INSERT INTO reference_times(sample_id, time_index, time, tile_id, tile_crs) "
+            "VALUES(?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def reference_times(self, sample_id: str) -> dict[int, str]:
+        return {
+            int(r[0]): str(r[1])
+            for r in self.db.execute(
+                "SELECT time_index, time FROM reference_times WHERE sample_id=?", (sample_id,)
+            )
+        }
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def status_report(self) -> dict[str, Any]:
+        """Counts per stage and status, and rejection/failure reasons (``status --json``)."""
+        report: dict[str, Any] = {"manifest": str(self.path), "stages": {}}
+        for stage, table in (
+            ("sample", "locations"),
+            ("download", "scenes"),
+            ("align", "patches"),
+        ):
+            counts = {s: 0 for s in STATUSES}
+            for status, n in self.db.execute(
+                f"SELECT status, COUNT(*) FROM {table} GROUP BY status"
+            ):
+                counts[str(status)] = int(n)
+            reasons = {
+                str(reason): int(n)
+                for reason, n in self.db.execute(
+                    f"SELECT reason, COUNT(*) FROM {table} "
+                    "WHERE status IN ('rejected', 'failed') GROUP BY reason ORDER BY reason"
+                )
+            }
+            report["stages"][stage] = {"counts": counts, "reasons": reasons}
+        overlaps = self.get_meta("sample.overlap_rejections")
+        report["stages"]["sample"]["candidates_rejected_for_overlap"] = int(overlaps or 0)
+        shard_rows = self.db.execute(
+            "SELECT split, modality, COUNT(*), SUM(n_samples) FROM shards GROUP BY split, modality"
+        ).fetchall()
+        report["stages"]["pack"] = {
+            "shards": [
+                {"split": s, "modality": m, "files": int(n), "samples": int(k or 0)}
+                for s, m, n, k in shard_rows
+            ]
+        }
+        runs = self.db.execute(
+            "SELECT stage, started, finished, config_hash FROM stage_runs ORDER BY id DESC LIMIT 10"
+        ).fetchall()
+        report["recent_runs"] = [
+            {"stage": r[0], "started": r[1], "finished": r[2], "config_hash": r[3][:12]}
+            for r in runs
+        ]
+        return report

@@ -1,0 +1,219 @@
+"""Read an existing location index (``sample --from-index``): v1.1 metadata parquet or CSV.
+
+Parquet: the published v1.1 ``{split}_metadata.parquet`` layout — one row per (sample, season)
+with ``sample_id`` (7 digits), ``time_id`` (0..3), ``time``, ``tile_id``, ``geometry`` (WKB
+footprint in EPSG:4326), ``tile_crs`` (or ``crs``) and ``file``. The location is the centre of
+the footprint; ``time`` becomes the season's reference timestamp.
+
+CSV: ``sample_id,lon,lat[,t0,t1,t2,t3]`` with ISO-8601 timestamps. A season without a reference
+time falls back to fresh-mode scene choice in `download`.
+
+Every bad row is reported (by CSV line or parquet row) in one error; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .geo import LonLat
+
+SAMPLE_ID = re.compile(r"^[0-9]{7}$")
+N_SEASONS = 4
+MAX_REPORTED_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class ReferenceTime:
+    time: str  # ISO 8601, UTC, seconds
+    tile_id: str | None = None
+    tile_crs: int | None = None
+
+
+@dataclass(frozen=True)
+class IndexedLocation:
+    sample_id: str
+    position: LonLat
+    seasons: dict[int, ReferenceTime] = field(default_factory=dict)
+
+
+def read_reference_index(path: Path) -> list[IndexedLocation]:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: reference index not found.")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    if suffix in (".csv", ".txt"):
+        return _read_csv(path)
+    raise InputError(
+        f"{path}: unknown reference index format {suffix!r}; expected a .parquet "
+        "(v1.1 metadata layout) or a .csv with sample_id,lon,lat[,t0,t1,t2,t3]."
+    )
+
+
+class _Errors:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, where: str, message: str) -> None:
+        self.items.append(f"{where}: {message}")
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        shown = "; ".join(self.items[:MAX_REPORTED_ERRORS])
+        more = len(self.items) - MAX_REPORTED_ERRORS
+        tail = f" (and {more} more)" if more > 0 else ""
+        raise InputError(f"{self.path}: {len(self.items)} bad row(s): {shown}{tail}.")
+
+
+def parse_time(value: Any) -> str:
+    """Any timestamp-like value -> ISO 8601 in UTC with second precision."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError("missing time")
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("missing time")
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"time {text!r} is not an ISO-8601 timestamp") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"time {value!r} is not a timestamp")
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.replace(microsecond=0).isoformat()
+
+
+def _check_sample_id(raw: Any) -> str:
+    text = str(raw).strip() if raw is not None else ""
+    if not SAMPLE_ID.match(text):
+        raise ValueError(f"sample_id {raw!r} is not a 7-digit string like '0080717'")
+    return text
+
+
+def _check_position(lon: float, lat: float) -> LonLat:
+    if not (math.isfinite(lon) and -180.0 <= lon <= 180.0):
+        raise ValueError(f"lon {lon} outside [-180, 180]")
+    if not (math.isfinite(lat) and -90.0 <= lat <= 90.0):
+        raise ValueError(f"lat {lat} outside [-90, 90]")
+    return LonLat(lon, lat)
+
+
+def _read_csv(path: Path) -> list[IndexedLocation]:
+    errors = _Errors(path)
+    out: list[IndexedLocation] = []
+    seen: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [c for c in ("sample_id", "lon", "lat") if c not in header]
+        if missing:
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(missing)}; "
+                "expected a header sample_id,lon,lat[,t0,t1,t2,t3]."
+            )
+        time_cols = [f"t{i}" for i in range(N_SEASONS) if f"t{i}" in header]
+        for line, row in enumerate(reader, start=2):
+            where = f"line {line}"
+            try:
+                sample_id = _check_sample_id(row["sample_id"])
+                position = _check_position(_number(row["lon"], "lon"), _number(row["lat"], "lat"))
+                seasons = {
+                    int(c[1:]): ReferenceTime(parse_time(row[c]))
+                    for c in time_cols
+                    if (row.get(c) or "").strip()
+                }
+            except ValueError as exc:
+                errors.add(where, str(exc))
+                continue
+            if sample_id in seen:
+                errors.add(
+                    where, f"duplicate sample_id {sample_id} (first on line {seen[sample_id]})"
+                )
+                continue
+            seen[sample_id] = line
+            out.append(IndexedLocation(sample_id, position, seasons))
+    errors.raise_if_any()
+    return out
+
+
+def _number(text: str | None, key: str) -> float:
+    try:
+        return float((text or "").strip())
+    except ValueError:
+        raise ValueError(f"{key} {text!r} is not a number") from None
+
+
+def _read_parquet(path: Path) -> list[IndexedLocation]:
+    import pyarrow.parquet as pq
+    import shapely
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
+        raise InputError(f"{path}: cannot read parquet ({exc}).") from None
+    names = set(table.column_names)
+    crs_col = "tile_crs" if "tile_crs" in names else "crs" if "crs" in names else None
+    missing = [c for c in ("sample_id", "time_id", "time", "geometry") if c not in names]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the v1.1 metadata layout "
+            "(sample_id, time_id, time, tile_id, geometry, tile_crs, file)."
+        )
+    cols = {c: table.column(c).to_pylist() for c in names if c != "__index_level_0__"}
+    errors = _Errors(path)
+    centres: dict[str, list[tuple[float, float]]] = {}
+    seasons: dict[str, dict[int, ReferenceTime]] = {}
+    first_row: dict[tuple[str, int], int] = {}
+    get: Callable[[str, int], Any] = lambda c, i: cols[c][i] if c in cols else None  # noqa: E731
+    for i in range(table.num_rows):
+        where = f"row {i}" + (f" (idx {get('idx', i)})" if "idx" in cols else "")
+        try:
+            sample_id = _check_sample_id(get("sample_id", i))
+            time_id = get("time_id", i)
+            if not isinstance(time_id, int) or not 0 <= time_id < N_SEASONS:
+                raise ValueError(f"time_id {time_id!r} is not an integer 0..3")
+            when = parse_time(get("time", i))
+            wkb = get("geometry", i)
+            if not isinstance(wkb, bytes | bytearray):
+                raise ValueError("geometry is not WKB bytes")
+            try:
+                centroid = shapely.from_wkb(bytes(wkb)).centroid
+            except shapely.errors.GEOSException as exc:
+                raise ValueError(f"geometry is not valid WKB ({exc})") from None
+            position = _check_position(float(centroid.x), float(centroid.y))
+            crs = get(crs_col, i) if crs_col else None
+            if crs is not None and not isinstance(crs, int):
+                raise ValueError(f"{crs_col} {crs!r} is not an EPSG integer")
+        except ValueError as exc:
+            errors.add(where, str(exc))
+            continue
+        key = (sample_id, time_id)
+        if key in first_row:
+            errors.add(
+                where, f"duplicate idx {sample_id}_{time_id} (first at row {first_row[key]})"
+            )
+            continue
+        first_row[key] = i
+        centres.setdefault(sample_id, []).append((position.lon, position.lat))
+        seasons.setdefault(sample_id, {})[time_id] = ReferenceTime(when, get("tile_id", i), crs)
+    errors.raise_if_any()
+    out = []
+    for sample_id, points in centres.items():
+        lon = sum(p[0] for p in points) / len(points)
+        lat = sum(p[1] for p in points) / len(points)
+        out.append(IndexedLocation(sample_id, LonLat(lon, lat), seasons[sample_id]))
+    return out

@@ -1,0 +1,287 @@
+"""Stage `sample`, pure part: overlap-free Gaussian sampling around cities.
+
+Candidates form one deterministic stream: candidate ``k`` belongs to block ``k // batch_size``,
+and each block draws from ``numpy.random.default_rng([seed, block])``. A run that stops after
+``k`` candidates can therefore resume (or top up) at candidate ``k`` and continue exactly the
+stream an uninterrupted run would have drawn.
+
+Overlap: two patches overlap when their centres are closer than ``overlap_fraction * patch_m``
+(WGS84 geodesic). The index is a lon/lat grid (1-degree cells by default, 360 x 180). A
+candidate is tested against every cell that can hold a point within the threshold — its own cell
+and, when it lies near a border, the neighbouring ones of the 3 x 3 neighbourhood (wrapping at
+the antimeridian); towards the poles, where one degree of longitude shrinks, the neighbourhood
+widens in longitude until it covers the threshold, up to the whole ring of cells.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .cities import CityTable
+from .config import SampleConfig
+from .geo import (
+    EARTH_MEAN_RADIUS_M,
+    SPHERE_MARGIN,
+    LonLat,
+    geodesic_distance_m,
+    offset_by_metres,
+    unit_vectors,
+)
+
+
+@dataclass(frozen=True)
+class CandidateBlock:
+    """One block of the candidate stream: city index and position of each candidate."""
+
+    first: int
+    city: NDArray[np.int64]
+    lon: NDArray[np.float64]
+    lat: NDArray[np.float64]
+
+
+def candidate_block(cities: CityTable, cfg: SampleConfig, block: int) -> CandidateBlock:
+    """Candidates ``block * batch_size ...`` of the stream: uniform city, Gaussian metric offset."""
+    rng = np.random.default_rng([cfg.seed, block])
+    size = cfg.batch_size
+    city = rng.integers(0, len(cities), size=size)
+    east, north = rng.normal(0.0, cfg.sigma_m, size=(2, size))
+    lon, lat = offset_by_metres(cities.lon[city], cities.lat[city], east, north)
+    return CandidateBlock(first=block * size, city=city, lon=lon, lat=lat)
+
+
+@dataclass
+class _Cell:
+    vectors: NDArray[np.float64] = field(default_factory=lambda: np.empty((4, 3)))
+    lonlat: NDArray[np.float64] = field(default_factory=lambda: np.empty((4, 2)))
+    count: int = 0
+
+    def append(self, vector: NDArray[np.float64], lon: float, lat: float) -> None:
+        if self.count == len(self.vectors):
+            self.vectors = np.concatenate([self.vectors, np.empty_like(self.vectors)])
+            self.lonlat = np.concatenate([self.lonlat, np.empty_like(self.lonlat)])
+        self.vectors[self.count] = vector
+        self.lonlat[self.count] = (lon, lat)
+        self.count += 1
+
+
+class OverlapIndex:
+    """Grid index of accepted patch centres answering "is anything closer than d?"."""
+
+    def __init__(self, min_distance_m: float, cell_deg: float = 1.0) -> None:
+        self.min_distance_m = min_distance_m
+        self.cell_deg = cell_deg
+        self.n_cols = round(360.0 / cell_deg)
+        self.n_rows = round(180.0 / cell_deg)
+        self._cells: dict[tuple[int, int], _Cell] = {}
+        self._size = 0
+        # Sphere prefilter: dot products above this are within the threshold plus margin.
+        self._cos_prefilter = math.cos(
+            min(math.pi, min_distance_m * SPHERE_MARGIN / EARTH_MEAN_RADIUS_M)
+        )
+        # Half-width of the search neighbourhood along a meridian, in degrees (with margin).
+        self._reach_lat_deg = math.degrees(min_distance_m * SPHERE_MARGIN / EARTH_MEAN_RADIUS_M)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def cell_of(self, lon: float, lat: float) -> tuple[int, int]:
+        col = math.floor((lon + 180.0) / self.cell_deg) % self.n_cols
+        row = min(max(math.floor((lat + 90.0) / self.cell_deg), 0), self.n_rows - 1)
+        return row, col
+
+    def search_cells(self, lon: float, lat: float) -> list[tuple[int, int]]:
+        """Every cell that can hold a point within the threshold of (lon, lat)."""
+        lat_lo, lat_hi = lat - self._reach_lat_deg, lat + self._reach_lat_deg
+        row_lo, _ = self.cell_of(lon, max(lat_lo, -90.0))
+        row_hi, _ = self.cell_of(lon, min(lat_hi, 90.0))
+        # Longitude reach at the most poleward latitude of the band (exact on the sphere:
+        # sin(d / 2R) = cos(lat) sin(dlon / 2) for the closest point on that parallel).
+        pole_lat = min(90.0, max(abs(lat_lo), abs(lat_hi)))
+        cos_lat = math.cos(math.radians(pole_lat))
+        half_chord = math.sin(min(math.pi / 2, self._reach_lat_deg * math.pi / 360.0))
+        if pole_lat >= 90.0 or cos_lat <= half_chord:
+            cols: Iterable[int] = range(self.n_cols)
+        else:
+            reach_lon = math.degrees(2.0 * math.asin(half_chord / cos_lat))
+            if reach_lon * 2 >= 360.0 - self.cell_deg:
+                cols = range(self.n_cols)
+            else:
+                lo = math.floor((lon - reach_lon + 180.0) / self.cell_deg)
+                hi = math.floor((lon + reach_lon + 180.0) / self.cell_deg)
+                cols = sorted({c % self.n_cols for c in range(lo, hi + 1)})
+        return [(r, c) for r in range(row_lo, row_hi + 1) for c in cols]
+
+    def is_interior(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Vectorised: True where a point's own cell is the only one it must search."""
+        reach_lat = self._reach_lat_deg
+        cos_lat = np.cos(np.radians(np.minimum(np.abs(lat) + reach_lat, 90.0)))
+        reach_lon = np.where(cos_lat > 1e-9, reach_lat / np.maximum(cos_lat, 1e-9) * 1.01, 360.0)
+        fx = np.mod(lon + 180.0, self.cell_deg)
+        fy = np.mod(lat + 90.0, self.cell_deg)
+        return (
+            (fx > reach_lon)
+            & (fx < self.cell_deg - reach_lon)
+            & (fy > reach_lat)
+            & (fy < self.cell_deg - reach_lat)
+        )
+
+    def cells_of(self, lon: NDArray[np.float64], lat: NDArray[np.float64]) -> list[tuple[int, int]]:
+        """Vectorised :meth:`cell_of`."""
+        cols = np.floor((lon + 180.0) / self.cell_deg).astype(np.int64) % self.n_cols
+        rows = np.clip(np.floor((lat + 90.0) / self.cell_deg).astype(np.int64), 0, self.n_rows - 1)
+        return list(zip(rows.tolist(), cols.tolist(), strict=True))
+
+    def conflicts(
+        self,
+        lon: float,
+        lat: float,
+        vector: NDArray[np.float64],
+        own_cell: tuple[int, int] | None = None,
+    ) -> bool:
+        """True when an indexed centre lies closer than the threshold (WGS84 geodesic).
+
+        ``vector`` is the point's unit vector; ``own_cell`` is given only for points where
+        :meth:`is_interior` holds: no point within reach can lie in a neighbour cell.
+        """
+        keys = [own_cell] if own_cell is not None else self.search_cells(lon, lat)
+        for key in keys:
+            cell = self._cells.get(key)
+            if cell is None:
+                continue
+            close = cell.vectors[: cell.count] @ vector > self._cos_prefilter
+            if close.any():
+                near = np.flatnonzero(close)
+                others = cell.lonlat[near]
+                dist = geodesic_distance_m(lon, lat, others[:, 0], others[:, 1])
+                if np.any(dist < self.min_distance_m):
+                    return True
+        return False
+
+    def add(
+        self,
+        lon: float,
+        lat: float,
+        vector: NDArray[np.float64] | None = None,
+        key: tuple[int, int] | None = None,
+    ) -> None:
+        key = key or self.cell_of(lon, lat)
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = self._cells[key] = _Cell()
+        cell.append(unit_vectors(lon, lat) if vector is None else vector, lon, lat)
+        self._size += 1
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A candidate that passed the overlap check."""
+
+    candidate: int
+    city: int
+    position: LonLat
+
+
+@dataclass(frozen=True)
+class SampleProgress:
+    """What one block of the stream produced; ``next_candidate`` is where to resume."""
+
+    accepted: list[Accepted]
+    next_candidate: int
+    overlaps: int
+
+
+def sample_locations(
+    cities: CityTable,
+    cfg: SampleConfig,
+    existing: Iterable[LonLat],
+    n_new: int,
+    start_candidate: int = 0,
+) -> Iterator[SampleProgress]:
+    """Draw candidates from ``start_candidate`` until ``n_new`` more locations are accepted.
+
+    Yields after each block (and at the end) so the caller can persist progress; ``existing``
+    locations are indexed first and never overlapped.
+    """
+    index = OverlapIndex(cfg.min_distance_m, cfg.grid_cell_deg)
+    for p in existing:
+        index.add(p.lon, p.lat)
+    budget = max(n_new, 1) * cfg.max_candidates_per_location
+    remaining = n_new
+    k = start_candidate
+    while remaining > 0:
+        block = candidate_block(cities, cfg, k // cfg.batch_size)
+        vectors = unit_vectors(block.lon, block.lat)
+        interior = index.is_interior(block.lon, block.lat).tolist()
+        keys = index.cells_of(block.lon, block.lat)
+        lons, lats = block.lon.tolist(), block.lat.tolist()
+        accepted: list[Accepted] = []
+        overlaps = 0
+        for j in range(k - block.first, cfg.batch_size):
+            lon, lat = lons[j], lats[j]
+            k += 1
+            if index.conflicts(lon, lat, vectors[j], keys[j] if interior[j] else None):
+                overlaps += 1
+                continue
+            index.add(lon, lat, vectors[j], keys[j])
+            accepted.append(Accepted(k - 1, int(block.city[j]), LonLat(lon, lat)))
+            remaining -= 1
+            if remaining == 0:
+                break
+        yield SampleProgress(accepted=accepted, next_candidate=k, overlaps=overlaps)
+        if k - start_candidate >= budget and remaining > 0:
+            raise SaturationError(n_new - remaining, n_new, k - start_candidate)
+
+
+class SaturationError(RuntimeError):
+    """The cities cannot hold the requested number of non-overlapping patches."""
+
+    def __init__(self, placed: int, wanted: int, drawn: int) -> None:
+        super().__init__(
+            f"placed only {placed} of {wanted} new locations after {drawn} candidates; "
+            "the areas around the cities are full at this overlap threshold"
+        )
+        self.placed, self.wanted, self.drawn = placed, wanted, drawn
+
+
+def v1_same_cell_sample(cities: CityTable, cfg: SampleConfig, n: int) -> list[tuple[float, float]]:
+    """A plain re-implementation of the v1 grid scan, for benchmarks and comparison only.
+
+    v1 looked only at the candidate's own 1-degree cell and compared with haversine distances in
+    a Python loop, so pairs across a cell border could overlap.
+    """
+    cells: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    out: list[tuple[float, float]] = []
+    radius = EARTH_MEAN_RADIUS_M
+    k = 0
+    while len(out) < n:
+        if k >= max(n, 1) * cfg.max_candidates_per_location:
+            raise SaturationError(len(out), n, k)
+        block = candidate_block(cities, cfg, k // cfg.batch_size)
+        k += cfg.batch_size
+        for lon, lat in zip(block.lon.tolist(), block.lat.tolist(), strict=True):
+            key = (math.floor(lon), math.floor(lat))
+            neighbours = cells.setdefault(key, [])
+            too_close = False
+            for lon2, lat2 in neighbours:
+                dphi = math.radians(lat2 - lat)
+                dlam = math.radians(lon2 - lon)
+                a = (
+                    math.sin(dphi / 2) ** 2
+                    + math.cos(math.radians(lat))
+                    * math.cos(math.radians(lat2))
+                    * math.sin(dlam / 2) ** 2
+                )
+                if 2 * radius * math.asin(math.sqrt(a)) < cfg.min_distance_m:
+                    too_close = True
+                    break
+            if not too_close:
+                neighbours.append((lon, lat))
+                out.append((lon, lat))
+                if len(out) == n:
+                    break
+    return out

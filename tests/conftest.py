@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny city tables and configs built by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ssl4eo_build.cities import write_cities
+from ssl4eo_build.config import REPO_ROOT
+
+CONFIGS = REPO_ROOT / "configs"
+
+
+@pytest.fixture
+def few_cities(tmp_path: Path) -> Path:
+    """Three cities: mid-latitude, on the antimeridian, and close to the North Pole."""
+    path = tmp_path / "cities.csv"
+    write_cities(
+        path,
+        [
+            (1, "Midtown", "XX", 48.1, 11.6, 1_000_000),
+            (2, "Dateline", "FJ", -16.5, 179.99, 500_000),
+            (3, "Polar", "SJ", 89.6, 20.0, 2_000),
+        ],
+    )
+    return path
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
