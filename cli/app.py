@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .download import download
 from .sample import sample
 from .status import status
 
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("sample")(sample)
+app.command("download")(download)
 app.command("status")(status)
 
 

@@ -31,6 +31,10 @@ ForceOpt = Annotated[
     typer.Option("--force", help="Continue although the config differs from the recorded one."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override sample.seed.")]
+SourceOpt = Annotated[
+    str | None, typer.Option("--source", help="Override download.source (synthetic, earthengine).")
+]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Concurrent workers.")]
 DEFAULT_WORK_DIR = Path("work")
 
 

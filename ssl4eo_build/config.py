@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,10 +66,63 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class DownloadConfig:
+    """Stage `download`: scene choice and fetching (SPEC section 4)."""
+
+    source: str = field(default="synthetic", metadata=_choice("synthetic", "earthengine"))
+    years: tuple[int, ...] = field(default=(2021, 2020, 2019), metadata=_rng(2015, 2100, min_len=1))
+    season_dates: tuple[str, ...] = ("03-20", "06-21", "09-22", "12-21")
+    window_days: float = field(default=15.0, metadata=_rng(0.5, 180.0))
+    max_cloud_pct: float = field(default=10.0, metadata=_rng(0.0, 100.0))
+    reference_years: tuple[int, ...] = field(
+        default=(2019, 2020, 2021), metadata=_rng(2015, 2100, min_len=1)
+    )
+    reference_max_gap_days: float = field(default=30.0, metadata=_rng(0.0, 366.0))
+    s1_max_gap_days: float = field(default=15.0, metadata=_rng(0.0, 366.0))
+    buffer_px: int = field(default=60, metadata=_rng(0, 4096))
+    lattice_m: float = field(default=60.0, metadata=_rng(1.0, 10_000.0))
+    workers: int = field(default=16, metadata=_rng(1, 1024))
+    max_attempts: int = field(default=5, metadata=_rng(1, 100))
+    retry_base_s: float = field(default=1.0, metadata=_rng(0.0, 3600.0))
+    retry_max_s: float = field(default=60.0, metadata=_rng(0.0, 3600.0))
+    max_runs: int = field(default=3, metadata=_rng(1, 1000))
+    max_in_flight: int = field(default=40, metadata=_rng(1, 1024))
+    requests_per_s: float = field(default=100.0, metadata=_rng(0.01, 100_000.0))
+    compress: str = field(default="zstd", metadata=_choice("zstd", "deflate", "lzw", "none"))
+
+    def __post_init__(self) -> None:
+        if len(self.season_dates) != 4:
+            raise ConfigError(
+                f"key 'download.season_dates': expected 4 dates, found {self.season_dates!r}."
+            )
+        for text in self.season_dates:
+            try:
+                month, day = (int(x) for x in text.split("-"))
+                datetime(2021, month, day)
+            except ValueError:
+                raise ConfigError(
+                    f"key 'download.season_dates': expected 'MM-DD' dates, found {text!r}."
+                ) from None
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The offline archive simulator's knobs."""
+
+    seed: int = field(default=0, metadata=_rng(0))
+    latency_s: float = field(default=0.0, metadata=_rng(0.0, 60.0))
+    error_rate: float = field(default=0.0, metadata=_rng(0.0, 0.95))
+    zone_overlap_m: float = field(default=15_000.0, metadata=_rng(0.0, 200_000.0))
+    partial_prob: float = field(default=0.04, metadata=_rng(0.0, 1.0))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole recipe. Sections mirror the TOML tables."""
 
     sample: SampleConfig = SampleConfig()
+    download: DownloadConfig = DownloadConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
     source_file: Path | None = field(default=None, compare=False, metadata={"internal": True})
 
     def section_fingerprint(self, name: str) -> str:
@@ -148,7 +202,10 @@ def _build(cls: type[T], table: Mapping[str, Any], prefix: str, where: str, base
         if name not in table:
             continue
         values[name] = _coerce(table[name], hints[name], f, prefix + name, where, base_dir)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _coerce(

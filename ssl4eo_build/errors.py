@@ -40,6 +40,11 @@ class SourceError(Ssl4eoError):
 class RetryableSourceError(SourceError):
     """Quota, server, timeout or connection errors: worth trying again after a pause."""
 
+    def __init__(self, message: str, retry_after: float | None = None, quota: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.quota = quota
+
 
 class FinalSourceError(SourceError):
     """Bad request or missing asset: trying again will give the same answer."""

@@ -11,6 +11,7 @@ Tables (see README "The manifest" for every column):
 - ``stage_runs``: one row per stage run: start/end time, config hash and JSON, summary.
 - ``locations``: one row per location; ``status`` is the sample stage's verdict.
 - ``reference_times``: per-season reference timestamps imported with ``sample --from-index``.
+- ``downloads``: the download stage's verdict per location (ok / rejected / failed, attempts).
 - ``scenes``, ``patches``, ``shards``: filled by download, align and pack.
 """
 
@@ -65,6 +66,14 @@ CREATE TABLE IF NOT EXISTS reference_times(
     tile_id TEXT,
     tile_crs INTEGER,
     PRIMARY KEY(sample_id, time_index)
+);
+CREATE TABLE IF NOT EXISTS downloads(
+    sample_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0,
+    updated TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scenes(
     sample_id TEXT NOT NULL,
@@ -216,7 +225,7 @@ class Manifest:
     # -- locations -----------------------------------------------------------------------------
 
     def count(self, table: str, status: str | None = None) -> int:
-        if table not in ("locations", "scenes", "patches", "shards"):
+        if table not in ("locations", "downloads", "scenes", "patches", "shards"):
             raise ValueError(table)
         if status is None:
             return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
@@ -273,6 +282,65 @@ class Manifest:
             )
         }
 
+    # -- downloads -----------------------------------------------------------------------------
+
+    def download_candidates(self, max_runs: int) -> list[LocationRow]:
+        """Sampled locations with no finished download: never tried, or failed < max_runs times."""
+        sql = (
+            "SELECT l.sample_id, l.lon, l.lat, l.city, l.status, l.reason, l.origin "
+            "FROM locations l LEFT JOIN downloads d ON d.sample_id = l.sample_id "
+            "WHERE l.status = 'ok' AND (d.sample_id IS NULL OR "
+            "(d.status IN ('failed', 'pending') AND d.attempts < ?)) ORDER BY l.sample_id"
+        )
+        return [
+            LocationRow(r[0], LonLat(r[1], r[2]), r[3], r[4], r[5], r[6])
+            for r in self.db.execute(sql, (max_runs,))
+        ]
+
+    def recorded_scenes(self, sample_id: str) -> dict[tuple[str, int], str]:
+        """(product, season) -> scene id of files already fetched and recorded."""
+        return {
+            (str(r[0]), int(r[1])): str(r[2])
+            for r in self.db.execute(
+                "SELECT product, time_index, scene_id FROM scenes "
+                "WHERE sample_id=? AND status='ok'",
+                (sample_id,),
+            )
+        }
+
+    def record_download(
+        self,
+        db: sqlite3.Connection,
+        sample_id: str,
+        status: str,
+        reason: str | None,
+        requests: int,
+        scenes: Iterable[tuple[Any, ...]],
+    ) -> None:
+        """Scenes rows (product, season, scene_id, acquired, cloud, crs, gap, path) + verdict."""
+        db.execute("DELETE FROM scenes WHERE sample_id=?", (sample_id,))
+        db.executemany(
+            "INSERT INTO scenes(sample_id, product, time_index, scene_id, acquired, cloud_pct, "
+            "crs, status, reason, gap_days, path) VALUES(?, ?, ?, ?, ?, ?, ?, 'ok', NULL, ?, ?)",
+            ((sample_id, *row) for row in scenes),
+        )
+        db.execute(
+            "INSERT INTO downloads(sample_id, status, reason, attempts, requests, updated) "
+            "VALUES(?, ?, ?, 1, ?, ?) ON CONFLICT(sample_id) DO UPDATE SET "
+            "status=excluded.status, reason=excluded.reason, attempts=downloads.attempts + 1, "
+            "requests=downloads.requests + excluded.requests, updated=excluded.updated",
+            (sample_id, status, reason, requests, utc_now()),
+        )
+
+    def invalidate_download(self, db: sqlite3.Connection, sample_id: str, reason: str) -> None:
+        """A raw file turned out damaged: the location is downloaded again on the next run."""
+        db.execute("DELETE FROM scenes WHERE sample_id=?", (sample_id,))
+        db.execute(
+            "UPDATE downloads SET status='failed', reason=?, attempts=0, updated=? "
+            "WHERE sample_id=?",
+            (reason, utc_now(), sample_id),
+        )
+
     # -- reporting -----------------------------------------------------------------------------
 
     def status_report(self) -> dict[str, Any]:
@@ -280,7 +348,7 @@ class Manifest:
         report: dict[str, Any] = {"manifest": str(self.path), "stages": {}}
         for stage, table in (
             ("sample", "locations"),
-            ("download", "scenes"),
+            ("download", "downloads"),
             ("align", "patches"),
         ):
             counts = {s: 0 for s in STATUSES}
@@ -296,6 +364,12 @@ class Manifest:
                 )
             }
             report["stages"][stage] = {"counts": counts, "reasons": reasons}
+        report["stages"]["download"]["scenes"] = {
+            str(p): int(n)
+            for p, n in self.db.execute(
+                "SELECT product, COUNT(*) FROM scenes WHERE status='ok' GROUP BY product"
+            )
+        }
         overlaps = self.get_meta("sample.overlap_rejections")
         report["stages"]["sample"]["candidates_rejected_for_overlap"] = int(overlaps or 0)
         shard_rows = self.db.execute(

@@ -9,15 +9,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .cities import load_cities
 from .config import Config, section_dict
+from .download import DownloadResult, DownloadTask, download_location
 from .errors import InputError, UserError
+from .executor import run_threaded
 from .manifest import Manifest
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
+from .sources import Limiter, RetryPolicy, make_source
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +148,124 @@ def import_index(config: Config, work_dir: Path, index_path: Path) -> SampleSumm
             candidates_drawn=0,
             overlap_rejections=0,
             imported_from=str(index_path),
+        )
+        manifest.finish_run(run_id, summary.__dict__)
+        return summary
+
+
+# Download settings that do not change which scenes are chosen or what the files hold.
+_DOWNLOAD_VOLATILE = (
+    "workers", "max_attempts", "retry_base_s", "retry_max_s", "max_runs", "max_in_flight",
+    "requests_per_s", "compress",
+)  # fmt: skip
+
+
+def download_settings(config: Config) -> dict[str, Any]:
+    settings = {
+        k: v for k, v in section_dict(config.download).items() if k not in _DOWNLOAD_VOLATILE
+    }
+    settings["patch_px"] = config.sample.patch_px
+    settings["pixel_m"] = config.sample.pixel_m
+    if config.download.source == "synthetic":
+        synthetic = section_dict(config.synthetic)
+        settings["synthetic"] = {
+            k: v for k, v in synthetic.items() if k not in ("latency_s", "error_rate")
+        }
+    return settings
+
+
+@dataclass(frozen=True)
+class DownloadSummary:
+    planned: int
+    ok: int = 0
+    rejected: int = 0
+    failed: int = 0
+    requests: int = 0
+    dry_run: bool = False
+    requests_planned: int = 0
+    seconds_at_quota: float = 0.0
+
+
+def _tasks(manifest: Manifest, rows: list[Any]) -> list[DownloadTask]:
+    from .reference_index import parse_time
+
+    tasks = []
+    for row in rows:
+        refs = {
+            season: datetime.fromisoformat(parse_time(text))
+            for season, text in manifest.reference_times(row.sample_id).items()
+        }
+        done = manifest.recorded_scenes(row.sample_id)
+        tasks.append(DownloadTask(row.sample_id, row.position, refs, done))
+    return tasks
+
+
+def run_download(
+    config: Config,
+    work_dir: Path,
+    limit: int | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> DownloadSummary:
+    """Find and fetch scenes for every sampled location without a finished download."""
+    d = config.download
+    source = make_source(config)
+    with Manifest.open(work_dir, create=False) as manifest:
+        rows = manifest.download_candidates(d.max_runs)[: limit if limit is not None else None]
+        if dry_run:
+            per_location = 3 + 12  # one search per product, one fetch per product and season
+            requests = per_location * len(rows)
+            return DownloadSummary(
+                planned=len(rows),
+                dry_run=True,
+                requests_planned=requests,
+                seconds_at_quota=requests / d.requests_per_s,
+            )
+        settings = download_settings(config)
+        has_results = manifest.count("downloads") > 0
+        manifest.check_stage_config("download", settings, has_results, force)
+        run_id = manifest.begin_run("download", settings)
+        tasks = _tasks(manifest, rows)
+        raw_dir = Path(work_dir) / "raw"
+        limiter = Limiter(d.max_in_flight, d.requests_per_s)
+        policy = RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s)
+        counts = {"ok": 0, "rejected": 0, "failed": 0}
+        requests = 0
+
+        def work(task: DownloadTask) -> DownloadResult:
+            return download_location(source, config, task, raw_dir, limiter, policy)
+
+        for result in run_threaded(work, tasks, d.workers, "download", counts, progress):
+            with manifest.transaction() as db:
+                manifest.record_download(
+                    db,
+                    result.sample_id,
+                    result.status,
+                    result.reason,
+                    result.requests,
+                    (
+                        (
+                            r.product,
+                            r.season,
+                            r.scene.scene_id,
+                            r.scene.acquired.isoformat(),
+                            r.scene.cloud_pct,
+                            r.scene.epsg,
+                            r.gap_days,
+                            r.path,
+                        )
+                        for r in result.scenes
+                    ),
+                )
+            counts[result.status] += 1
+            requests += result.requests
+        summary = DownloadSummary(
+            planned=len(tasks),
+            ok=counts["ok"],
+            rejected=counts["rejected"],
+            failed=counts["failed"],
+            requests=requests,
         )
         manifest.finish_run(run_id, summary.__dict__)
         return summary

@@ -1,0 +1,63 @@
+"""`ssl4eo-build download`: find scenes per season and fetch buffered areas of interest."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ssl4eo_build import pipeline
+
+from .options import (
+    DEFAULT_WORK_DIR,
+    ConfigOpt,
+    ForceOpt,
+    QuietOpt,
+    SourceOpt,
+    VerboseOpt,
+    WorkDirOpt,
+    WorkersOpt,
+    build_config,
+    guarded,
+    setup_logging,
+)
+
+
+def download(
+    config: ConfigOpt = None,
+    work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
+    source: SourceOpt = None,
+    workers: WorkersOpt = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Process at most this many locations.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only print the requests the plan needs.")
+    ] = False,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find one S-2 granule and one S-1 scene per season; fetch them as GeoTIFFs."""
+    setup_logging(verbose, quiet)
+    cfg = guarded(
+        verbose,
+        lambda: build_config(config, {"download.source": source, "download.workers": workers}),
+    )
+    summary = guarded(
+        verbose,
+        lambda: pipeline.run_download(
+            cfg, work_dir, limit=limit, dry_run=dry_run, force=force, progress=not quiet
+        ),
+    )
+    if summary.dry_run:
+        typer.echo(
+            f"download --dry-run: {summary.planned} location(s), {summary.requests_planned} "
+            f"requests (3 searches + 12 fetches each), about {summary.seconds_at_quota:,.0f} s "
+            f"at {cfg.download.requests_per_s:g} requests/s"
+        )
+    elif not quiet:
+        typer.echo(
+            f"download: {summary.ok} ok, {summary.rejected} rejected, {summary.failed} failed "
+            f"of {summary.planned} location(s); {summary.requests} requests -> {work_dir}/raw"
+        )

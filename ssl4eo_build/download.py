@@ -1,0 +1,290 @@
+"""Stage `download`, pure part: season windows, scene choice, and the per-location worker.
+
+Scene choice (SPEC section 4):
+
+- Fresh mode: per season, the window is the reference date +/- ``window_days`` in the first
+  configured year that has a usable granule (2021, then 2020, then 2019). Usable: the same
+  granule id exists in L1C and L2A with ``cloud_pct < max_cloud_pct`` in both. Preference:
+  least cloudy (the larger of the two percentages), ties by closeness to the reference date.
+- Reference-index mode: per season with a reference time, the usable granule (acquired in one
+  of ``reference_years``) closest to that time within ``reference_max_gap_days``; ties by cloud.
+  Seasons without a reference time use fresh mode.
+- S-1: the scene closest in time to the chosen S-2 acquisition within ``s1_max_gap_days``. If the
+  preferred granule has no S-1 partner, the next granule in preference order is tried (v1:
+  "Sentinel-2 tiles ... and corresponding Sentinel-1 GRD tiles").
+
+The worker :func:`download_location` runs in a thread, talks to the source through the shared
+limiter and retry policy, writes GeoTIFFs, and returns a small result record; only the
+coordinator writes the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from .config import Config
+from .errors import FinalSourceError, RetryableSourceError
+from .geo import LonLat
+from .grid import PixelGrid, centred_grid
+from .products import N_SEASONS, PRODUCTS, season_reference, window
+from .raster_io import write_geotiff
+from .sources.base import Limiter, RetryPolicy, Scene, Source, TimeWindow, with_retries
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DAY_S = 86_400.0
+FETCH_PRODUCTS = ("S2L1C", "S2L2A", "S1GRD")
+
+
+@dataclass(frozen=True)
+class SeasonPick:
+    season: int
+    l1c: Scene
+    l2a: Scene
+    s1: Scene
+    s1_gap_days: float
+
+    def scene(self, product: str) -> Scene:
+        return {"S2L1C": self.l1c, "S2L2A": self.l2a, "S1GRD": self.s1}[product]
+
+
+@dataclass(frozen=True)
+class NoScene:
+    season: int
+    product: str
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        return f"no_scene: season {self.season} {self.product}: {self.detail}"
+
+
+def gap_days(a: datetime, b: datetime) -> float:
+    return abs((a - b).total_seconds()) / DAY_S
+
+
+def s2_windows(cfg: Config, refs: Mapping[int, datetime]) -> list[TimeWindow]:
+    """Every time window the S-2 search must cover, all seasons and years (one request)."""
+    d = cfg.download
+    out = []
+    for season in range(N_SEASONS):
+        if season in refs:
+            out.append(TimeWindow(*window(refs[season], d.reference_max_gap_days)))
+        else:
+            for year in d.years:
+                centre = season_reference(season, year, d.season_dates)
+                out.append(TimeWindow(*window(centre, d.window_days)))
+    return out
+
+
+def s1_windows(cfg: Config, refs: Mapping[int, datetime]) -> list[TimeWindow]:
+    """The S-2 windows widened by the S-1 gap: every S-1 partner any granule could have."""
+    pad = timedelta(days=cfg.download.s1_max_gap_days)
+    return [TimeWindow(w.start - pad, w.end + pad) for w in s2_windows(cfg, refs)]
+
+
+def usable_pairs(
+    l1c: Sequence[Scene], l2a: Sequence[Scene], max_cloud: float
+) -> list[tuple[Scene, Scene]]:
+    """Granules present in both L1C and L2A with cloud below ``max_cloud`` in both."""
+    by_id = {s.scene_id: s for s in l2a}
+    pairs = []
+    for a in l1c:
+        b = by_id.get(a.scene_id)
+        if b is None:
+            continue
+        if (a.cloud_pct or 0.0) < max_cloud and (b.cloud_pct or 0.0) < max_cloud:
+            pairs.append((a, b))
+    return pairs
+
+
+def _cloud(pair: tuple[Scene, Scene]) -> float:
+    return max(pair[0].cloud_pct or 0.0, pair[1].cloud_pct or 0.0)
+
+
+def _fresh_preference(centre: datetime, pair: tuple[Scene, Scene]) -> tuple[float, float, str]:
+    return _cloud(pair), gap_days(pair[1].acquired, centre), pair[1].scene_id
+
+
+def rank_s2(
+    pairs: Sequence[tuple[Scene, Scene]], season: int, cfg: Config, ref: datetime | None
+) -> list[tuple[Scene, Scene]]:
+    """Usable granules for one season in order of preference (empty: none qualifies)."""
+    d = cfg.download
+    if ref is not None:
+        near = [
+            p
+            for p in pairs
+            if p[1].acquired.year in d.reference_years
+            and gap_days(p[1].acquired, ref) <= d.reference_max_gap_days
+        ]
+        return sorted(near, key=lambda p: (gap_days(p[1].acquired, ref), _cloud(p), p[1].scene_id))
+    ranked: list[tuple[Scene, Scene]] = []
+    for year in d.years:
+        centre = season_reference(season, year, d.season_dates)
+        start, end = window(centre, d.window_days)
+        in_window = [p for p in pairs if start <= p[1].acquired <= end]
+        ranked.extend(sorted(in_window, key=partial(_fresh_preference, centre)))
+    return ranked
+
+
+def pick_s1(s1: Sequence[Scene], when: datetime, max_gap_days: float) -> tuple[Scene, float] | None:
+    """The S-1 scene closest in time to ``when`` within the gap (ties by id)."""
+    best = min(s1, key=lambda s: (gap_days(s.acquired, when), s.scene_id), default=None)
+    if best is None or gap_days(best.acquired, when) > max_gap_days:
+        return None
+    return best, gap_days(best.acquired, when)
+
+
+def choose_scenes(
+    l1c: Sequence[Scene],
+    l2a: Sequence[Scene],
+    s1: Sequence[Scene],
+    cfg: Config,
+    refs: Mapping[int, datetime],
+) -> list[SeasonPick] | NoScene:
+    """One S-2 granule (L1C + L2A) and one S-1 scene per season, or why not."""
+    d = cfg.download
+    pairs = usable_pairs(l1c, l2a, d.max_cloud_pct)
+    picks = []
+    for season in range(N_SEASONS):
+        ranked = rank_s2(pairs, season, cfg, refs.get(season))
+        if not ranked:
+            where = (
+                f"within {d.reference_max_gap_days:g} d of {refs[season].isoformat()}"
+                if season in refs
+                else f"within {d.window_days:g} d of {d.season_dates[season]} in "
+                + "/".join(map(str, d.years))
+            )
+            return NoScene(season, "S2", f"no granule under {d.max_cloud_pct:g}% cloud {where}")
+        for a, b in ranked:
+            partner = pick_s1(s1, b.acquired, d.s1_max_gap_days)
+            if partner is not None:
+                picks.append(SeasonPick(season, a, b, partner[0], round(partner[1], 4)))
+                break
+        else:
+            return NoScene(
+                season,
+                "S1GRD",
+                f"no IW VV+VH scene within {d.s1_max_gap_days:g} d of any of "
+                f"{len(ranked)} clear S-2 granule(s)",
+            )
+    return picks
+
+
+def fetch_grid(cfg: Config, scene: Scene, centre: LonLat) -> PixelGrid:
+    """The buffered area of interest in the scene's native CRS, snapped to the lattice."""
+    size = cfg.sample.patch_px + 2 * cfg.download.buffer_px
+    return centred_grid(scene.epsg, centre, size, cfg.sample.pixel_m, cfg.download.lattice_m)
+
+
+def raw_path(raw_dir: Path, sample_id: str, product: str, season: int) -> Path:
+    return raw_dir / sample_id[:4] / sample_id / f"{product}_{season}.tif"
+
+
+@dataclass(frozen=True)
+class DownloadTask:
+    sample_id: str
+    position: LonLat
+    refs: dict[int, datetime] = field(default_factory=dict)
+    # (product, season) -> scene id already on disk and recorded: not fetched again.
+    done: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SceneRecord:
+    product: str
+    season: int
+    scene: Scene
+    path: str
+    gap_days: float | None
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    sample_id: str
+    status: str  # ok | rejected | failed
+    reason: str | None = None
+    scenes: tuple[SceneRecord, ...] = ()
+    requests: int = 0
+
+
+class _Caller:
+    """Source calls through the shared limiter with retries; counts requests."""
+
+    def __init__(self, limiter: Limiter, policy: RetryPolicy) -> None:
+        self.limiter, self.policy, self.requests = limiter, policy, 0
+
+    def __call__(self, fn: Callable[[], T]) -> T:
+        def once() -> T:
+            self.requests += 1
+            with self.limiter:
+                value = fn()
+            self.limiter.recover()
+            return value
+
+        def on_retry(exc: RetryableSourceError) -> None:
+            if exc.quota:
+                self.limiter.slow_down()
+
+        return with_retries(once, self.policy, on_retry)
+
+
+def download_location(
+    source: Source,
+    cfg: Config,
+    task: DownloadTask,
+    raw_dir: Path,
+    limiter: Limiter,
+    policy: RetryPolicy,
+) -> DownloadResult:
+    """Search, choose and fetch one location; never raises for source errors."""
+    call = _Caller(limiter, policy)
+    try:
+        windows = {"S2": s2_windows(cfg, task.refs), "S1": s1_windows(cfg, task.refs)}
+        found = {
+            product: call(partial(source.search, task.position, product, windows[product[:2]]))
+            for product in FETCH_PRODUCTS
+        }
+        choice = choose_scenes(found["S2L1C"], found["S2L2A"], found["S1GRD"], cfg, task.refs)
+        if isinstance(choice, NoScene):
+            return DownloadResult(task.sample_id, "rejected", choice.reason, requests=call.requests)
+        records = []
+        for pick in choice:
+            for product in FETCH_PRODUCTS:
+                scene = pick.scene(product)
+                path = raw_path(raw_dir, task.sample_id, product, pick.season)
+                gap = pick.s1_gap_days if product == "S1GRD" else None
+                if task.done.get((product, pick.season)) != scene.scene_id or not path.exists():
+                    grid = fetch_grid(cfg, scene, task.position)
+                    bands = PRODUCTS[product].bands
+                    pixels = call(partial(source.fetch, scene, grid, bands))
+                    write_geotiff(
+                        path,
+                        pixels,
+                        grid,
+                        bands,
+                        tags={
+                            "sample_id": task.sample_id,
+                            "product": product,
+                            "season": str(pick.season),
+                            "scene_id": scene.scene_id,
+                            "acquired": scene.acquired.isoformat(),
+                            "cloud_pct": "" if scene.cloud_pct is None else f"{scene.cloud_pct:g}",
+                            "tile_id": scene.tile_id or "",
+                            "s1_gap_days": "" if gap is None else f"{gap:g}",
+                        },
+                        compress=cfg.download.compress,
+                    )
+                records.append(SceneRecord(product, pick.season, scene, str(path), gap))
+        return DownloadResult(task.sample_id, "ok", scenes=tuple(records), requests=call.requests)
+    except RetryableSourceError as exc:
+        return DownloadResult(task.sample_id, "failed", f"transient: {exc}", requests=call.requests)
+    except FinalSourceError as exc:
+        return DownloadResult(task.sample_id, "rejected", f"source: {exc}", requests=call.requests)

@@ -1,0 +1,48 @@
+"""Products, their bands and the season calendar (SPEC section 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Product:
+    name: str
+    collection: str  # Earth Engine collection id
+    bands: tuple[str, ...]  # as stored, in the v1.1 spelling
+    native_res_m: dict[str, int]
+
+
+_S2_RES = {
+    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
+    "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20, "SCL": 20,
+}  # fmt: skip
+
+S2L1C = Product(
+    "S2L1C",
+    "COPERNICUS/S2_HARMONIZED",
+    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"),
+    _S2_RES,
+)
+S2L2A = Product(
+    "S2L2A",
+    "COPERNICUS/S2_SR_HARMONIZED",
+    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL"),
+    _S2_RES,
+)
+S1GRD = Product("S1GRD", "COPERNICUS/S1_GRD", ("VV", "VH"), {"VV": 10, "VH": 10})
+
+PRODUCTS: dict[str, Product] = {p.name: p for p in (S2L1C, S2L2A, S1GRD)}
+S2_PRODUCTS = ("S2L1C", "S2L2A")
+N_SEASONS = 4
+
+
+def season_reference(season: int, year: int, dates: tuple[str, ...]) -> datetime:
+    """Reference date of ``season`` (0..3) in ``year``; ``dates`` are "MM-DD" strings."""
+    month, day = (int(part) for part in dates[season].split("-"))
+    return datetime(year, month, day, 12, 0, 0)
+
+
+def window(centre: datetime, half_days: float) -> tuple[datetime, datetime]:
+    return centre - timedelta(days=half_days), centre + timedelta(days=half_days)

@@ -1,0 +1,102 @@
+"""GeoTIFF read/write at the edges of the pipeline: atomic writes, clear errors on bad files."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+
+from .errors import Ssl4eoError
+from .grid import PixelGrid
+
+
+class RawFileError(Ssl4eoError):
+    """An intermediate file is missing, truncated or unreadable."""
+
+
+@dataclass(frozen=True)
+class Raster:
+    data: NDArray[np.float32]  # (bands, height, width)
+    grid: PixelGrid
+    bands: tuple[str, ...]
+    tags: dict[str, str]
+
+
+def atomic_target(path: Path) -> Path:
+    """A temporary sibling name unique to this process and thread."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """fsync ``tmp`` and rename it over ``path``: readers see the old file or the whole new one."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_geotiff(
+    path: Path,
+    data: NDArray[np.float32],
+    grid: PixelGrid,
+    bands: Sequence[str],
+    tags: Mapping[str, str],
+    compress: str = "deflate",
+) -> None:
+    """Float32 GeoTIFF with NaN nodata, band descriptions and tags, written atomically."""
+    if data.shape != (len(bands), grid.height, grid.width):
+        raise ValueError(f"array {data.shape} does not match {len(bands)} bands on {grid.shape_yx}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_target(path)
+    profile = {
+        "driver": "GTiff",
+        "dtype": "float32",
+        "count": len(bands),
+        "width": grid.width,
+        "height": grid.height,
+        "crs": CRS.from_epsg(grid.epsg),
+        "transform": grid.transform,
+        "nodata": float("nan"),
+        "tiled": True,
+        "blockxsize": 128,
+        "blockysize": 128,
+    }
+    if compress != "none":
+        # Fast levels: raw files are intermediates, read once by align.
+        profile.update(compress=compress, predictor=3, zlevel=1, zstd_level=1)
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data.astype(np.float32, copy=False))
+            for i, name in enumerate(bands, start=1):
+                dst.set_band_description(i, name)
+            dst.update_tags(**dict(tags))
+        commit_file(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_geotiff(path: Path) -> Raster:
+    """Read a file written by :func:`write_geotiff`; any damage raises :class:`RawFileError`."""
+    try:
+        with rasterio.open(path) as src:
+            data = src.read(out_dtype=np.float32)
+            t = src.transform
+            if src.crs is None or src.crs.to_epsg() is None:
+                raise RawFileError(f"{path}: no EPSG CRS")
+            grid = PixelGrid(int(src.crs.to_epsg()), t.c, t.f, t.a, -t.e, src.width, src.height)
+            bands = tuple(d or f"band{i}" for i, d in enumerate(src.descriptions, start=1))
+            tags = dict(src.tags())
+    except (RasterioError, OSError) as exc:
+        raise RawFileError(f"{path}: unreadable raster ({exc})") from None
+    return Raster(data, grid, bands, tags)

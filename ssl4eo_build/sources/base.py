@@ -1,0 +1,144 @@
+"""The narrow source interface, scenes, and the limiter/retry machinery every source shares."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import RetryableSourceError
+from ..geo import LonLat
+from ..grid import PixelGrid
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One acquisition of one product, as a search returns it."""
+
+    scene_id: str  # the product's own id (S-2: granule id; S-1: product id)
+    product: str  # S2L1C | S2L2A | S1GRD
+    acquired: datetime  # UTC, naive
+    epsg: int  # native CRS the pixels are delivered in
+    cloud_pct: float | None = None  # S-2 CLOUDY_PIXEL_PERCENTAGE
+    granule: str | None = None  # S-2: "<datatake>_<tile>", shared by L1C and L2A
+    tile_id: str | None = None  # S-2 MGRS tile, e.g. "T33SWC"
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    start: datetime
+    end: datetime
+
+
+class Source(Protocol):
+    """What the download stage needs from an archive."""
+
+    name: str
+
+    def search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
+        """All scenes of ``product`` covering ``point`` in any of ``windows``: one request."""
+        ...
+
+    def fetch(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
+        """Pixels of ``bands`` on ``grid`` (bands, height, width), NaN where missing."""
+        ...
+
+    def requests_per_fetch(self, grid: PixelGrid, bands: Sequence[str]) -> int:
+        """How many pixel requests :meth:`fetch` sends for this grid (for dry runs)."""
+        ...
+
+
+class Limiter:
+    """At most ``max_in_flight`` calls at once and ``rate_per_s`` call starts per second.
+
+    Shared by all threads of a process. :meth:`slow_down` halves the rate after a quota error
+    (429); the rate recovers gradually after successful calls.
+    """
+
+    def __init__(self, max_in_flight: int, rate_per_s: float) -> None:
+        self.max_in_flight = max_in_flight
+        self.rate_per_s = rate_per_s
+        self.current_rate = rate_per_s
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._lock = threading.Lock()
+        self._starts: deque[float] = deque()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def __enter__(self) -> Limiter:
+        self._slots.acquire()
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._starts and now - self._starts[0] >= 1.0:
+                    self._starts.popleft()
+                if len(self._starts) < max(1, int(self.current_rate)):
+                    self._starts.append(now)
+                    self.in_flight += 1
+                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                    return self
+                wait = 1.0 - (now - self._starts[0])
+            time.sleep(max(wait, 0.001))
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.in_flight -= 1
+        self._slots.release()
+
+    def slow_down(self) -> None:
+        with self._lock:
+            self.current_rate = max(1.0, self.current_rate / 2.0)
+
+    def recover(self) -> None:
+        with self._lock:
+            self.current_rate = min(self.rate_per_s, self.current_rate * 1.05 + 0.1)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**attempt)]."""
+        return rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * 2.0**attempt))
+
+
+def with_retries(
+    call: Callable[[], T],
+    policy: RetryPolicy,
+    on_retry: Callable[[RetryableSourceError], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call``; retry retryable errors with backoff; re-raise the last one when exhausted.
+
+    Final errors propagate at once.
+    """
+    rng = random.Random()
+    for attempt in range(policy.max_attempts):
+        try:
+            return call()
+        except RetryableSourceError as exc:
+            if attempt + 1 >= policy.max_attempts:
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            pause = exc.retry_after if exc.retry_after is not None else policy.delay(attempt, rng)
+            log.debug(
+                "retryable source error (%s); attempt %d, sleeping %.2fs", exc, attempt + 1, pause
+            )
+            sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
