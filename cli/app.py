@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .align import align
 from .download import download
 from .sample import sample
 from .status import status
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command("sample")(sample)
 app.command("download")(download)
+app.command("align")(align)
 app.command("status")(status)
 
 

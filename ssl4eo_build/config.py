@@ -117,12 +117,31 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class AlignConfig:
+    """Stage `align`: one UTM grid per location (SPEC section 5)."""
+
+    nan_threshold: float = field(default=0.01, metadata=_rng(0.0, 1.0))
+    s1_resampling: str = field(default="nearest", metadata=_choice("nearest", "bilinear"))
+    s2_resampling: str = field(default="nearest", metadata=_choice("nearest", "bilinear"))
+    rgb_clip_low_q: float = field(default=0.02, metadata=_rng(0.0, 1.0))
+    rgb_clip_high_q: float = field(default=0.98, metadata=_rng(0.0, 1.0))
+    rgb_compress_factor: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    rgb_low_q: float = field(default=0.002, metadata=_rng(0.0, 1.0))
+    rgb_high_q: float = field(default=0.998, metadata=_rng(0.0, 1.0))
+    rgb_min_upper: float = field(default=2000.0, metadata=_rng(1.0, 100_000.0))
+    rgb_dark_median: float = field(default=1000.0, metadata=_rng(0.0, 100_000.0))
+    workers: int = field(default=0, metadata=_rng(0, 1024))  # 0: one process per core
+    max_runs: int = field(default=3, metadata=_rng(1, 1000))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole recipe. Sections mirror the TOML tables."""
 
     sample: SampleConfig = SampleConfig()
     download: DownloadConfig = DownloadConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    align: AlignConfig = AlignConfig()
     source_file: Path | None = field(default=None, compare=False, metadata={"internal": True})
 
     def section_fingerprint(self, name: str) -> str:

@@ -341,6 +341,52 @@ class Manifest:
             (reason, utc_now(), sample_id),
         )
 
+    # -- patches (align) -----------------------------------------------------------------------
+
+    def align_candidates(
+        self, max_runs: int
+    ) -> list[tuple[LocationRow, dict[tuple[str, int], tuple[str, int]]]]:
+        """Downloaded locations without a finished patch, with their raw files and CRSs:
+        (product, season) -> (path, EPSG)."""
+        sql = (
+            "SELECT l.sample_id, l.lon, l.lat, l.city, l.status, l.reason, l.origin "
+            "FROM locations l JOIN downloads d ON d.sample_id = l.sample_id "
+            "LEFT JOIN patches p ON p.sample_id = l.sample_id "
+            "WHERE l.status = 'ok' AND d.status = 'ok' AND (p.sample_id IS NULL OR "
+            "(p.status IN ('failed', 'pending') AND p.attempts < ?)) ORDER BY l.sample_id"
+        )
+        rows = [
+            LocationRow(r[0], LonLat(r[1], r[2]), r[3], r[4], r[5], r[6])
+            for r in self.db.execute(sql, (max_runs,))
+        ]
+        files: dict[str, dict[tuple[str, int], tuple[str, int]]] = {}
+        for sample_id, product, season, path, crs in self.db.execute(
+            "SELECT s.sample_id, s.product, s.time_index, s.path, s.crs FROM scenes s "
+            "JOIN downloads d ON d.sample_id = s.sample_id "
+            "WHERE d.status = 'ok' AND s.status = 'ok'"
+        ):
+            files.setdefault(sample_id, {})[(product, int(season))] = (path, int(crs))
+        return [(row, files.get(row.sample_id, {})) for row in rows]
+
+    def record_patch(
+        self,
+        db: sqlite3.Connection,
+        sample_id: str,
+        status: str,
+        reason: str | None,
+        crs: int | None,
+        nan_fraction_max: float | None,
+        path: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO patches(sample_id, status, reason, crs, nan_fraction_max, path, attempts) "
+            "VALUES(?, ?, ?, ?, ?, ?, 1) ON CONFLICT(sample_id) DO UPDATE SET "
+            "status=excluded.status, reason=excluded.reason, crs=excluded.crs, "
+            "nan_fraction_max=excluded.nan_fraction_max, path=excluded.path, "
+            "attempts=patches.attempts + 1",
+            (sample_id, status, reason, crs, nan_fraction_max, path),
+        )
+
     # -- reporting -----------------------------------------------------------------------------
 
     def status_report(self) -> dict[str, Any]:

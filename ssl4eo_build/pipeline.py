@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .align_worker import AlignResult, AlignTask, align_location
 from .cities import load_cities
 from .config import Config, section_dict
 from .download import DownloadResult, DownloadTask, download_location
 from .errors import InputError, UserError
-from .executor import run_threaded
+from .executor import run_pool
 from .manifest import Manifest
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
@@ -236,7 +239,7 @@ def run_download(
         def work(task: DownloadTask) -> DownloadResult:
             return download_location(source, config, task, raw_dir, limiter, policy)
 
-        for result in run_threaded(work, tasks, d.workers, "download", counts, progress):
+        for result in run_pool(work, tasks, d.workers, "download", counts, progress):
             with manifest.transaction() as db:
                 manifest.record_download(
                     db,
@@ -269,6 +272,71 @@ def run_download(
         )
         manifest.finish_run(run_id, summary.__dict__)
         return summary
+
+
+@dataclass(frozen=True)
+class AlignSummary:
+    planned: int
+    ok: int = 0
+    rejected: int = 0
+    failed: int = 0
+
+
+def align_settings(config: Config) -> dict[str, Any]:
+    settings = {
+        k: v for k, v in section_dict(config.align).items() if k not in ("workers", "max_runs")
+    }
+    settings.update(patch_px=config.sample.patch_px, pixel_m=config.sample.pixel_m)
+    settings["lattice_m"] = config.download.lattice_m
+    return settings
+
+
+def run_align(
+    config: Config,
+    work_dir: Path,
+    limit: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+) -> AlignSummary:
+    """Align every downloaded location without a finished patch (processes, one per core)."""
+    a = config.align
+    with Manifest.open(work_dir, create=False) as manifest:
+        settings = align_settings(config)
+        manifest.check_stage_config("align", settings, manifest.count("patches") > 0, force)
+        candidates = manifest.align_candidates(a.max_runs)[: limit if limit is not None else None]
+        run_id = manifest.begin_run("align", settings)
+        tasks = [AlignTask(row.sample_id, row.position, files) for row, files in candidates]
+        counts = {"ok": 0, "rejected": 0, "failed": 0}
+        n_workers = workers or a.workers or os.cpu_count() or 1
+        work = partial(align_location, config, Path(work_dir) / "aligned")
+        results = run_pool(
+            work, tasks, n_workers, "align", counts, progress, processes=n_workers > 1
+        )
+        for result in results:
+            _record_align(manifest, result)
+            counts[result.status] += 1
+        summary = AlignSummary(planned=len(tasks), **counts)
+        manifest.finish_run(run_id, summary.__dict__)
+        return summary
+
+
+def _record_align(manifest: Manifest, result: AlignResult) -> None:
+    with manifest.transaction() as db:
+        manifest.record_patch(
+            db,
+            result.sample_id,
+            result.status,
+            result.reason,
+            result.epsg,
+            result.nan_fraction_max,
+            result.path,
+        )
+        if result.damaged_raw:
+            # Re-download on the next `download` run; align retries after that.
+            manifest.invalidate_download(db, result.sample_id, result.reason or "damaged raw file")
+            db.execute("DELETE FROM patches WHERE sample_id=?", (result.sample_id,))
+            log.warning("%s: %s; it will be downloaded again", result.sample_id, result.reason)
 
 
 def status(work_dir: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from .errors import Ssl4eoError
 from .grid import PixelGrid
@@ -67,13 +68,15 @@ def write_geotiff(
         "crs": CRS.from_epsg(grid.epsg),
         "transform": grid.transform,
         "nodata": float("nan"),
-        "tiled": True,
-        "blockxsize": 128,
-        "blockysize": 128,
+        # Strips of 8 rows: align reads a 264-row window and decodes only the strips it needs,
+        # about twice as fast as 128 px tiles at the same size (BENCHMARKS.md).
+        "tiled": False,
+        "blockysize": 8,
     }
     if compress != "none":
-        # Fast levels: raw files are intermediates, read once by align.
-        profile.update(compress=compress, predictor=3, zlevel=1, zstd_level=1)
+        # Fast levels, no predictor: raw files are intermediates read once by align, and the
+        # floating-point predictor made files larger and reads slower (BENCHMARKS.md).
+        profile.update(compress=compress, zlevel=1, zstd_level=1)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data.astype(np.float32, copy=False))
@@ -86,15 +89,25 @@ def write_geotiff(
             tmp.unlink()
 
 
-def read_geotiff(path: Path) -> Raster:
-    """Read a file written by :func:`write_geotiff`; any damage raises :class:`RawFileError`."""
+def read_geotiff(path: Path, within: PixelGrid | None = None) -> Raster:
+    """Read a file written by :func:`write_geotiff`; any damage raises :class:`RawFileError`.
+
+    When ``within`` lies on the file's own pixel lattice, only that window is read (and becomes
+    the raster's grid); otherwise the whole file is.
+    """
     try:
         with rasterio.open(path) as src:
-            data = src.read(out_dtype=np.float32)
             t = src.transform
             if src.crs is None or src.crs.to_epsg() is None:
                 raise RawFileError(f"{path}: no EPSG CRS")
             grid = PixelGrid(int(src.crs.to_epsg()), t.c, t.f, t.a, -t.e, src.width, src.height)
+            if within is not None and grid.contains_grid(within):
+                col, row = within.offset_in(grid)
+                window = Window(col, row, within.width, within.height)
+                data = src.read(out_dtype=np.float32, window=window)
+                grid = within
+            else:
+                data = src.read(out_dtype=np.float32)
             bands = tuple(d or f"band{i}" for i, d in enumerate(src.descriptions, start=1))
             tags = dict(src.tags())
     except (RasterioError, OSError) as exc:

@@ -1,0 +1,95 @@
+"""`align`: locations per second per core, same-CRS vs two-zone, and where the time goes.
+
+Builds its own inputs with the simulator (sample + download into bench-work/align-*), then
+times :func:`align_location` in one process per case, and the whole stage with one process per
+core.
+
+    .venv/bin/python -m bench.bench_align [N]
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ssl4eo_build import pipeline
+from ssl4eo_build.align_worker import AlignTask, align_location
+from ssl4eo_build.cities import write_cities
+from ssl4eo_build.config import load_config
+from ssl4eo_build.manifest import Manifest
+
+ROOT = Path("bench-work")
+CASES = {
+    # Munich: all granules in UTM 32N. Border: 2 km from the 32N/33N border, both zones.
+    "same-CRS": (48.137, 11.575, 0.0),
+    "two-zone": (48.1, 11.972, 15_000.0),
+}
+
+
+def prepare(case: str, n: int, compress: str) -> tuple[Path, Path]:
+    lat, lon, overlap = CASES[case]
+    work = ROOT / f"align-{case}-{compress}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cities = work / "cities.csv"
+    write_cities(cities, [(1, case, "XX", lat, lon, 1)])
+    config = work / "bench.toml"
+    config.write_text(
+        f"[sample]\nn = {n}\nsigma_m = {4000.0 if case == 'two-zone' else 20000.0}\n"
+        f'cities = "{cities.resolve()}"\n'
+        f'[download]\nworkers = 4\ncompress = "{compress}"\n'
+        f"[synthetic]\npartial_prob = 0.0\nzone_overlap_m = {max(overlap, 1.0)}\n"
+    )
+    cfg = load_config(config)
+    pipeline.run_sample(cfg, work)
+    pipeline.run_download(cfg, work, progress=False)
+    return work, config
+
+
+def time_single(work: Path, config: Path) -> dict[str, float]:
+    cfg = load_config(config)
+    with Manifest.open(work) as m:
+        candidates = m.align_candidates(cfg.align.max_runs)
+    tasks = [AlignTask(r.sample_id, r.position, f) for r, f in candidates]
+    seconds: dict[str, float] = {}
+    zones = 0
+    t0 = time.perf_counter()
+    for task in tasks:
+        result = align_location(cfg, work / "aligned-single", task)
+        zones += len({e for (p, _), (_, e) in task.files.items() if p == "S2L2A"}) > 1
+        for k, v in result.seconds.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    total = time.perf_counter() - t0
+    out = {"locations": len(tasks), "per_core_loc_s": len(tasks) / total, "mixed_zone": zones}
+    out.update({f"{k}_ms": 1000 * v / len(tasks) for k, v in seconds.items()})
+    return out
+
+
+def time_stage(work: Path, config: Path) -> float:
+    cfg = load_config(config)
+    t0 = time.perf_counter()
+    summary = pipeline.run_align(cfg, work, progress=False)
+    return (summary.ok + summary.rejected) / (time.perf_counter() - t0)
+
+
+def main(n: int = 60) -> None:
+    for compress in ("zstd", "none"):
+        for case in CASES:
+            work, config = prepare(case, n, compress)
+            single = time_single(work, config)
+            stage = time_stage(work, config)
+            parts = ", ".join(
+                f"{k[:-3]} {v:.0f} ms" for k, v in single.items() if k.endswith("_ms")
+            )
+            print(
+                f"align {case} (raw compress={compress}, {single['locations']} locations, "
+                f"{single['mixed_zone']} with timestamps in two zones): "
+                f"{single['per_core_loc_s']:.1f} loc/s on one core; whole stage on 2 processes "
+                f"{stage:.1f} loc/s; per location: {parts}"
+            )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 60)

@@ -1,0 +1,47 @@
+"""`ssl4eo-build align`: one UTM grid per location, S-1 onto S-2, NaN policy, RGB, cloud mask."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ssl4eo_build import pipeline
+
+from .options import (
+    DEFAULT_WORK_DIR,
+    ConfigOpt,
+    ForceOpt,
+    QuietOpt,
+    VerboseOpt,
+    WorkDirOpt,
+    WorkersOpt,
+    build_config,
+    guarded,
+    setup_logging,
+)
+
+
+def align(
+    config: ConfigOpt = None,
+    work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
+    workers: WorkersOpt = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Process at most this many locations.")
+    ] = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Crop 264x264 on the majority UTM grid; reproject other zones and S-1 onto it."""
+    setup_logging(verbose, quiet)
+    cfg = guarded(verbose, lambda: build_config(config, {"align.workers": workers}))
+    summary = guarded(
+        verbose,
+        lambda: pipeline.run_align(cfg, work_dir, limit=limit, force=force, progress=not quiet),
+    )
+    if not quiet:
+        typer.echo(
+            f"align: {summary.ok} ok, {summary.rejected} rejected, {summary.failed} failed "
+            f"of {summary.planned} location(s) -> {work_dir}/aligned"
+        )

@@ -1,0 +1,163 @@
+"""Stage `align`, pure part: one UTM grid per location (SPEC section 5). No file I/O here.
+
+1. Majority CRS over the S-2 L2A timestamps; a tie goes to the zone holding the centre.
+2. Reference grid: 264 x 264 px at 10 m centred on the location, edges on the 60 m lattice of
+   that CRS (the first timestamp by date in that CRS is the reference).
+3. Timestamps on the same lattice are sliced (no resampling); others, and S-1, are reprojected
+   onto the reference grid (nearest by default).
+4. NaN policy: a location is rejected when any (modality, timestamp, band) has more than
+   ``nan_threshold`` missing pixels; otherwise each NaN takes the value of the nearest valid
+   pixel of its band and timestamp (Euclidean distance transform).
+5. S2RGB from L2A B04/B03/B02 and a cloud mask from the L2A scene classification (SCL).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+from scipy import ndimage
+
+from .geo import LonLat, utm_epsg
+from .grid import PixelGrid, centred_grid
+
+RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
+
+# Cloud-mask classes (v1.1's class list: land, water, snow, thin cloud, thick cloud, cloud
+# shadow, no data), derived from the Sentinel-2 L2A scene classification (SCL).
+CLOUD_CLASSES = {
+    0: "land",
+    1: "water",
+    2: "snow",
+    3: "thin cloud",
+    4: "thick cloud",
+    5: "cloud shadow",
+    6: "no data",
+}
+NO_DATA = 6
+# SCL code -> cloud-mask class. SCL: 0 no data, 1 saturated/defective, 2 dark area,
+# 3 cloud shadow, 4 vegetation, 5 not vegetated, 6 water, 7 unclassified, 8 cloud medium
+# probability, 9 cloud high probability, 10 thin cirrus, 11 snow/ice.
+SCL_TO_CLOUD = np.array([6, 6, 0, 5, 0, 0, 1, 0, 4, 4, 3, 2], dtype=np.uint8)
+
+
+def majority_crs(epsgs: Sequence[int], centre: LonLat) -> int:
+    """The EPSG code most timestamps share; a tie goes to the UTM zone holding ``centre``."""
+    counts = Counter(epsgs)
+    best = max(counts.values())
+    tied = sorted(e for e, n in counts.items() if n == best)
+    own = utm_epsg(centre.lon, centre.lat)
+    return own if own in tied else tied[0]
+
+
+def reference_grid(epsg: int, centre: LonLat, size_px: int, res_m: float, lattice_m: float):
+    """The 264 x 264 crop: centred on the location, edges on the lattice of ``epsg``."""
+    return centred_grid(epsg, centre, size_px, res_m, lattice_m)
+
+
+def onto_grid(
+    data: NDArray[np.float32],
+    src: PixelGrid,
+    dst: PixelGrid,
+    resampling: str = "nearest",
+) -> NDArray[np.float32]:
+    """``data`` (bands, h, w) on ``src`` brought onto ``dst``: a slice when the lattices match,
+    a GDAL reprojection otherwise. Pixels without a source are NaN."""
+    if src.contains_grid(dst):
+        col, row = dst.offset_in(src)
+        return data[:, row : row + dst.height, col : col + dst.width].copy()
+    out = np.full((data.shape[0], dst.height, dst.width), np.nan, dtype=np.float32)
+    reproject(
+        source=np.ascontiguousarray(data, dtype=np.float32),
+        destination=out,
+        src_transform=src.transform,
+        src_crs=CRS.from_epsg(src.epsg),
+        src_nodata=np.nan,
+        dst_transform=dst.transform,
+        dst_crs=CRS.from_epsg(dst.epsg),
+        dst_nodata=np.nan,
+        resampling=RESAMPLING[resampling],
+    )
+    return out
+
+
+def nan_fractions(cube: NDArray[np.float32]) -> NDArray[np.float64]:
+    """Missing fraction per leading index of a (..., h, w) array."""
+    return np.asarray(np.isnan(cube).mean(axis=(-2, -1)), dtype=np.float64)
+
+
+def worst_nan(cubes: dict[str, NDArray[np.float32]]) -> tuple[float, tuple[str, int, int]]:
+    """Largest missing fraction over every (modality, timestamp, band) of (time, band, y, x)
+    cubes, and where it is."""
+    worst, where = -1.0, ("", 0, 0)
+    for name, cube in cubes.items():
+        fractions = nan_fractions(cube)
+        t, b = np.unravel_index(int(np.argmax(fractions)), fractions.shape)
+        if fractions[t, b] > worst:
+            worst, where = float(fractions[t, b]), (name, int(t), int(b))
+    return worst, where
+
+
+def fill_nearest(image: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Each NaN of a 2-D image takes the value of the nearest valid pixel (ties: scipy's)."""
+    missing = np.isnan(image)
+    if not missing.any():
+        return image
+    if missing.all():
+        raise ValueError("cannot fill an image without valid pixels")
+    indices = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
+    return image[tuple(indices)]
+
+
+def fill_cube(cube: NDArray[np.float32]) -> NDArray[np.float32]:
+    """:func:`fill_nearest` on every (..., h, w) plane that has a NaN (in place)."""
+    flat = cube.reshape(-1, *cube.shape[-2:])
+    for i in np.flatnonzero(np.isnan(flat).any(axis=(1, 2))):
+        flat[i] = fill_nearest(flat[i])
+    return cube
+
+
+@dataclass(frozen=True)
+class RgbParams:
+    clip_low_q: float = 0.02
+    clip_high_q: float = 0.98
+    compress_factor: float = 0.5
+    low_q: float = 0.002
+    high_q: float = 0.998
+    min_upper: float = 2000.0
+    dark_median: float = 1000.0
+
+
+def s2_rgb(rgb: NDArray[np.floating], p: RgbParams = RgbParams()) -> NDArray[np.uint8]:
+    """8-bit RGB from L2A B04/B03/B02 (3, h, w) per the v1.1 report.
+
+    Values beyond the 2 % / 98 % quantiles (over all three channels) have their excess beyond
+    the bound multiplied by 0.5; the result maps linearly to 0-255 between its 0.2 % and
+    99.8 % quantiles, the upper limit at least 2,000, the lower limit 0 for dark images
+    (median below 1,000).
+    """
+    values = rgb.astype(np.float64)
+    lo, median, hi = np.quantile(values, [p.clip_low_q, 0.5, p.clip_high_q])
+    squeezed = np.where(values > hi, hi + p.compress_factor * (values - hi), values)
+    squeezed = np.where(values < lo, lo - p.compress_factor * (lo - values), squeezed)
+    lower, upper = np.quantile(squeezed, [p.low_q, p.high_q])
+    upper = max(float(upper), p.min_upper)
+    if float(median) < p.dark_median:
+        lower = 0.0
+    scaled = (squeezed - lower) * (255.0 / max(upper - lower, 1e-9))
+    np.rint(scaled, out=scaled)
+    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
+
+
+def cloud_mask(scl: NDArray[np.floating], missing: NDArray[np.bool_]) -> NDArray[np.uint8]:
+    """Cloud-mask classes from SCL; pixels missing before the fill are 'no data'."""
+    codes = np.clip(np.nan_to_num(scl, nan=0.0), 0, len(SCL_TO_CLOUD) - 1).astype(np.intp)
+    out = SCL_TO_CLOUD[codes]
+    out[missing] = NO_DATA
+    return out

@@ -1,0 +1,182 @@
+"""One location through `align`: read the raw GeoTIFFs, align, write the cube.
+
+Runs in a worker process; returns a small :class:`AlignResult` for the coordinator, which alone
+writes the manifest. A damaged raw file yields a ``failed`` result naming it, so the location is
+downloaded again on the next `download` run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from rasterio.errors import RasterioError
+
+from .align import (
+    RgbParams,
+    cloud_mask,
+    fill_cube,
+    majority_crs,
+    onto_grid,
+    reference_grid,
+    s2_rgb,
+    worst_nan,
+)
+from .config import Config
+from .cube import AlignedCube, Modality, cube_path, save_cube
+from .geo import LonLat
+from .grid import PixelGrid, transformer
+from .products import N_SEASONS, PRODUCTS
+from .raster_io import Raster, RawFileError, read_geotiff
+
+RGB_BANDS = ("B04", "B03", "B02")
+
+
+@dataclass(frozen=True)
+class AlignTask:
+    sample_id: str
+    position: LonLat
+    files: dict[tuple[str, int], tuple[str, int]]  # (product, season) -> (raw GeoTIFF, EPSG)
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    sample_id: str
+    status: str  # ok | rejected | failed
+    reason: str | None = None
+    epsg: int | None = None
+    nan_fraction_max: float | None = None
+    path: str | None = None
+    damaged_raw: bool = False
+    seconds: dict[str, float] = field(
+        default_factory=dict
+    )  # read, reproject, fill, rgb_mask, write
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
+    """All raw rasters; where a file lies on the reference lattice only the crop is read."""
+    rasters = {}
+    for product in ("S2L1C", "S2L2A", "S1GRD"):
+        for season in range(N_SEASONS):
+            if (product, season) not in task.files:
+                raise RawFileError(f"{task.sample_id}: no raw file for {product} season {season}")
+            path, epsg = task.files[product, season]
+            raster = read_geotiff(Path(path), within=grid)
+            if raster.grid.epsg != epsg:
+                raise RawFileError(f"{path}: EPSG:{raster.grid.epsg}, manifest says EPSG:{epsg}")
+            expected = PRODUCTS[product].bands
+            if raster.bands != expected:
+                raise RawFileError(f"{path}: bands {raster.bands}, expected {expected}")
+            rasters[product, season] = raster
+    return rasters
+
+
+def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResult:
+    a = cfg.align
+    centre = task.position
+    watch = _Stopwatch()
+    try:
+        l2a_crs = [task.files["S2L2A", s][1] for s in range(N_SEASONS)]
+        epsg = majority_crs(l2a_crs, centre)
+        grid = reference_grid(
+            epsg, centre, cfg.sample.patch_px, cfg.sample.pixel_m, cfg.download.lattice_m
+        )
+        rasters = _read_all(task, grid)
+    except (RawFileError, KeyError, RasterioError) as exc:
+        return AlignResult(task.sample_id, "failed", f"raw file: {exc}", damaged_raw=True)
+    watch.lap("read")
+    l2a = [rasters["S2L2A", s] for s in range(N_SEASONS)]
+    acquired = [datetime.fromisoformat(r.tags["acquired"]) for r in l2a]
+    order = sorted(range(N_SEASONS), key=lambda s: acquired[s])  # timestamps by date
+
+    aligned: dict[str, np.ndarray] = {}
+    for product in ("S2L1C", "S2L2A", "S1GRD"):
+        method = a.s1_resampling if product == "S1GRD" else a.s2_resampling
+        aligned[product] = np.stack(
+            [
+                onto_grid(rasters[product, s].data, rasters[product, s].grid, grid, method)
+                for s in order
+            ]
+        )
+    watch.lap("reproject")
+    worst, where = worst_nan(aligned)
+    if worst > a.nan_threshold:
+        band = PRODUCTS[where[0]].bands[where[2]]
+        return AlignResult(
+            task.sample_id,
+            "rejected",
+            f"nan_fraction: {worst:.4f} in {where[0]} season {order[where[1]]} band {band}",
+            epsg,
+            worst,
+            seconds=watch.seconds,
+        )
+    missing_l2a = np.isnan(aligned["S2L2A"][:, -1])  # SCL, before the fill
+    filled = {p: fill_cube(cube) for p, cube in aligned.items()}
+    watch.lap("fill")
+    l2a_bands = PRODUCTS["S2L2A"].bands[:-1]  # SCL is used for the mask, not stored
+    rgb_index = [PRODUCTS["S2L2A"].bands.index(b) for b in RGB_BANDS]
+    rgb_params = RgbParams(
+        a.rgb_clip_low_q, a.rgb_clip_high_q, a.rgb_compress_factor,
+        a.rgb_low_q, a.rgb_high_q, a.rgb_min_upper, a.rgb_dark_median,
+    )  # fmt: skip
+    s2_time = np.array([acquired[s] for s in order], dtype="datetime64[ns]")
+    s2_ids = tuple(l2a[s].tags["scene_id"] for s in order)
+    s1 = [rasters["S1GRD", s] for s in order]
+    modalities = {
+        "S2L1C": Modality(_int16(filled["S2L1C"]), PRODUCTS["S2L1C"].bands, s2_time, s2_ids),
+        "S2L2A": Modality(_int16(filled["S2L2A"][:, :-1]), l2a_bands, s2_time, s2_ids),
+        "S1GRD": Modality(
+            filled["S1GRD"].astype(np.float16),
+            ("vv", "vh"),
+            np.array(
+                [datetime.fromisoformat(r.tags["acquired"]) for r in s1], dtype="datetime64[ns]"
+            ),
+            tuple(r.tags["scene_id"] for r in s1),
+        ),
+        "S2RGB": Modality(
+            np.stack([s2_rgb(filled["S2L2A"][t, rgb_index], rgb_params) for t in range(N_SEASONS)]),
+            ("R", "G", "B"),
+            s2_time,
+            s2_ids,
+        ),
+    }
+    masks = np.stack([cloud_mask(filled["S2L2A"][t, -1], missing_l2a[t]) for t in range(N_SEASONS)])
+    mid_x, mid_y = grid.left + grid.width * grid.res_x / 2, grid.top - grid.height * grid.res_y / 2
+    lon, lat = transformer(epsg, 4326).transform(mid_x, mid_y)
+    cube = AlignedCube(
+        sample_id=task.sample_id,
+        epsg=epsg,
+        center_lon=float(lon),
+        center_lat=float(lat),
+        x=grid.x_centres(),
+        y=grid.y_centres(),
+        modalities=modalities,
+        cloud_mask=masks,
+        tile_id=tuple(l2a[s].tags.get("tile_id", "") for s in order),
+        tile_crs=tuple(l2a[s].grid.epsg for s in order),
+        season=tuple(order),
+    )
+    watch.lap("rgb_mask")
+    path = cube_path(aligned_dir, task.sample_id)
+    save_cube(path, cube)
+    watch.lap("write")
+    return AlignResult(task.sample_id, "ok", None, epsg, worst, str(path), seconds=watch.seconds)
+
+
+def _int16(cube: np.ndarray) -> np.ndarray:
+    out = np.rint(cube)
+    return np.clip(out, -32768, 32767, out=out).astype(np.int16)
