@@ -7,7 +7,7 @@ WORK ?= work
 DEMO_WORK ?= demo-work
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench cities sample download status clean install
+.PHONY: demo test lint bench cities sample download align status clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ssl4eo-build sample --config configs/demo.toml --work-dir $(DEMO_WORK)
 	$(BIN)/ssl4eo-build download --config configs/demo.toml --work-dir $(DEMO_WORK)
+	$(BIN)/ssl4eo-build align --config configs/demo.toml --work-dir $(DEMO_WORK)
 	$(BIN)/ssl4eo-build status --work-dir $(DEMO_WORK)
 	@echo "demo: work directory (manifest and outputs) is $(abspath $(DEMO_WORK))"
 
@@ -42,6 +43,9 @@ sample: $(STAMP)
 
 download: $(STAMP)
 	$(BIN)/ssl4eo-build download --config $(CONFIG) --work-dir $(WORK)
+
+align: $(STAMP)
+	$(BIN)/ssl4eo-build align --config $(CONFIG) --work-dir $(WORK)
 
 status: $(STAMP)
 	$(BIN)/ssl4eo-build status --work-dir $(WORK)

@@ -6,8 +6,10 @@ import typer
 
 from .align import align
 from .download import download
+from .pack import pack
 from .sample import sample
 from .status import status
+from .validate import validate
 
 app = typer.Typer(
     name="ssl4eo-build",
@@ -19,7 +21,9 @@ app = typer.Typer(
 app.command("sample")(sample)
 app.command("download")(download)
 app.command("align")(align)
+app.command("pack")(pack)
 app.command("status")(status)
+app.command("validate")(validate)
 
 
 def main() -> None:

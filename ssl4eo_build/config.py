@@ -135,6 +135,22 @@ class AlignConfig:
 
 
 @dataclass(frozen=True)
+class PackConfig:
+    """Stage `pack`: the v1.1 Zarr layout (SPEC section 6)."""
+
+    seed: int = field(default=0, metadata=_rng(0))
+    shard_size: int = field(default=64, metadata=_rng(1, 100_000))
+    val_fraction: float = field(default=0.01, metadata=_rng(0.0, 1.0))
+    split_block_deg: float = field(default=1.0, metadata=_rng(0.01, 180.0))
+    keep_partial: bool = False
+    blosc_cname: str = field(
+        default="zstd", metadata=_choice("zstd", "lz4", "lz4hc", "zlib", "blosclz")
+    )
+    blosc_clevel: int = field(default=5, metadata=_rng(0, 9))
+    workers: int = field(default=0, metadata=_rng(0, 1024))  # 0: one process per core
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole recipe. Sections mirror the TOML tables."""
 
@@ -142,6 +158,7 @@ class Config:
     download: DownloadConfig = DownloadConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     align: AlignConfig = AlignConfig()
+    pack: PackConfig = PackConfig()
     source_file: Path | None = field(default=None, compare=False, metadata={"internal": True})
 
     def section_fingerprint(self, name: str) -> str:

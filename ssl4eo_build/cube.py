@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .raster_io import RawFileError, atomic_target, commit_file
+from .files import atomic_target, commit_file
+from .raster_io import RawFileError
 
 MODALITIES = ("S2L1C", "S2L2A", "S1GRD", "S2RGB")
 

@@ -13,6 +13,8 @@ Tables (see README "The manifest" for every column):
 - ``reference_times``: per-season reference timestamps imported with ``sample --from-index``.
 - ``downloads``: the download stage's verdict per location (ok / rejected / failed, attempts).
 - ``scenes``, ``patches``, ``shards``: filled by download, align and pack.
+- ``pack_shards``: per shard number, its samples, split-metadata rows and band sums (so a
+  resumed pack writes the metadata parquet and stats.json without reopening finished shards).
 """
 
 from __future__ import annotations
@@ -98,6 +100,14 @@ CREATE TABLE IF NOT EXISTS patches(
     nan_fraction_max REAL,
     path TEXT,
     attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS pack_shards(
+    split TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    samples TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    stats TEXT NOT NULL,
+    PRIMARY KEY(split, number)
 );
 CREATE TABLE IF NOT EXISTS shards(
     path TEXT PRIMARY KEY,
@@ -386,6 +396,55 @@ class Manifest:
             "attempts=patches.attempts + 1",
             (sample_id, status, reason, crs, nan_fraction_max, path),
         )
+
+    # -- pack ----------------------------------------------------------------------------------
+
+    def packable(self) -> list[tuple[str, float, float, str]]:
+        """(sample_id, lon, lat, cube path) of every aligned location."""
+        return [
+            (str(r[0]), float(r[1]), float(r[2]), str(r[3]))
+            for r in self.db.execute(
+                "SELECT l.sample_id, l.lon, l.lat, p.path FROM patches p "
+                "JOIN locations l ON l.sample_id = p.sample_id WHERE p.status = 'ok' "
+                "ORDER BY l.sample_id"
+            )
+        ]
+
+    def packed_shards(self) -> dict[tuple[str, int], tuple[list[str], str, str]]:
+        return {
+            (str(r[0]), int(r[1])): (json.loads(r[2]), str(r[3]), str(r[4]))
+            for r in self.db.execute(
+                "SELECT split, number, samples, metadata, stats FROM pack_shards"
+            )
+        }
+
+    def shard_files(self) -> dict[str, str]:
+        return {str(r[0]): str(r[1]) for r in self.db.execute("SELECT path, sha256 FROM shards")}
+
+    def record_shard(
+        self,
+        db: sqlite3.Connection,
+        split: str,
+        number: int,
+        samples: list[str],
+        files: Iterable[tuple[str, str, int, str]],
+        metadata_json: str,
+        stats_json: str,
+    ) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO shards(path, split, modality, n_samples, sha256) "
+            "VALUES(?, ?, ?, ?, ?)",
+            ((rel, split, modality, n, sha) for rel, modality, n, sha in files),
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO pack_shards(split, number, samples, metadata, stats) "
+            "VALUES(?, ?, ?, ?, ?)",
+            (split, number, json.dumps(samples), metadata_json, stats_json),
+        )
+
+    def forget_pack(self, db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM shards")
+        db.execute("DELETE FROM pack_shards")
 
     # -- reporting -----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ and the command's options, and returns a small summary the CLI prints.
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -15,12 +15,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import pack
 from .align_worker import AlignResult, AlignTask, align_location
 from .cities import load_cities
-from .config import Config, section_dict
+from .config import Config, fingerprint, section_dict
+from .cube import MODALITIES
 from .download import DownloadResult, DownloadTask, download_location
-from .errors import InputError, UserError
+from .errors import ConfigChangedError, InputError, UserError
 from .executor import run_pool
+from .files import atomic_target, commit_file, file_sha256
 from .manifest import Manifest
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
@@ -30,14 +33,6 @@ log = logging.getLogger(__name__)
 
 # Sample settings that do not change which locations a given candidate stream accepts.
 _SAMPLE_VOLATILE = ("n", "max_candidates_per_location")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -337,6 +332,161 @@ def _record_align(manifest: Manifest, result: AlignResult) -> None:
             manifest.invalidate_download(db, result.sample_id, result.reason or "damaged raw file")
             db.execute("DELETE FROM patches WHERE sample_id=?", (result.sample_id,))
             log.warning("%s: %s; it will be downloaded again", result.sample_id, result.reason)
+
+
+@dataclass(frozen=True)
+class PackSummary:
+    out_dir: str
+    shards_written: int
+    shards_kept: int
+    samples: dict[str, int]
+    left_out: dict[str, int]
+
+
+def pack_settings(config: Config) -> dict[str, Any]:
+    return {k: v for k, v in section_dict(config.pack).items() if k != "workers"}
+
+
+def run_pack(
+    config: Config,
+    work_dir: Path,
+    out: Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+) -> PackSummary:
+    """Shuffle, split and write the v1.1 shards, split lists, metadata parquet and stats."""
+    p = config.pack
+    out_dir = Path(out) if out is not None else Path(work_dir) / "dataset"
+    with Manifest.open(work_dir, create=False) as manifest:
+        rows = manifest.packable()
+        cube_paths = {r[0]: r[3] for r in rows}
+        splits = pack.spatial_split(
+            [pack.Located(r[0], r[1], r[2]) for r in rows],
+            p.val_fraction,
+            p.split_block_deg,
+            p.seed,
+        )
+        plans, left = pack.plan_shards(splits, p.shard_size, p.keep_partial)
+        settings = {**pack_settings(config), "out": str(out_dir.resolve())}
+        plan_key = fingerprint([settings, [[s.split, s.number, list(s.sample_ids)] for s in plans]])
+        previous = manifest.get_meta("pack.plan")
+        if previous is not None and previous != plan_key and manifest.count("shards") > 0:
+            if not force:
+                raise ConfigChangedError(
+                    f"{manifest.path}: the shards in {out_dir} were packed from other inputs or "
+                    "settings (more aligned locations, another seed, shard size or split). Pack "
+                    "into a new --out, or pass --force to rewrite every shard."
+                )
+            with manifest.transaction() as db:
+                manifest.forget_pack(db)
+        manifest.set_meta("pack.plan", plan_key)
+        run_id = manifest.begin_run("pack", settings)
+        done = manifest.packed_shards()
+        todo = [
+            s
+            for s in plans
+            if (s.split, s.number) not in done
+            or not all(
+                (out_dir / pack.shard_relpath(s.split, m, s.number)).exists() for m in MODALITIES
+            )
+        ]
+        compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
+        work = partial(pack.write_shard, out_dir, cube_paths, compressor)
+        n_workers = workers or p.workers or os.cpu_count() or 1
+        counts = {"written": 0}
+        for result in run_pool(
+            work, todo, n_workers, "pack", counts, progress, processes=n_workers > 1
+        ):
+            with manifest.transaction() as db:
+                manifest.record_shard(
+                    db,
+                    result.split,
+                    result.number,
+                    [str(m["sample_id"]) for m in result.metadata[::4]],
+                    result.files,
+                    json.dumps([{**m, "geometry": m["geometry"].hex()} for m in result.metadata]),
+                    json.dumps(result.stats),
+                )
+            counts["written"] += 1
+        write_pack_sidecars(out_dir, manifest.packed_shards(), plans)
+        summary = PackSummary(
+            out_dir=str(out_dir),
+            shards_written=len(todo),
+            shards_kept=len(plans) - len(todo),
+            samples={s: sum(len(x.sample_ids) for x in plans if x.split == s) for s in pack.SPLITS},
+            left_out={s: len(ids) for s, ids in left.items()},
+        )
+        manifest.finish_run(run_id, summary.__dict__)
+        return summary
+
+
+def write_pack_sidecars(
+    out_dir: Path,
+    packed: dict[tuple[str, int], tuple[list[str], str, str]],
+    plans: list[pack.ShardPlan],
+) -> None:
+    """``splits/ssl4eos12_{split}.txt``, ``splits/{split}_metadata.parquet``, ``stats.json``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    splits_dir = out_dir / "splits"
+    splits_dir.mkdir(parents=True, exist_ok=True)
+    geo = {
+        "version": "1.0.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}},
+    }
+    train_stats: dict[str, list[dict[str, list[float]]]] = {}
+    for split in pack.SPLITS:
+        numbers = sorted(s.number for s in plans if s.split == split)
+        names = [pack.shard_name(split, n) for n in numbers]
+        _write_text(splits_dir / f"ssl4eos12_{split}.txt", "".join(f"{n}\n" for n in names))
+        rows = [row for n in numbers for row in json.loads(packed[split, n][1])]
+        table = pa.table(
+            {
+                "sample_id": pa.array([r["sample_id"] for r in rows], pa.string()),
+                "time_id": pa.array([r["time_id"] for r in rows], pa.int64()),
+                "time": pa.array(
+                    [datetime.fromisoformat(r["time"]) for r in rows], pa.timestamp("ns")
+                ),
+                "tile_id": pa.array([r["tile_id"] for r in rows], pa.string()),
+                "geometry": pa.array([bytes.fromhex(r["geometry"]) for r in rows], pa.binary()),
+                "tile_crs": pa.array([r["tile_crs"] for r in rows], pa.int64()),
+                "file": pa.array([r["file"] for r in rows], pa.string()),
+                "idx": pa.array([r["idx"] for r in rows], pa.string()),
+            }
+        )
+        pandas_meta = {
+            "index_columns": ["idx"],
+            "column_indexes": [],
+            "columns": [
+                {"name": c, "field_name": c, "pandas_type": "unicode" if c == "idx" else "object",
+                 "numpy_type": "object", "metadata": None}
+                for c in table.column_names
+            ],
+        }  # fmt: skip
+        table = table.replace_schema_metadata(
+            {b"geo": json.dumps(geo).encode(), b"pandas": json.dumps(pandas_meta).encode()}
+        )
+        target = atomic_target(splits_dir / f"{split}_metadata.parquet")
+        pq.write_table(table, target)
+        commit_file(target, splits_dir / f"{split}_metadata.parquet")
+        if split == "train":
+            for n in numbers:
+                for modality, part in json.loads(packed[split, n][2]).items():
+                    train_stats.setdefault(modality, []).append(part)
+    stats = {}
+    for modality in MODALITIES:
+        mean, std = pack.RunningStats.merged(train_stats.get(modality, [])).mean_std()
+        stats[modality] = {"mean": mean, "std": std}
+    _write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    target = atomic_target(path)
+    target.write_text(text)
+    commit_file(target, path)
 
 
 def status(work_dir: Path) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from .errors import Ssl4eoError
+from .files import atomic_target, commit_file
 from .grid import PixelGrid
 
 
@@ -29,21 +28,6 @@ class Raster:
     grid: PixelGrid
     bands: tuple[str, ...]
     tags: dict[str, str]
-
-
-def atomic_target(path: Path) -> Path:
-    """A temporary sibling name unique to this process and thread."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
-def commit_file(tmp: Path, path: Path) -> None:
-    """fsync ``tmp`` and rename it over ``path``: readers see the old file or the whole new one."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def write_geotiff(

@@ -1,0 +1,61 @@
+"""`ssl4eo-build pack`: shuffle, split and write the v1.1 Zarr shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ssl4eo_build import pipeline
+
+from .options import (
+    DEFAULT_WORK_DIR,
+    ConfigOpt,
+    ForceOpt,
+    QuietOpt,
+    VerboseOpt,
+    WorkDirOpt,
+    WorkersOpt,
+    build_config,
+    guarded,
+    setup_logging,
+)
+
+
+def pack(
+    config: ConfigOpt = None,
+    work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Dataset directory (default WORK/dataset).")
+    ] = None,
+    keep_partial: Annotated[
+        bool | None,
+        typer.Option("--keep-partial", help="Write the last, smaller shard of each split."),
+    ] = None,
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write v1.1-format shards, split lists, metadata parquet and stats.json."""
+    setup_logging(verbose, quiet)
+    cfg = guarded(
+        verbose,
+        lambda: build_config(config, {"pack.keep_partial": keep_partial, "pack.workers": workers}),
+    )
+    summary = guarded(
+        verbose, lambda: pipeline.run_pack(cfg, work_dir, out=out, force=force, progress=not quiet)
+    )
+    if not quiet:
+        left = ", ".join(f"{k} {v}" for k, v in summary.left_out.items() if v)
+        typer.echo(
+            f"pack: {summary.shards_written} shard(s) written, {summary.shards_kept} kept; "
+            f"samples train {summary.samples['train']}, val {summary.samples['val']}"
+            + (
+                f"; left out of shards (fewer than a full shard; --keep-partial): {left}"
+                if left
+                else ""
+            )
+            + f" -> {summary.out_dir}"
+        )

@@ -1,0 +1,304 @@
+"""Stage `pack`, core: split, shard plan, and the v1.1 Zarr layout (SPEC section 6).
+
+- Split: whole spatial blocks (``split_block_deg`` cells of lon/lat) go to one split; blocks are
+  drawn in seeded random order into validation until it holds ``val_fraction`` of the locations.
+- Shards: each split shuffled (seeded), cut into shards of ``shard_size``; the remainder is kept
+  out (reported) unless ``keep_partial``. Shard ``k`` of a split holds the same samples, in the
+  same order, in every modality folder.
+- Files: Zarr format 2 inside a zip, each entry written once (the store is built in a temporary
+  directory, then zipped with sorted names and fixed timestamps, so the same input gives
+  byte-identical files).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import xarray as xr
+import zarr
+from numpy.typing import NDArray
+
+from .cube import AlignedCube
+from .files import atomic_target, commit_file, file_sha256
+
+SPLITS = ("train", "val")
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+S2_MODALITIES = ("S2L1C", "S2L2A", "S2RGB")
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"ssl4eos12_{split}_seasonal_data_{number:06d}.zarr.zip"
+
+
+def shard_relpath(split: str, modality: str, number: int) -> str:
+    return f"{split}/{modality}/{shard_name(split, number)}"
+
+
+@dataclass(frozen=True)
+class Located:
+    sample_id: str
+    lon: float
+    lat: float
+
+
+def spatial_split(
+    items: Sequence[Located], val_fraction: float, block_deg: float, seed: int
+) -> dict[str, list[str]]:
+    """Whole blocks to one split; each split's ids shuffled (seeded)."""
+    blocks: dict[tuple[int, int], list[str]] = {}
+    for it in sorted(items, key=lambda i: i.sample_id):
+        key = (math.floor(it.lon / block_deg), math.floor(it.lat / block_deg))
+        blocks.setdefault(key, []).append(it.sample_id)
+    rng = np.random.default_rng([seed, 1])
+    keys = sorted(blocks)
+    order = rng.permutation(len(keys))
+    target = round(val_fraction * len(items))
+    val: list[str] = []
+    train: list[str] = []
+    for i in order:
+        ids = blocks[keys[int(i)]]
+        (val if len(val) < target else train).extend(ids)
+    out = {"train": sorted(train), "val": sorted(val)}
+    for n, split in enumerate(SPLITS):
+        perm = np.random.default_rng([seed, 2, n]).permutation(len(out[split]))
+        out[split] = [out[split][int(j)] for j in perm]
+    return out
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    split: str
+    number: int
+    sample_ids: tuple[str, ...]
+
+
+def plan_shards(
+    splits: dict[str, list[str]], shard_size: int, keep_partial: bool
+) -> tuple[list[ShardPlan], dict[str, list[str]]]:
+    """Shards per split (numbered from 1) and the samples left out of them."""
+    plans, left = [], {}
+    for split in SPLITS:
+        ids = splits.get(split, [])
+        full = len(ids) // shard_size
+        for k in range(full):
+            plans.append(ShardPlan(split, k + 1, tuple(ids[k * shard_size : (k + 1) * shard_size])))
+        rest = ids[full * shard_size :]
+        if rest and keep_partial:
+            plans.append(ShardPlan(split, full + 1, tuple(rest)))
+            rest = []
+        left[split] = rest
+    return plans, left
+
+
+def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
+    """The v1.1 variables of one modality for ``cubes`` (in order)."""
+    first = cubes[0].modalities[modality]
+    n, size = len(cubes), cubes[0].x.shape[0]
+    bands = np.stack([c.modalities[modality].bands for c in cubes])
+    ids = np.array([c.sample_id for c in cubes], dtype="<U7")
+    file_ids = [list(c.modalities[modality].file_id) for c in cubes]
+    width = max(len(f) for row in file_ids for f in row)
+    data_vars: dict[str, Any] = {
+        "bands": (("sample", "time", "band", "y", "x"), bands),
+        "center_lat": (("sample",), np.array([c.center_lat for c in cubes], dtype=np.float64)),
+        "center_lon": (("sample",), np.array([c.center_lon for c in cubes], dtype=np.float64)),
+        "crs": (("sample",), np.array([c.epsg for c in cubes], dtype=np.int64)),
+        "file_id": (("sample", "time"), np.array(file_ids, dtype=f"<U{width}")),
+        "sample_id": (
+            ("sample", "time"),
+            np.array([[f"{s}_{t}" for t in range(4)] for s in ids], dtype="<U9"),
+        ),
+        "time_": (
+            ("sample", "time"),
+            np.stack([c.modalities[modality].time for c in cubes]).astype("datetime64[ns]"),
+        ),
+        "x_": (("sample", "x"), np.stack([c.x for c in cubes]).astype(np.float64)),
+        "y_": (("sample", "y"), np.stack([c.y for c in cubes]).astype(np.float64)),
+    }
+    if modality in S2_MODALITIES:
+        data_vars["cloud_mask"] = (
+            ("sample", "time", "y", "x"),
+            np.stack([c.cloud_mask for c in cubes]).astype(np.uint8),
+        )
+    band_names = first.band_names
+    return xr.Dataset(
+        data_vars,
+        coords={
+            "band": np.array(band_names, dtype=f"<U{max(len(b) for b in band_names)}"),
+            "sample": ids,
+            "time": np.arange(4, dtype=np.int64),
+            "x": np.arange(size, dtype=np.int64),
+            "y": np.arange(size, dtype=np.int64),
+        },
+    )
+
+
+def blosc(cname: str, clevel: int) -> numcodecs.Blosc:
+    return numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def write_zarr_zip(ds: xr.Dataset, path: Path, compressor: numcodecs.abc.Codec) -> None:
+    """Zarr v2 in a zip: build the store in a temporary directory, zip it deterministically,
+    fsync, rename. ``bands`` is chunked one time index per chunk."""
+    n, t, b, h, w = ds["bands"].shape
+    encoding: dict[str, dict[str, Any]] = {
+        "bands": {"chunks": (n, 1, b, h, w), "compressors": compressor},
+    }
+    if "cloud_mask" in ds:
+        encoding["cloud_mask"] = {"chunks": (n, 1, h, w), "compressors": compressor}
+    if int(zarr.__version__.split(".")[0]) < 3:  # pragma: no cover - zarr 2 spelling
+        encoding = {
+            k: {"chunks": v["chunks"], "compressor": v["compressors"]} for k, v in encoding.items()
+        }
+        extra: dict[str, Any] = {}
+    else:
+        extra = {"zarr_format": 2}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pack-") as tmp:
+        store = Path(tmp) / "store"
+        ds.to_zarr(store, mode="w", consolidated=True, encoding=encoding, **extra)
+        target = atomic_target(path)
+        try:
+            with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
+                for file in sorted(p for p in store.rglob("*") if p.is_file()):
+                    info = zipfile.ZipInfo(file.relative_to(store).as_posix(), ZIP_EPOCH)
+                    info.external_attr = 0o644 << 16
+                    archive.writestr(info, file.read_bytes())
+            commit_file(target, path)
+        finally:
+            if target.exists():
+                target.unlink()
+
+
+def open_shard(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Open a packed shard under zarr 2 (plain path) or zarr 3 (ZipStore)."""
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        return xr.open_zarr(zarr.storage.ZipStore(str(path), mode="r"), consolidated=True)
+    return xr.open_zarr(str(path), consolidated=True)  # pragma: no cover - zarr 2
+
+
+@dataclass
+class RunningStats:
+    """Per-band sums for mean/std over many shards (float64, exact enough for DN and dB)."""
+
+    count: NDArray[np.float64] | None = None
+    total: NDArray[np.float64] | None = None
+    squares: NDArray[np.float64] | None = None
+
+    def add(self, bands: np.ndarray) -> None:
+        values = bands.astype(np.float64)
+        axes = (0, 1, 3, 4)
+        count = np.full(values.shape[2], values.size / values.shape[2])
+        total, squares = values.sum(axis=axes), np.square(values).sum(axis=axes)
+        if self.count is None:
+            self.count, self.total, self.squares = count, total, squares
+        else:
+            self.count = self.count + count
+            self.total = self.total + total
+            self.squares = self.squares + squares  # type: ignore[operator]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {
+            "count": [] if self.count is None else self.count.tolist(),
+            "total": [] if self.total is None else self.total.tolist(),
+            "squares": [] if self.squares is None else self.squares.tolist(),
+        }
+
+    @classmethod
+    def merged(cls, parts: Sequence[dict[str, list[float]]]) -> RunningStats:
+        out = cls()
+        for part in parts:
+            if not part["count"]:
+                continue
+            c, t, s = (np.array(part[k]) for k in ("count", "total", "squares"))
+            if out.count is None:
+                out.count, out.total, out.squares = c, t, s
+            else:
+                out.count, out.total = out.count + c, out.total + t  # type: ignore[operator]
+                out.squares = out.squares + s  # type: ignore[operator]
+        return out
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        if self.count is None or self.total is None or self.squares is None:
+            return [], []
+        mean = self.total / self.count
+        var = np.maximum(self.squares / self.count - mean**2, 0.0)
+        return [round(float(m), 3) for m in mean], [round(float(v), 3) for v in np.sqrt(var)]
+
+
+def footprint_wkb(cube: AlignedCube) -> bytes:
+    """The patch footprint (pixel edges) as a WKB polygon in EPSG:4326, 8 points per side."""
+    import shapely
+
+    from .grid import transformer
+
+    half = abs(float(cube.x[1] - cube.x[0])) / 2.0
+    x0, x1 = float(cube.x[0]) - half, float(cube.x[-1]) + half
+    y0, y1 = float(cube.y[-1]) - half, float(cube.y[0]) + half
+    t = np.linspace(0.0, 1.0, 9)[:-1]
+    xs = np.concatenate([x0 + (x1 - x0) * t, np.full(8, x1), x1 - (x1 - x0) * t, np.full(8, x0)])
+    ys = np.concatenate([np.full(8, y1), y1 - (y1 - y0) * t, np.full(8, y0), y0 + (y1 - y0) * t])
+    lon, lat = transformer(cube.epsg, 4326).transform(xs, ys)
+    return bytes(shapely.to_wkb(shapely.Polygon(np.column_stack([lon, lat]))))
+
+
+def metadata_rows(cube: AlignedCube, file_name: str) -> list[dict[str, Any]]:
+    """v1.1 split-metadata rows of one sample: one per timestamp (S-2 based)."""
+    geometry = footprint_wkb(cube)
+    l2a = cube.modalities["S2L2A"]
+    return [
+        {
+            "idx": f"{cube.sample_id}_{t}",
+            "sample_id": cube.sample_id,
+            "time_id": t,
+            "time": str(l2a.time[t].astype("datetime64[s]")),
+            "tile_id": cube.tile_id[t],
+            "geometry": geometry,
+            "tile_crs": cube.tile_crs[t],
+            "file": file_name,
+        }
+        for t in range(len(l2a.time))
+    ]
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    split: str
+    number: int
+    files: tuple[tuple[str, str, int, str], ...]  # (relpath, modality, n_samples, sha256)
+    metadata: tuple[dict[str, Any], ...]
+    stats: dict[str, dict[str, list[float]]]  # modality -> RunningStats.as_dict()
+
+
+def write_shard(
+    out_dir: Path,
+    cube_paths: dict[str, str],
+    compressor: dict[str, tuple[str, int]],
+    plan: ShardPlan,
+) -> ShardResult:
+    """Load the plan's cubes and write its file in every modality folder."""
+    from .cube import load_cube
+
+    cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
+    files, stats = [], {}
+    for modality in ("S1GRD", "S2L1C", "S2L2A", "S2RGB"):
+        ds = shard_dataset(cubes, modality)
+        rel = shard_relpath(plan.split, modality, plan.number)
+        cname, clevel = compressor[modality]
+        write_zarr_zip(ds, out_dir / rel, blosc(cname, clevel))
+        files.append((rel, modality, len(cubes), file_sha256(out_dir / rel)))
+        running = RunningStats()
+        running.add(ds["bands"].values)
+        stats[modality] = running.as_dict()
+    name = shard_name(plan.split, plan.number)
+    metadata = tuple(row for c in cubes for row in metadata_rows(c, name))
+    return ShardResult(plan.split, plan.number, tuple(files), metadata, stats)

@@ -1,0 +1,132 @@
+"""Pure align functions on small synthetic arrays and grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ssl4eo_build.align import (
+    NO_DATA,
+    cloud_mask,
+    fill_nearest,
+    majority_crs,
+    onto_grid,
+    reference_grid,
+    s2_rgb,
+    worst_nan,
+)
+from ssl4eo_build.geo import LonLat, utm_epsg
+from ssl4eo_build.grid import PixelGrid, centre_pixel, centred_grid
+
+
+def test_majority_and_tie_rules() -> None:
+    centre = LonLat(11.99, 48.1)  # in zone 32
+    assert majority_crs([32633, 32633, 32632, 32633], centre) == 32633
+    assert majority_crs([32632, 32633, 32632, 32633], centre) == 32632, "tie: centre's zone"
+    assert majority_crs([32633, 32633, 32632, 32632], LonLat(12.01, 48.1)) == 32633
+
+
+@settings(max_examples=200, deadline=None)
+@given(lon=st.floats(-179.9, 179.9), lat=st.floats(-79.0, 83.0))
+def test_reference_crop_is_on_the_lattice_and_centred(lon: float, lat: float) -> None:
+    centre = LonLat(lon, lat)
+    grid = reference_grid(utm_epsg(lon, lat), centre, 264, 10.0, 60.0)
+    assert (grid.width, grid.height) == (264, 264)
+    assert grid.left % 60 == 0 and grid.top % 60 == 0
+    col, row = centre_pixel(grid, centre)
+    assert abs(col - 132) <= 3 and abs(row - 132) <= 3, "centre within the 30 m snap"
+    raw = centred_grid(grid.epsg, centre, 384, 10.0, 60.0)
+    assert raw.contains_grid(grid), "the crop lies inside the buffered download"
+
+
+def test_same_lattice_is_sliced_without_resampling() -> None:
+    src = PixelGrid(32632, 600_000.0, 5_000_020.0, 10.0, 10.0, 12, 10)
+    data = np.arange(2 * 10 * 12, dtype=np.float32).reshape(2, 10, 12)
+    dst = src.crop(3, 2, 6, 5)
+    assert np.array_equal(onto_grid(data, src, dst), data[:, 2:7, 3:9])
+
+
+def test_reprojection_puts_values_where_they_belong() -> None:
+    # A ramp in x on a UTM 33 grid, read onto a UTM 32 grid: each value matches its easting.
+    src = centred_grid(32633, LonLat(12.01, 48.1), 120, 10.0, 60.0)
+    xs = src.x_centres()
+    data = np.broadcast_to(xs, (1, src.height, src.width)).astype(np.float32).copy()
+    dst = centred_grid(32632, LonLat(12.01, 48.1), 40, 10.0, 60.0)
+    out = onto_grid(data, src, dst)
+    from ssl4eo_build.grid import transformer
+
+    gx, gy = np.meshgrid(dst.x_centres(), dst.y_centres())
+    ex, _ = transformer(32632, 32633).transform(gx, gy)
+    assert np.nanmax(np.abs(out[0] - ex)) <= 10.0 * 0.75, "nearest: within a pixel"
+    outside = centred_grid(32632, LonLat(13.5, 48.1), 20, 10.0, 60.0)
+    assert np.isnan(onto_grid(data, src, outside)).all(), "no source: NaN"
+
+
+@pytest.mark.parametrize(("missing", "rejected"), [(0, False), (100, False), (101, True)])
+def test_nan_threshold_edges(missing: int, rejected: bool) -> None:
+    cube = np.ones((4, 2, 100, 100), dtype=np.float32)
+    cube[2, 1].flat[:missing] = np.nan
+    worst, where = worst_nan({"S2L2A": cube, "S1GRD": np.ones((4, 2, 100, 100), np.float32)})
+    assert (worst > 0.01) == rejected
+    assert worst == missing / 10_000
+    if missing:
+        assert where == ("S2L2A", 2, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(3, 9),
+    st.integers(3, 9),
+    st.integers(0, 2**32 - 1),
+    st.floats(0.05, 0.9),
+)
+def test_fill_equals_brute_force_nearest(h: int, w: int, seed: int, p_missing: float) -> None:
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(h, w)).astype(np.float32)
+    image[rng.random((h, w)) < p_missing] = np.nan
+    valid = np.argwhere(~np.isnan(image))
+    if len(valid) == 0:
+        with pytest.raises(ValueError):
+            fill_nearest(image)
+        return
+    filled = fill_nearest(image.copy())
+    assert not np.isnan(filled).any()
+    for r, c in np.argwhere(np.isnan(image)):
+        d = np.hypot(valid[:, 0] - r, valid[:, 1] - c)
+        nearest = valid[np.isclose(d, d.min())]
+        assert filled[r, c] in {image[a, b] for a, b in nearest}
+    assert np.array_equal(filled[~np.isnan(image)], image[~np.isnan(image)])
+
+
+def test_rgb_mapping_properties() -> None:
+    rng = np.random.default_rng(1)
+    bright = rng.uniform(1500, 6000, size=(3, 64, 64))
+    out = s2_rgb(bright)
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    dim = rng.uniform(500, 900, size=(3, 64, 64))  # median < 1000: lower limit 0
+    out = s2_rgb(dim)
+    # lower limit 0 and upper clamped to 2000: 500..900 map to about 64..115, not 0..255
+    assert 60 <= out.min() <= 66 and 110 <= out.max() <= 116
+    mid = rng.uniform(1100, 1500, size=(3, 64, 64))  # median >= 1000: lower from the 0.2 %
+    out = s2_rgb(mid)
+    assert out.min() == 0 and out.max() <= 255 * 1500 / 2000
+    flat = np.full((3, 8, 8), 3000.0)
+    assert s2_rgb(flat).min() >= 0
+
+
+def test_rgb_compresses_extremes_by_half() -> None:
+    values = np.concatenate([np.linspace(1000, 2000, 980), np.full(20, 10_000.0)])
+    img = values.reshape(1, 10, 100).repeat(3, axis=0)
+    out = s2_rgb(img).astype(float)
+    # The outliers are pulled towards the 98 % bound, so they do not flatten the rest.
+    assert out[0, 0, 50] < out[0, 9, 50] and out[0, 9, 99] == 255
+
+
+def test_cloud_mask_classes() -> None:
+    scl = np.array([[0, 3, 4, 5], [6, 8, 9, 10], [11, 2, 7, 1]], dtype=np.float32)
+    missing = np.zeros_like(scl, dtype=bool)
+    missing[2, 3] = True
+    expected = np.array([[6, 5, 0, 0], [1, 4, 4, 3], [2, 0, 0, NO_DATA]], dtype=np.uint8)
+    assert np.array_equal(cloud_mask(scl, missing), expected)

@@ -1,0 +1,166 @@
+"""`align` end to end on the simulator: alignment against ground truth, damage, resume."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssl4eo_build import pipeline
+from ssl4eo_build.cities import write_cities
+from ssl4eo_build.config import Config, load_config
+from ssl4eo_build.cube import load_cube
+from ssl4eo_build.grid import transformer
+from ssl4eo_build.sources.synthetic import truth
+
+from .conftest import write_toml
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
+    """Locations in UTM 32 and straddling the 32/33 border, downloaded and aligned once."""
+    root = tmp_path_factory.mktemp("align")
+    cities = root / "cities.csv"
+    write_cities(
+        cities, [(1, "Munich", "DE", 48.137, 11.575, 1), (2, "Border", "DE", 48.1, 11.99, 1)]
+    )
+    cfg = load_config(
+        write_toml(
+            root / "a.toml",
+            f'[sample]\nn = 14\nseed = 2\nsigma_m = 3000.0\ncities = "{cities}"\n'
+            "[download]\nworkers = 3\n[synthetic]\npartial_prob = 0.15\n",
+        )
+    )
+    work = root / "w"
+    pipeline.run_sample(cfg, work)
+    pipeline.run_download(cfg, work, progress=False)
+    pipeline.run_align(cfg, work, progress=False, workers=2)
+    return cfg, work
+
+
+def patches(work: Path) -> list[tuple]:
+    db = sqlite3.connect(work / "manifest.sqlite")
+    return db.execute(
+        "SELECT sample_id, status, reason, crs, nan_fraction_max, path FROM patches ORDER BY 1"
+    ).fetchall()
+
+
+def shift_px(image: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(dy, dx) of ``image`` relative to ``reference`` by FFT cross-correlation, sub-pixel by a
+    parabola through the peak and its neighbours."""
+
+    def prep(a: np.ndarray) -> np.ndarray:
+        a = np.gradient(a.astype(np.float64), axis=1) + np.gradient(a.astype(np.float64), axis=0)
+        a = (a - a.mean()) / (a.std() + 1e-12)
+        return a * np.outer(np.hanning(a.shape[0]), np.hanning(a.shape[1]))
+
+    c = np.fft.ifft2(np.fft.fft2(prep(image)) * np.conj(np.fft.fft2(prep(reference)))).real
+    peak = np.unravel_index(int(np.argmax(c)), c.shape)
+    out = []
+    for axis in (0, 1):
+        n = c.shape[axis]
+        idx = list(peak)
+        vals = []
+        for d in (-1, 0, 1):
+            idx[axis] = (peak[axis] + d) % n
+            vals.append(c[tuple(idx)])
+        denom = vals[0] - 2 * vals[1] + vals[2]
+        frac = 0.5 * (vals[0] - vals[2]) / denom if denom != 0 else 0.0
+        p = peak[axis] + frac
+        out.append(p - n if p > n / 2 else p)
+    return out[0], out[1]
+
+
+def test_every_timestamp_and_s1_agree_with_truth(aligned: tuple[Config, Path]) -> None:
+    _, work = aligned
+    rows = [r for r in patches(work) if r[1] == "ok"]
+    assert len(rows) >= 6
+    offsets, two_zone = [], 0
+    for _, _, _, crs, _, path in rows:
+        cube = load_cube(Path(path))
+        assert cube.epsg == crs
+        xs, ys = np.meshgrid(cube.x, cube.y)
+        lon, lat = transformer(crs, 4326).transform(xs, ys)
+        t = truth(lon, lat, 0)
+        two_zone += len(set(cube.tile_crs)) > 1
+        water = t.water < -0.35
+        l2a = cube.modalities["S2L2A"]
+        b08 = l2a.band_names.index("B08")
+        for ti in range(4):
+            image = l2a.bands[ti, b08].astype(np.float32)
+            cloudy = np.isin(cube.cloud_mask[ti], (3, 4))  # clouds hide the ground: neutralise
+            image[cloudy] = np.median(image[~cloudy])
+            expected = np.where(water, -1.5, 0.8 * t.brightness + 0.7 * t.vegetation)
+            offsets.append(shift_px(image, expected))
+        s1 = cube.modalities["S1GRD"]
+        for ti in range(4):
+            vv = s1.bands[ti, 0].astype(np.float32)
+            expected = np.where(water, -1.5, 0.8 * t.brightness + 0.6 * t.vegetation)
+            offsets.append(shift_px(vv, expected))
+    offsets = np.abs(np.array(offsets))
+    assert two_zone >= 1, "some locations have timestamps in two UTM zones"
+    print(f"mean |offset| {offsets.mean():.3f} px, max {offsets.max():.3f} px over {len(offsets)}")
+    assert offsets.mean() < 0.5, offsets.mean()
+    assert offsets.max() < 1.0, offsets.max()
+
+
+def test_cube_layout(aligned: tuple[Config, Path]) -> None:
+    _, work = aligned
+    _, _, _, _, nan_max, path = next(r for r in patches(work) if r[1] == "ok")
+    cube = load_cube(Path(path))
+    assert cube.modalities["S2L1C"].bands.shape == (4, 13, 264, 264)
+    assert cube.modalities["S2L1C"].bands.dtype == np.int16
+    assert cube.modalities["S2L2A"].bands.shape == (4, 12, 264, 264)
+    assert "SCL" not in cube.modalities["S2L2A"].band_names
+    assert cube.modalities["S1GRD"].bands.dtype == np.float16
+    assert cube.modalities["S1GRD"].band_names == ("vv", "vh")
+    assert cube.modalities["S2RGB"].bands.dtype == np.uint8
+    assert cube.cloud_mask.shape == (4, 264, 264)
+    times = cube.modalities["S2L2A"].time
+    assert np.all(np.diff(times) > np.timedelta64(0)), "timestamps sorted by date"
+    assert (cube.x[0] - 5) % 60 == 0 and (cube.y[0] + 5) % 60 == 0, "pixel centres on the lattice"
+    assert np.allclose(np.diff(cube.x), 10) and np.allclose(np.diff(cube.y), -10)
+    for m in cube.modalities.values():
+        assert not np.isnan(m.bands.astype(np.float32)).any(), "NaNs filled"
+    assert 0.0 <= nan_max <= 0.01
+
+
+def test_nan_rejections_and_rerun(aligned: tuple[Config, Path]) -> None:
+    cfg, work = aligned
+    rows = patches(work)
+    rejected = [r for r in rows if r[1] == "rejected"]
+    for r in rejected:
+        assert r[2].startswith("nan_fraction: ") and r[4] > 0.01
+    again = pipeline.run_align(cfg, work, progress=False)
+    assert again.planned == 0 and patches(work) == rows
+
+
+def test_damaged_raw_file_fails_the_location_and_redownloads(tmp_path: Path) -> None:
+    cities = tmp_path / "cities.csv"
+    write_cities(cities, [(1, "Munich", "DE", 48.137, 11.575, 1)])
+    cfg = load_config(
+        write_toml(
+            tmp_path / "a.toml",
+            f'[sample]\nn = 3\nseed = 9\ncities = "{cities}"\n[synthetic]\npartial_prob = 0.0\n',
+        )
+    )
+    work = tmp_path / "w"
+    pipeline.run_sample(cfg, work)
+    pipeline.run_download(cfg, work, progress=False)
+    db = sqlite3.connect(work / "manifest.sqlite")
+    sample_id, path = db.execute(
+        "SELECT sample_id, path FROM scenes WHERE product='S2L2A' ORDER BY 1 LIMIT 1"
+    ).fetchone()
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 3])  # truncated
+    summary = pipeline.run_align(cfg, work, progress=False, workers=1)
+    assert summary.failed == 1 and summary.ok == 2
+    status, reason = db.execute(
+        "SELECT status, reason FROM downloads WHERE sample_id=?", (sample_id,)
+    ).fetchone()
+    assert status == "failed" and str(path) in reason
+    redo = pipeline.run_download(cfg, work, progress=False)
+    assert redo.planned == 1 and redo.ok == 1
+    assert pipeline.run_align(cfg, work, progress=False, workers=1).ok == 1
