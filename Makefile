@@ -6,8 +6,12 @@ CONFIG ?= configs/demo.toml
 WORK ?= work
 DEMO_WORK ?= demo-work
 STAMP := $(VENV)/.installed
+# A second environment with the versions the v1.1 docs tell users to pin, so the tests can open
+# our shards exactly as those users do (tests/test_pack.py).
+ZARR2_VENV ?= .venv-zarr2
+ZARR2_STAMP := $(ZARR2_VENV)/.installed
 
-.PHONY: demo test lint bench cities sample download align status clean install
+.PHONY: demo test lint bench cities sample download align pack status clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +25,19 @@ demo: $(STAMP)
 	$(BIN)/ssl4eo-build sample --config configs/demo.toml --work-dir $(DEMO_WORK)
 	$(BIN)/ssl4eo-build download --config configs/demo.toml --work-dir $(DEMO_WORK)
 	$(BIN)/ssl4eo-build align --config configs/demo.toml --work-dir $(DEMO_WORK)
+	$(BIN)/ssl4eo-build pack --config configs/demo.toml --work-dir $(DEMO_WORK)
 	$(BIN)/ssl4eo-build status --work-dir $(DEMO_WORK)
-	@echo "demo: work directory (manifest and outputs) is $(abspath $(DEMO_WORK))"
+	$(BIN)/ssl4eo-build validate $(DEMO_WORK)/dataset
+	@echo "demo: dataset is $(abspath $(DEMO_WORK))/dataset (work directory $(abspath $(DEMO_WORK)))"
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+$(ZARR2_STAMP):
+	test -x $(ZARR2_VENV)/bin/python || $(PYTHON) -m venv $(ZARR2_VENV)
+	$(ZARR2_VENV)/bin/python -m pip install --quiet "zarr==2.18.0" "numcodecs<0.16" \
+		"xarray==2024.6.0" "numpy<2" "pandas<2.3" "dask[array]<2025"
+	touch $(ZARR2_STAMP)
+
+test: $(STAMP) $(ZARR2_STAMP)
+	SSL4EO_ZARR2_PYTHON=$(abspath $(ZARR2_VENV))/bin/python $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check ssl4eo_build cli tests bench
@@ -46,6 +58,9 @@ download: $(STAMP)
 
 align: $(STAMP)
 	$(BIN)/ssl4eo-build align --config $(CONFIG) --work-dir $(WORK)
+
+pack: $(STAMP)
+	$(BIN)/ssl4eo-build pack --config $(CONFIG) --work-dir $(WORK)
 
 status: $(STAMP)
 	$(BIN)/ssl4eo-build status --work-dir $(WORK)

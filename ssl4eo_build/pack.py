@@ -102,7 +102,7 @@ def plan_shards(
 def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
     """The v1.1 variables of one modality for ``cubes`` (in order)."""
     first = cubes[0].modalities[modality]
-    n, size = len(cubes), cubes[0].x.shape[0]
+    size = cubes[0].x.shape[0]
     bands = np.stack([c.modalities[modality].bands for c in cubes])
     ids = np.array([c.sample_id for c in cubes], dtype="<U7")
     file_ids = [list(c.modalities[modality].file_id) for c in cubes]
@@ -149,7 +149,7 @@ def blosc(cname: str, clevel: int) -> numcodecs.Blosc:
 def write_zarr_zip(ds: xr.Dataset, path: Path, compressor: numcodecs.abc.Codec) -> None:
     """Zarr v2 in a zip: build the store in a temporary directory, zip it deterministically,
     fsync, rename. ``bands`` is chunked one time index per chunk."""
-    n, t, b, h, w = ds["bands"].shape
+    n, _, b, h, w = ds["bands"].shape
     encoding: dict[str, dict[str, Any]] = {
         "bands": {"chunks": (n, 1, b, h, w), "compressors": compressor},
     }
@@ -204,7 +204,7 @@ class RunningStats:
         else:
             self.count = self.count + count
             self.total = self.total + total
-            self.squares = self.squares + squares  # type: ignore[operator]
+            self.squares = self.squares + squares
 
     def as_dict(self) -> dict[str, list[float]]:
         return {
@@ -223,8 +223,8 @@ class RunningStats:
             if out.count is None:
                 out.count, out.total, out.squares = c, t, s
             else:
-                out.count, out.total = out.count + c, out.total + t  # type: ignore[operator]
-                out.squares = out.squares + s  # type: ignore[operator]
+                out.count, out.total = out.count + c, out.total + t
+                out.squares = out.squares + s
         return out
 
     def mean_std(self) -> tuple[list[float], list[float]]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from .cube import MODALITIES
 from .pack import SPLITS, open_shard
@@ -51,7 +52,10 @@ def _deviations(root: Path) -> Iterator[str]:
             for f in files:
                 m = FILE_RE.match(f.name)
                 if m is None or m.group(1) != split:
-                    yield f"{f}: file name does not follow ssl4eos12_{split}_seasonal_data_NNNNNN.zarr.zip"
+                    yield (
+                        f"{f}: file name does not follow "
+                        f"ssl4eos12_{split}_seasonal_data_NNNNNN.zarr.zip"
+                    )
                     continue
                 numbers[modality].add(f.name)
         all_names = set().union(*numbers.values())
@@ -96,7 +100,7 @@ def _check_file_group(root: Path, split: str, name: str) -> Iterator[str]:
             yield f"{path}: samples differ from the other modalities' file {name}"
 
 
-def _check_dataset(path: Path, ds, modality: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
     n_bands = len(BANDS[modality])
     if "bands" not in ds:
         yield f"{path}: variable 'bands' missing"

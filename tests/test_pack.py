@@ -1,0 +1,271 @@
+"""`pack` and `validate` on aligned simulator output: the exact v1.1 layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssl4eo_build import pipeline
+from ssl4eo_build.cities import write_cities
+from ssl4eo_build.config import Config, load_config, override
+from ssl4eo_build.cube import load_cube
+from ssl4eo_build.errors import ConfigChangedError
+from ssl4eo_build.files import file_sha256
+from ssl4eo_build.pack import Located, open_shard, plan_shards, spatial_split
+from ssl4eo_build.validate import validate_dataset
+
+from .conftest import write_toml
+
+MODALITIES = ("S1GRD", "S2L1C", "S2L2A", "S2RGB")
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
+    root = tmp_path_factory.mktemp("pack")
+    cities = root / "cities.csv"
+    write_cities(
+        cities,
+        [(1, "Munich", "DE", 48.137, 11.575, 1), (2, "Lima", "PE", -12.05, -77.04, 1),
+         (3, "Osaka", "JP", 34.69, 135.5, 1)],
+    )  # fmt: skip
+    cfg = load_config(
+        write_toml(
+            root / "p.toml",
+            f'[sample]\nn = 16\nseed = 4\nsigma_m = 20000.0\ncities = "{cities}"\n'
+            "[download]\nworkers = 3\n[synthetic]\npartial_prob = 0.0\n"
+            "[pack]\nshard_size = 4\nval_fraction = 0.3\nsplit_block_deg = 5.0\n",
+        )
+    )
+    work = root / "w"
+    pipeline.run_sample(cfg, work)
+    pipeline.run_download(cfg, work, progress=False)
+    pipeline.run_align(cfg, work, progress=False, workers=2)
+    pipeline.run_pack(cfg, work, progress=False, workers=2)
+    return cfg, work
+
+
+def shard_files(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*/*.zarr.zip"))
+
+
+def test_exact_schema(packed: tuple[Config, Path]) -> None:
+    _, work = packed
+    path = work / "dataset/train/S2L2A/ssl4eos12_train_seasonal_data_000001.zarr.zip"
+    ds = open_shard(path)
+    assert dict(ds.sizes) == {"sample": 4, "time": 4, "band": 12, "y": 264, "x": 264}
+    assert ds["bands"].dims == ("sample", "time", "band", "y", "x")
+    assert ds["bands"].dtype == np.int16
+    assert ds["bands"].encoding["chunks"] == (4, 1, 12, 264, 264)
+    assert [str(b) for b in ds["band"].values][:3] == ["B01", "B02", "B03"]
+    assert ds["band"].dtype == "<U3" and ds["sample"].dtype == "<U7"
+    for name in ("time", "x", "y"):
+        assert ds[name].dtype == np.int64
+    assert list(ds["x"].values) == list(range(264))
+    expected = {
+        "center_lat": (("sample",), "float64"),
+        "center_lon": (("sample",), "float64"),
+        "cloud_mask": (("sample", "time", "y", "x"), "uint8"),
+        "crs": (("sample",), "int64"),
+        "file_id": (("sample", "time"), "<U38"),
+        "sample_id": (("sample", "time"), "<U9"),
+        "time_": (("sample", "time"), "datetime64[ns]"),
+        "x_": (("sample", "x"), "float64"),
+        "y_": (("sample", "y"), "float64"),
+    }
+    assert set(ds.data_vars) == {"bands", *expected}
+    for name, (dims, dtype) in expected.items():
+        assert ds[name].dims == dims and str(ds[name].dtype) == dtype, name
+    s = str(ds["sample"].values[0])
+    assert [str(v) for v in ds["sample_id"].values[0]] == [f"{s}_{t}" for t in range(4)]
+    assert np.all(np.diff(ds["time_"].values, axis=1) > np.timedelta64(0))
+    s1 = open_shard(str(path).replace("S2L2A", "S1GRD"))
+    assert s1["bands"].dtype == np.float16 and "cloud_mask" not in s1
+    assert [str(b) for b in s1["band"].values] == ["vv", "vh"] and s1["band"].dtype == "<U2"
+    assert s1["file_id"].dtype == "<U67"
+    rgb = open_shard(str(path).replace("S2L2A", "S2RGB"))
+    assert rgb["bands"].dtype == np.uint8 and rgb.sizes["band"] == 3
+    l1c = open_shard(str(path).replace("S2L2A", "S2L1C"))
+    assert l1c.sizes["band"] == 13 and "B10" in [str(b) for b in l1c["band"].values]
+
+
+def test_pixels_are_the_aligned_cubes(packed: tuple[Config, Path]) -> None:
+    _, work = packed
+    ds = open_shard(work / "dataset/train/S1GRD/ssl4eos12_train_seasonal_data_000002.zarr.zip")
+    sample = str(ds["sample"].values[2])
+    cube = load_cube(work / "aligned" / sample[:4] / f"{sample}.npz")
+    assert np.array_equal(ds["bands"].values[2], cube.modalities["S1GRD"].bands)
+    assert np.array_equal(ds["x_"].values[2], cube.x)
+    assert int(ds["crs"].values[2]) == cube.epsg
+
+
+def test_same_samples_same_order_in_every_modality(packed: tuple[Config, Path]) -> None:
+    _, work = packed
+    names = {p.name for p in shard_files(work / "dataset")}
+    for name in names:
+        split = name.split("_")[1]
+        orders = [
+            list(open_shard(work / "dataset" / split / m / name)["sample"].values)
+            for m in MODALITIES
+        ]
+        assert all(o == orders[0] for o in orders)
+
+
+def test_split_is_spatially_disjoint_and_files_listed(packed: tuple[Config, Path]) -> None:
+    cfg, work = packed
+    import geopandas
+
+    meta = {
+        s: geopandas.read_parquet(work / f"dataset/splits/{s}_metadata.parquet")
+        for s in ("train", "val")
+    }
+    for split, frame in meta.items():
+        assert list(frame.columns) == [
+            "sample_id",
+            "time_id",
+            "time",
+            "tile_id",
+            "geometry",
+            "tile_crs",
+            "file",
+        ]
+        assert frame.index.name == "idx"
+        assert frame.geometry.iloc[0].geom_type == "Polygon"
+        listed = (work / f"dataset/splits/ssl4eos12_{split}.txt").read_text().split()
+        assert sorted(set(frame["file"])) == sorted(listed)
+        assert set(Counter(frame["sample_id"]).values()) == {4}
+    blocks = {
+        s: {(int(np.floor(g.centroid.x / 5)), int(np.floor(g.centroid.y / 5))) for g in f.geometry}
+        for s, f in meta.items()
+    }
+    assert len(meta["val"]) > 0
+    assert not blocks["train"] & blocks["val"], "no block holds both splits"
+    # The footprint's centre is the patch centre (about 1.3 km from each edge).
+    row = meta["train"].iloc[0]
+    ds = open_shard(work / "dataset/train/S2L2A" / row["file"])
+    i = list(ds["sample"].values).index(row["sample_id"])
+    assert abs(row.geometry.centroid.x - float(ds["center_lon"].values[i])) < 1e-3
+
+
+def test_stats_are_train_means(packed: tuple[Config, Path]) -> None:
+    _, work = packed
+    stats = json.loads((work / "dataset/stats.json").read_text())
+    assert set(stats) == set(MODALITIES)
+    assert len(stats["S2L1C"]["mean"]) == 13 and len(stats["S1GRD"]["std"]) == 2
+    values = np.concatenate(
+        [
+            open_shard(p)["bands"].values[:, :, 0].astype(np.float64).ravel()
+            for p in sorted((work / "dataset/train/S1GRD").glob("*.zarr.zip"))
+        ]
+    )
+    assert stats["S1GRD"]["mean"][0] == pytest.approx(values.mean(), abs=1e-3)
+    assert stats["S1GRD"]["std"][0] == pytest.approx(values.std(), abs=1e-3)
+
+
+def test_zip_entries_written_once(packed: tuple[Config, Path]) -> None:
+    _, work = packed
+    for path in shard_files(work / "dataset"):
+        names = zipfile.ZipFile(path).namelist()
+        assert len(names) == len(set(names))
+        assert ".zmetadata" in names and "bands/.zarray" in names
+
+
+ZARR2_SCRIPT = """
+import sys, xarray as xr, zarr
+assert zarr.__version__.startswith("2.18"), zarr.__version__
+ds = xr.open_zarr(sys.argv[1])
+print(zarr.__version__, dict(ds.sizes), str(ds.bands.dtype), str(ds.time_.dtype), float(ds.bands.values.astype('float64').sum()))
+"""
+
+
+def test_opens_under_zarr_2_18_with_the_plain_path(packed: tuple[Config, Path]) -> None:
+    _, work = packed
+    python = os.environ.get("SSL4EO_ZARR2_PYTHON", ".venv-zarr2/bin/python")
+    if not Path(python).exists():
+        pytest.skip("zarr 2.18 environment not built (make test builds it)")
+    path = work / "dataset/train/S2L1C/ssl4eos12_train_seasonal_data_000001.zarr.zip"
+    out = subprocess.run(
+        [python, "-c", ZARR2_SCRIPT, str(path)], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert out[0] == "2.18.0" and "int16" in out and "datetime64[ns]" in out
+    assert float(out[-1]) == float(open_shard(path)["bands"].values.astype(np.float64).sum())
+
+
+def test_rerun_keeps_shards_and_repack_is_byte_identical(packed: tuple[Config, Path], tmp_path):
+    cfg, work = packed
+    files = shard_files(work / "dataset")
+    before = {p: (p.stat().st_mtime_ns, file_sha256(p)) for p in files}
+    again = pipeline.run_pack(cfg, work, progress=False)
+    assert again.shards_written == 0
+    assert {p: (p.stat().st_mtime_ns, file_sha256(p)) for p in files} == before
+    other = pipeline.run_pack(cfg, work, out=tmp_path / "copy", progress=False, force=True)
+    assert other.shards_written == len(files) // 4
+    for p in files:
+        twin = tmp_path / "copy" / p.relative_to(work / "dataset")
+        assert file_sha256(twin) == before[p][1], "same inputs and seed: byte-identical shards"
+
+
+def test_killed_pack_finishes_only_missing_shards(packed: tuple[Config, Path], tmp_path) -> None:
+    cfg, work = packed
+    out = tmp_path / "resume"
+    pipeline.run_pack(cfg, work, out=out, progress=False, force=True)
+    victim = sorted(out.glob("train/S2L1C/*.zarr.zip"))[-1]
+    victim.unlink()  # as if the process died before this shard was complete
+    db = sqlite3.connect(work / "manifest.sqlite")
+    n_shards = db.execute("SELECT COUNT(*) FROM pack_shards").fetchone()[0]
+    summary = pipeline.run_pack(cfg, work, out=out, progress=False)
+    assert summary.shards_written == 1 and summary.shards_kept == n_shards - 1
+    assert victim.exists() and validate_dataset(out) == []
+
+
+def test_changed_settings_are_refused(packed: tuple[Config, Path], tmp_path) -> None:
+    cfg, work = packed
+    with pytest.raises(ConfigChangedError, match="--force"):
+        pipeline.run_pack(
+            override(cfg, "pack.seed", 99), work, out=tmp_path / "resume", progress=False
+        )
+
+
+def test_validate_passes_and_catches_a_broken_shard(packed: tuple[Config, Path], tmp_path) -> None:
+    _, work = packed
+    assert validate_dataset(work / "dataset") == []
+    broken = tmp_path / "broken"
+    shutil.copytree(work / "dataset", broken)
+    victim = broken / "train/S2L2A/ssl4eos12_train_seasonal_data_000001.zarr.zip"
+    ds = open_shard(victim).load()
+    from ssl4eo_build.pack import blosc, write_zarr_zip
+
+    broken_ds = ds.drop_vars("cloud_mask").assign(bands=ds["bands"].astype("int32"))
+    write_zarr_zip(broken_ds, victim, blosc("zstd", 1))
+    (broken / "train/S2RGB/ssl4eos12_train_seasonal_data_000002.zarr.zip").unlink()
+    problems = validate_dataset(broken)
+    text = "\n".join(problems)
+    assert "bands dtype int32, expected int16" in text
+    assert "variable 'cloud_mask' missing" in text
+    assert "S2RGB/ssl4eos12_train_seasonal_data_000002.zarr.zip: missing" in text
+
+
+def test_split_and_plan_units() -> None:
+    items = [Located(f"{i:07d}", (i % 10) * 3.0, 0.5) for i in range(100)]
+    splits = spatial_split(items, 0.1, 1.0, seed=0)
+    assert len(splits["val"]) == 10 and len(splits["train"]) == 90
+    assert spatial_split(items, 0.1, 1.0, seed=0) == splits
+    plans, left = plan_shards(splits, 64, keep_partial=False)
+    assert [len(p.sample_ids) for p in plans] == [64] and left == {
+        "train": splits["train"][64:],
+        "val": splits["val"],
+    }
+    plans, left = plan_shards(splits, 64, keep_partial=True)
+    assert [(p.split, p.number, len(p.sample_ids)) for p in plans] == [
+        ("train", 1, 64),
+        ("train", 2, 26),
+        ("val", 1, 10),
+    ]
