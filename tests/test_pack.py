@@ -120,7 +120,7 @@ def test_same_samples_same_order_in_every_modality(packed: tuple[Config, Path]) 
 
 
 def test_split_is_spatially_disjoint_and_files_listed(packed: tuple[Config, Path]) -> None:
-    cfg, work = packed
+    _, work = packed
     import geopandas
 
     meta = {
@@ -182,7 +182,8 @@ ZARR2_SCRIPT = """
 import sys, xarray as xr, zarr
 assert zarr.__version__.startswith("2.18"), zarr.__version__
 ds = xr.open_zarr(sys.argv[1])
-print(zarr.__version__, dict(ds.sizes), str(ds.bands.dtype), str(ds.time_.dtype), float(ds.bands.values.astype('float64').sum()))
+total = float(ds.bands.values.astype("float64").sum())
+print(zarr.__version__, dict(ds.sizes), str(ds.bands.dtype), str(ds.time_.dtype), total)
 """
 
 
