@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from . import bench_align, bench_sample
+from . import bench_align, bench_pack, bench_sample
 
 if __name__ == "__main__":
     bench_sample.main()
     bench_align.main()
+    bench_pack.main()
