@@ -13,7 +13,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
