@@ -33,6 +33,10 @@ def pack(
         bool | None,
         typer.Option("--keep-partial", help="Write the last, smaller shard of each split."),
     ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="zarr (v1.1 shards), webdataset (per-sample tars) or both."),
+    ] = None,
     workers: WorkersOpt = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
@@ -42,7 +46,14 @@ def pack(
     setup_logging(verbose, quiet)
     cfg = guarded(
         verbose,
-        lambda: build_config(config, {"pack.keep_partial": keep_partial, "pack.workers": workers}),
+        lambda: build_config(
+            config,
+            {
+                "pack.keep_partial": keep_partial,
+                "pack.workers": workers,
+                "pack.format": output_format,
+            },
+        ),
     )
     summary = guarded(
         verbose, lambda: pipeline.run_pack(cfg, work_dir, out=out, force=force, progress=not quiet)

@@ -147,6 +147,8 @@ class PackConfig:
         default="zstd", metadata=_choice("zstd", "lz4", "lz4hc", "zlib", "blosclz")
     )
     blosc_clevel: int = field(default=5, metadata=_rng(0, 9))
+    format: str = field(default="zarr", metadata=_choice("zarr", "webdataset", "both"))
+    samples_per_tar: int = field(default=512, metadata=_rng(1, 1_000_000))
     workers: int = field(default=0, metadata=_rng(0, 1024))  # 0: one process per core
 
 

@@ -102,12 +102,13 @@ CREATE TABLE IF NOT EXISTS patches(
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS pack_shards(
+    layout TEXT NOT NULL,
     split TEXT NOT NULL,
     number INTEGER NOT NULL,
     samples TEXT NOT NULL,
     metadata TEXT NOT NULL,
     stats TEXT NOT NULL,
-    PRIMARY KEY(split, number)
+    PRIMARY KEY(layout, split, number)
 );
 CREATE TABLE IF NOT EXISTS shards(
     path TEXT PRIMARY KEY,
@@ -410,11 +411,13 @@ class Manifest:
             )
         ]
 
-    def packed_shards(self) -> dict[tuple[str, int], tuple[list[str], str, str]]:
+    def packed_shards(self, layout: str) -> dict[tuple[str, int], tuple[list[str], str, str]]:
+        """(split, number) -> (samples, metadata rows JSON, stats JSON) of a layout's shards."""
         return {
             (str(r[0]), int(r[1])): (json.loads(r[2]), str(r[3]), str(r[4]))
             for r in self.db.execute(
-                "SELECT split, number, samples, metadata, stats FROM pack_shards"
+                "SELECT split, number, samples, metadata, stats FROM pack_shards WHERE layout=?",
+                (layout,),
             )
         }
 
@@ -424,6 +427,7 @@ class Manifest:
     def record_shard(
         self,
         db: sqlite3.Connection,
+        layout: str,
         split: str,
         number: int,
         samples: list[str],
@@ -437,9 +441,9 @@ class Manifest:
             ((rel, split, modality, n, sha) for rel, modality, n, sha in files),
         )
         db.execute(
-            "INSERT OR REPLACE INTO pack_shards(split, number, samples, metadata, stats) "
-            "VALUES(?, ?, ?, ?, ?)",
-            (split, number, json.dumps(samples), metadata_json, stats_json),
+            "INSERT OR REPLACE INTO pack_shards(layout, split, number, samples, metadata, stats) "
+            "VALUES(?, ?, ?, ?, ?, ?)",
+            (layout, split, number, json.dumps(samples), metadata_json, stats_json),
         )
 
     def forget_pack(self, db: sqlite3.Connection) -> None:

@@ -146,15 +146,19 @@ def blosc(cname: str, clevel: int) -> numcodecs.Blosc:
     return numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
-def write_zarr_zip(ds: xr.Dataset, path: Path, compressor: numcodecs.abc.Codec) -> None:
+def write_zarr_zip(
+    ds: xr.Dataset, path: Path, compressor: numcodecs.abc.Codec, chunk_time: bool = True
+) -> None:
     """Zarr v2 in a zip: build the store in a temporary directory, zip it deterministically,
-    fsync, rename. ``bands`` is chunked one time index per chunk."""
-    n, _, b, h, w = ds["bands"].shape
-    encoding: dict[str, dict[str, Any]] = {
-        "bands": {"chunks": (n, 1, b, h, w), "compressors": compressor},
-    }
-    if "cloud_mask" in ds:
-        encoding["cloud_mask"] = {"chunks": (n, 1, h, w), "compressors": compressor}
+    fsync, rename. With ``chunk_time`` (shards: dims sample, time, ...) ``bands`` and
+    ``cloud_mask`` get one chunk per time index; otherwise one chunk each."""
+    encoding: dict[str, dict[str, Any]] = {}
+    for name in ("bands", "cloud_mask"):
+        if name in ds:
+            chunks = list(ds[name].shape)
+            if chunk_time:
+                chunks[1] = 1
+            encoding[name] = {"chunks": tuple(chunks), "compressors": compressor}
     if int(zarr.__version__.split(".")[0]) < 3:  # pragma: no cover - zarr 2 spelling
         encoding = {
             k: {"chunks": v["chunks"], "compressor": v["compressors"]} for k, v in encoding.items()
@@ -289,16 +293,103 @@ def write_shard(
     from .cube import load_cube
 
     cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
-    files, stats = [], {}
+    files = []
     for modality in ("S1GRD", "S2L1C", "S2L2A", "S2RGB"):
         ds = shard_dataset(cubes, modality)
         rel = shard_relpath(plan.split, modality, plan.number)
         cname, clevel = compressor[modality]
         write_zarr_zip(ds, out_dir / rel, blosc(cname, clevel))
         files.append((rel, modality, len(cubes), file_sha256(out_dir / rel)))
-        running = RunningStats()
-        running.add(ds["bands"].values)
-        stats[modality] = running.as_dict()
     name = shard_name(plan.split, plan.number)
     metadata = tuple(row for c in cubes for row in metadata_rows(c, name))
-    return ShardResult(plan.split, plan.number, tuple(files), metadata, stats)
+    return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
+
+
+# -- WebDataset layout (2026 v1.1 release) ---------------------------------------------------
+
+
+def tar_name(number: int) -> str:
+    return f"ssl4eos12_shard_{number:06d}.tar"
+
+
+def plan_tars(splits: dict[str, list[str]], samples_per_tar: int) -> list[ShardPlan]:
+    """Every sample of each split, in the split's shuffled order, ~``samples_per_tar`` a tar."""
+    plans = []
+    for split in SPLITS:
+        ids = splits.get(split, [])
+        for k in range(math.ceil(len(ids) / samples_per_tar)):
+            chunk = tuple(ids[k * samples_per_tar : (k + 1) * samples_per_tar])
+            plans.append(ShardPlan(split, k + 1, chunk))
+    return plans
+
+
+def sample_dataset(cube: AlignedCube, modality: str) -> xr.Dataset:
+    """One sample as the WebDataset member's consolidated Zarr: ``bands`` (time, band, y, x)."""
+    m = cube.modalities[modality]
+    data_vars: dict[str, Any] = {
+        "bands": (("time", "band", "y", "x"), m.bands),
+        "center_lon": ((), np.float64(cube.center_lon)),
+        "center_lat": ((), np.float64(cube.center_lat)),
+        "file_id": (("time",), np.array(m.file_id)),
+    }
+    if modality in S2_MODALITIES:
+        data_vars["cloud_mask"] = (("time", "y", "x"), cube.cloud_mask.astype(np.uint8))
+    return xr.Dataset(
+        data_vars,
+        coords={
+            "band": np.array(m.band_names),
+            "time": m.time.astype("datetime64[ns]").astype(np.int64),
+        },
+    )
+
+
+def write_tar(
+    out_dir: Path,
+    cube_paths: dict[str, str],
+    compressor: dict[str, tuple[str, int]],
+    plan: ShardPlan,
+) -> ShardResult:
+    """One tar per modality: a ``{sample_id}.zarr.zip`` member per sample, keys aligned."""
+    import io
+    import tarfile
+
+    from .cube import load_cube
+
+    cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
+    files = []
+    for modality in ("S1GRD", "S2L1C", "S2L2A", "S2RGB"):
+        rel = f"{plan.split}/{modality}/{tar_name(plan.number)}"
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cname, clevel = compressor[modality]
+        target = atomic_target(path)
+        try:
+            with (
+                tempfile.TemporaryDirectory(dir=path.parent, prefix=".wds-") as tmp,
+                tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as archive,
+            ):
+                for cube in cubes:
+                    member = Path(tmp) / f"{cube.sample_id}.zarr.zip"
+                    ds = sample_dataset(cube, modality)
+                    write_zarr_zip(ds, member, blosc(cname, clevel), chunk_time=False)
+                    info = tarfile.TarInfo(member.name)
+                    data = member.read_bytes()
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    archive.addfile(info, io.BytesIO(data))
+                    member.unlink()
+            commit_file(target, path)
+        finally:
+            if target.exists():
+                target.unlink()
+        files.append((rel, modality, len(cubes), file_sha256(path)))
+    metadata = tuple(row for c in cubes for row in metadata_rows(c, tar_name(plan.number)))
+    return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
+
+
+def _band_sums(cubes: Sequence[AlignedCube]) -> dict[str, dict[str, list[float]]]:
+    out = {}
+    for modality in ("S1GRD", "S2L1C", "S2L2A", "S2RGB"):
+        running = RunningStats()
+        running.add(np.stack([c.modalities[modality].bands for c in cubes]))
+        out[modality] = running.as_dict()
+    return out

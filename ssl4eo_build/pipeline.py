@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -370,50 +371,71 @@ def run_pack(
         plans, left = pack.plan_shards(splits, p.shard_size, p.keep_partial)
         settings = {**pack_settings(config), "out": str(out_dir.resolve())}
         plan_key = fingerprint([settings, [[s.split, s.number, list(s.sample_ids)] for s in plans]])
+        # The manifest tracks the output directory packed last: another --out starts afresh
+        # (the earlier output stays on disk, untracked); the same one with another plan is
+        # refused unless --force.
+        same_out = manifest.get_meta("pack.out") == str(out_dir.resolve())
         previous = manifest.get_meta("pack.plan")
-        if previous is not None and previous != plan_key and manifest.count("shards") > 0:
-            if not force:
-                raise ConfigChangedError(
-                    f"{manifest.path}: the shards in {out_dir} were packed from other inputs or "
-                    "settings (more aligned locations, another seed, shard size or split). Pack "
-                    "into a new --out, or pass --force to rewrite every shard."
-                )
+        changed = previous is not None and previous != plan_key and manifest.count("shards") > 0
+        if same_out and changed and not force:
+            raise ConfigChangedError(
+                f"{manifest.path}: the shards in {out_dir} were packed from other inputs or "
+                "settings (more aligned locations, another seed, shard size, split or format). "
+                "Pack into a new --out, or pass --force to rewrite every shard."
+            )
+        if not same_out or changed:
             with manifest.transaction() as db:
                 manifest.forget_pack(db)
+        manifest.set_meta("pack.out", str(out_dir.resolve()))
         manifest.set_meta("pack.plan", plan_key)
         run_id = manifest.begin_run("pack", settings)
-        done = manifest.packed_shards()
-        todo = [
-            s
-            for s in plans
-            if (s.split, s.number) not in done
-            or not all(
-                (out_dir / pack.shard_relpath(s.split, m, s.number)).exists() for m in MODALITIES
-            )
-        ]
         compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
-        work = partial(pack.write_shard, out_dir, cube_paths, compressor)
         n_workers = workers or p.workers or os.cpu_count() or 1
-        counts = {"written": 0}
-        for result in run_pool(
-            work, todo, n_workers, "pack", counts, progress, processes=n_workers > 1
-        ):
-            with manifest.transaction() as db:
-                manifest.record_shard(
-                    db,
-                    result.split,
-                    result.number,
-                    [str(m["sample_id"]) for m in result.metadata[::4]],
-                    result.files,
-                    json.dumps([{**m, "geometry": m["geometry"].hex()} for m in result.metadata]),
-                    json.dumps(result.stats),
-                )
-            counts["written"] += 1
-        write_pack_sidecars(out_dir, manifest.packed_shards(), plans)
+        layouts: list[tuple[str, list[pack.ShardPlan], Any, Any]] = []
+        if p.format in ("zarr", "both"):
+            layouts.append(("zarr", plans, pack.write_shard, pack.shard_relpath))
+        if p.format in ("webdataset", "both"):
+            tars = pack.plan_tars(splits, p.samples_per_tar)
+            layouts.append(("webdataset", tars, pack.write_tar, _tar_relpath))
+        written = kept = 0
+        for layout, layout_plans, writer, relpath in layouts:
+            done = manifest.packed_shards(layout)
+            todo = [
+                s
+                for s in layout_plans
+                if (s.split, s.number) not in done
+                or not all((out_dir / relpath(s.split, m, s.number)).exists() for m in MODALITIES)
+            ]
+            work = partial(writer, out_dir, cube_paths, compressor)
+            counts = {"written": 0}
+            for result in run_pool(
+                work, todo, n_workers, f"pack {layout}", counts, progress, processes=n_workers > 1
+            ):
+                with manifest.transaction() as db:
+                    manifest.record_shard(
+                        db,
+                        layout,
+                        result.split,
+                        result.number,
+                        [str(m["sample_id"]) for m in result.metadata[::4]],
+                        result.files,
+                        json.dumps(
+                            [{**m, "geometry": m["geometry"].hex()} for m in result.metadata]
+                        ),
+                        json.dumps(result.stats),
+                    )
+                counts["written"] += 1
+            written += len(todo)
+            kept += len(layout_plans) - len(todo)
+        # Split lists, metadata and stats describe the Zarr shards (the v1.1 layout) when they
+        # are written, the tars otherwise.
+        layout, layout_plans, _, _ = layouts[0]
+        names = pack.shard_name if layout == "zarr" else _tar_name
+        write_pack_sidecars(out_dir, manifest.packed_shards(layout), layout_plans, names)
         summary = PackSummary(
             out_dir=str(out_dir),
-            shards_written=len(todo),
-            shards_kept=len(plans) - len(todo),
+            shards_written=written,
+            shards_kept=kept,
             samples={s: sum(len(x.sample_ids) for x in plans if x.split == s) for s in pack.SPLITS},
             left_out={s: len(ids) for s, ids in left.items()},
         )
@@ -421,10 +443,19 @@ def run_pack(
         return summary
 
 
+def _tar_relpath(split: str, modality: str, number: int) -> str:
+    return f"{split}/{modality}/{pack.tar_name(number)}"
+
+
+def _tar_name(split: str, number: int) -> str:
+    return pack.tar_name(number)
+
+
 def write_pack_sidecars(
     out_dir: Path,
     packed: dict[tuple[str, int], tuple[list[str], str, str]],
     plans: list[pack.ShardPlan],
+    file_name: Callable[[str, int], str],
 ) -> None:
     """``splits/ssl4eos12_{split}.txt``, ``splits/{split}_metadata.parquet``, ``stats.json``."""
     import pyarrow as pa
@@ -440,7 +471,7 @@ def write_pack_sidecars(
     train_stats: dict[str, list[dict[str, list[float]]]] = {}
     for split in pack.SPLITS:
         numbers = sorted(s.number for s in plans if s.split == split)
-        names = [pack.shard_name(split, n) for n in numbers]
+        names = [file_name(split, n) for n in numbers]
         _write_text(splits_dir / f"ssl4eos12_{split}.txt", "".join(f"{n}\n" for n in names))
         rows = [row for n in numbers for row in json.loads(packed[split, n][1])]
         table = pa.table(

@@ -64,12 +64,15 @@ def _deviations(root: Path) -> Iterator[str]:
                 yield f"{root / split / modality / missing}: missing (present in another modality)"
         for name in sorted(all_names):
             yield from _check_file_group(root, split, name)
+        yield from _check_tars(root, split)
+        # Split lists and metadata describe the Zarr shards, or the tars when only those exist.
+        described = all_names or {t.name for t in (root / split).glob("*/*.tar")}
         listed = root / "splits" / f"ssl4eos12_{split}.txt"
         if not listed.exists():
             yield f"{listed}: missing"
-        elif set(listed.read_text().split()) != all_names:
-            yield f"{listed}: does not list exactly the {len(all_names)} shard file(s) of {split}"
-        yield from _check_parquet(root / "splits" / f"{split}_metadata.parquet", all_names)
+        elif set(listed.read_text().split()) != described:
+            yield f"{listed}: does not list exactly the {len(described)} file(s) of {split}"
+        yield from _check_parquet(root / "splits" / f"{split}_metadata.parquet", described)
     stats = root / "stats.json"
     if not stats.exists():
         yield f"{stats}: missing"
@@ -79,6 +82,37 @@ def _deviations(root: Path) -> Iterator[str]:
             entry = content.get(modality, {})
             if len(entry.get("mean", [])) != len(BANDS[modality]):
                 yield f"{stats}: {modality}: expected {len(BANDS[modality])} means"
+
+
+TAR_RE = re.compile(r"^ssl4eos12_shard_(\d{6})\.tar$")
+
+
+def _check_tars(root: Path, split: str) -> Iterator[str]:
+    """WebDataset layout: per-sample ``{key}.zarr.zip`` members, keys aligned across modalities."""
+    import tarfile
+
+    keys: dict[str, dict[str, list[str]]] = {}
+    for modality in MODALITIES:
+        for tar in sorted((root / split / modality).glob("*.tar")):
+            if not TAR_RE.match(tar.name):
+                yield f"{tar}: file name does not follow ssl4eos12_shard_NNNNNN.tar"
+                continue
+            try:
+                with tarfile.open(tar) as archive:
+                    names = archive.getnames()
+            except (tarfile.TarError, OSError) as exc:
+                yield f"{tar}: unreadable tar ({exc})"
+                continue
+            bad = [n for n in names if not n.endswith(".zarr.zip")]
+            if bad:
+                yield f"{tar}: members {bad[:3]} are not '{{key}}.zarr.zip'"
+            keys.setdefault(tar.name, {})[modality] = names
+    for name, per_modality in keys.items():
+        lists = list(per_modality.values())
+        if len(per_modality) != len(MODALITIES):
+            yield f"{root / split}/*/{name}: missing in some modality folders"
+        elif any(names != lists[0] for names in lists):
+            yield f"{root / split}/*/{name}: member keys differ across modalities"
 
 
 def _check_file_group(root: Path, split: str, name: str) -> Iterator[str]:

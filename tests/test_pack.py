@@ -229,10 +229,12 @@ def test_killed_pack_finishes_only_missing_shards(packed: tuple[Config, Path], t
 
 def test_changed_settings_are_refused(packed: tuple[Config, Path], tmp_path) -> None:
     cfg, work = packed
+    pipeline.run_pack(cfg, work, out=tmp_path / "once", progress=False)
     with pytest.raises(ConfigChangedError, match="--force"):
         pipeline.run_pack(
-            override(cfg, "pack.seed", 99), work, out=tmp_path / "resume", progress=False
+            override(cfg, "pack.seed", 99), work, out=tmp_path / "once", progress=False
         )
+    assert pipeline.run_pack(cfg, work, out=tmp_path / "once", progress=False).shards_written == 0
 
 
 def test_validate_passes_and_catches_a_broken_shard(packed: tuple[Config, Path], tmp_path) -> None:
@@ -270,3 +272,43 @@ def test_split_and_plan_units() -> None:
         ("train", 2, 26),
         ("val", 1, 10),
     ]
+
+
+def test_webdataset_layout_reads_with_webdataset(packed: tuple[Config, Path], tmp_path) -> None:
+    import tarfile
+
+    import webdataset as wds
+    import zarr
+
+    cfg, work = packed
+    out = tmp_path / "wds"
+    wds_cfg = override(override(cfg, "pack.format", "webdataset"), "pack.samples_per_tar", 3)
+    pipeline.run_pack(wds_cfg, work, out=out, progress=False)
+    tars = sorted(out.glob("train/S2L2A/*.tar"))
+    assert [t.name for t in tars[:2]] == [
+        "ssl4eos12_shard_000001.tar",
+        "ssl4eos12_shard_000002.tar",
+    ]
+    keys = {}
+    for m in MODALITIES:
+        with tarfile.open(out / "train" / m / tars[0].name) as archive:
+            keys[m] = archive.getnames()
+    assert all(k == keys["S2L2A"] for k in keys.values()), "member keys aligned across modalities"
+    seen = 0
+    for sample in wds.WebDataset(str(tars[0]), shardshuffle=False):
+        member = tmp_path / f"{sample['__key__']}.zarr.zip"
+        member.write_bytes(sample["zarr.zip"])
+        ds = __import__("xarray").open_zarr(zarr.storage.ZipStore(str(member), mode="r"))
+        assert ds["bands"].dims == ("time", "band", "y", "x") and ds["bands"].dtype == np.int16
+        assert ds["bands"].encoding["chunks"] == (4, 12, 264, 264), "one chunk"
+        assert ds["time"].dtype == np.int64 and ds["cloud_mask"].dims == ("time", "y", "x")
+        assert {"center_lon", "center_lat", "file_id"} <= set(ds.data_vars)
+        cube = load_cube(work / "aligned" / sample["__key__"][:4] / f"{sample['__key__']}.npz")
+        assert np.array_equal(ds["bands"].values, cube.modalities["S2L2A"].bands)
+        seen += 1
+    assert seen == 3
+    assert validate_dataset(out) == []
+    names = (out / "splits/ssl4eos12_train.txt").read_text().split()
+    assert names[0] == "ssl4eos12_shard_000001.tar"
+    (out / "train/S1GRD" / tars[0].name).unlink()
+    assert any("missing in some modality" in p for p in validate_dataset(out))
