@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ZARR2_VENV ?= .venv-zarr2
 ZARR2_STAMP := $(ZARR2_VENV)/.installed
 
-.PHONY: demo test lint bench cities sample download align pack status clean install
+.PHONY: demo test lint bench cities sample download align pack run status clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ssl4eo-build sample --config configs/demo.toml --work-dir $(DEMO_WORK)
-	$(BIN)/ssl4eo-build download --config configs/demo.toml --work-dir $(DEMO_WORK)
-	$(BIN)/ssl4eo-build align --config configs/demo.toml --work-dir $(DEMO_WORK)
-	$(BIN)/ssl4eo-build pack --config configs/demo.toml --work-dir $(DEMO_WORK)
+	$(BIN)/ssl4eo-build run --config configs/demo.toml --work-dir $(DEMO_WORK)
 	$(BIN)/ssl4eo-build status --work-dir $(DEMO_WORK)
 	$(BIN)/ssl4eo-build validate $(DEMO_WORK)/dataset
 	@echo "demo: dataset is $(abspath $(DEMO_WORK))/dataset (work directory $(abspath $(DEMO_WORK)))"
@@ -61,6 +58,9 @@ align: $(STAMP)
 
 pack: $(STAMP)
 	$(BIN)/ssl4eo-build pack --config $(CONFIG) --work-dir $(WORK)
+
+run: $(STAMP)
+	$(BIN)/ssl4eo-build run --config $(CONFIG) --work-dir $(WORK) $(if $(TARGET),--target $(TARGET),)
 
 status: $(STAMP)
 	$(BIN)/ssl4eo-build status --work-dir $(WORK)

@@ -7,6 +7,7 @@ import typer
 from .align import align
 from .download import download
 from .pack import pack
+from .run import run
 from .sample import sample
 from .status import status
 from .validate import validate
@@ -22,6 +23,7 @@ app.command("sample")(sample)
 app.command("download")(download)
 app.command("align")(align)
 app.command("pack")(pack)
+app.command("run")(run)
 app.command("status")(status)
 app.command("validate")(validate)
 

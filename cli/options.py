@@ -12,6 +12,7 @@ import typer
 
 from ssl4eo_build.config import Config, load_config
 from ssl4eo_build.errors import UserError
+from ssl4eo_build.executor import DaskExecutor
 
 T = TypeVar("T")
 
@@ -35,12 +36,24 @@ SourceOpt = Annotated[
     str | None, typer.Option("--source", help="Override download.source (synthetic, earthengine).")
 ]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Concurrent workers.")]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786) or local:N for a LocalCluster of N "
+        "worker processes; default: the local executor.",
+    ),
+]
 DEFAULT_WORK_DIR = Path("work")
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def open_executor(scheduler: str) -> DaskExecutor:
+    return DaskExecutor(scheduler)
 
 
 def build_config(path: Path | None, overrides: dict[str, Any]) -> Config:

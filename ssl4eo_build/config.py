@@ -153,6 +153,15 @@ class PackConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """`run`: rounds of sample -> download -> align until a target passes align."""
+
+    max_rounds: int = field(default=10, metadata=_rng(1, 1000))
+    # Share of new locations expected to pass align before any has finished (first round).
+    initial_yield: float = field(default=0.8, metadata=_rng(0.01, 1.0))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole recipe. Sections mirror the TOML tables."""
 
@@ -161,6 +170,7 @@ class Config:
     synthetic: SyntheticConfig = SyntheticConfig()
     align: AlignConfig = AlignConfig()
     pack: PackConfig = PackConfig()
+    run: RunConfig = RunConfig()
     source_file: Path | None = field(default=None, compare=False, metadata={"internal": True})
 
     def section_fingerprint(self, name: str) -> str:

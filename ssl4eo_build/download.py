@@ -288,3 +288,26 @@ def download_location(
         return DownloadResult(task.sample_id, "failed", f"transient: {exc}", requests=call.requests)
     except FinalSourceError as exc:
         return DownloadResult(task.sample_id, "rejected", f"source: {exc}", requests=call.requests)
+
+
+# One source and limiter per worker process (Dask workers, process pools): sources hold
+# connections and locks that do not travel between processes, so each process makes its own.
+_WORKER_STATE: dict[str, tuple[Source, Limiter, RetryPolicy]] = {}
+
+
+def download_on_worker(cfg: Config, raw_dir: Path, task: DownloadTask) -> DownloadResult:
+    """:func:`download_location` with the calling process's own source (initialised once)."""
+    from .config import fingerprint, section_dict
+    from .sources import make_source
+
+    d = cfg.download
+    key = fingerprint([section_dict(d), section_dict(cfg.synthetic)])
+    state = _WORKER_STATE.get(key)
+    if state is None:
+        state = _WORKER_STATE[key] = (
+            make_source(cfg),
+            Limiter(d.max_in_flight, d.requests_per_s),
+            RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s),
+        )
+    source, limiter, policy = state
+    return download_location(source, cfg, task, raw_dir, limiter, policy)

@@ -1,6 +1,11 @@
-"""Local executors: a bounded thread pool for I/O-bound work, with a tqdm progress bar.
+"""Executors: where stage work runs. Results always come back to the coordinating process,
+which alone writes the manifest.
 
-Results come back to the calling (coordinating) thread, which alone writes the manifest.
+- local (default): a bounded thread pool for I/O-bound work, a process pool for CPU-bound
+  work, sized to the machine;
+- Dask distributed (``--scheduler ADDRESS`` for an existing cluster, ``local:N`` for a
+  LocalCluster of N worker processes): the same stage functions, submitted as tasks. Workers
+  share the work directory; sources initialise once per worker process.
 """
 
 from __future__ import annotations
@@ -14,12 +19,51 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class DaskExecutor(AbstractContextManager["DaskExecutor"]):
+    """A Dask distributed client; ``local:N`` starts a LocalCluster of N worker processes."""
+
+    def __init__(self, address: str) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster: Any = None
+        if address.startswith("local:"):
+            try:
+                n = int(address.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(
+                    f"--scheduler {address!r}: expected local:N with N worker processes"
+                ) from None
+            self.cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            self.client = Client(self.cluster)
+        else:
+            try:
+                self.client = Client(address, timeout=30)
+            except OSError as exc:
+                raise ConfigError(
+                    f"--scheduler {address!r}: cannot reach the Dask scheduler ({exc})"
+                ) from None
+
+    @property
+    def workers(self) -> int:
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 def run_pool(
@@ -30,21 +74,40 @@ def run_pool(
     counts: Mapping[str, int],
     progress: bool = True,
     processes: bool = False,
+    dask: DaskExecutor | None = None,
 ) -> Iterator[R]:
-    """Yield ``fn(item)`` results as they finish, at most ``2 * workers`` submitted at once.
+    """Yield ``fn(item)`` results as they finish, at most ``2 * workers`` in flight.
 
     Threads for I/O-bound work; ``processes=True`` for CPU-bound work (``fn`` and the items
-    must pickle). ``counts`` is shown live in the progress bar (the caller updates it).
+    must pickle); with ``dask`` every item is a task on the cluster (a task lost with its worker
+    is rerun by Dask). ``counts`` is shown live in the progress bar (the caller updates it).
     """
-    pending: set[Future[R]] = set()
     todo = list(items)
-    bar = tqdm(total=len(todo), desc=label, unit="loc", disable=not progress, leave=False)
-    it = iter(todo)
+    bar = tqdm(total=len(todo), desc=label, unit="item", disable=not progress, leave=False)
+    try:
+        results = (
+            _dask_map(fn, todo, dask, 2 * max(workers, dask.workers))
+            if dask is not None
+            else _local_map(fn, todo, workers, label, processes)
+        )
+        for result in results:
+            yield result
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+    finally:
+        bar.close()
+
+
+def _local_map(
+    fn: Callable[[T], R], todo: list[T], workers: int, label: str, processes: bool
+) -> Iterator[R]:
     pool: Executor = (
         ProcessPoolExecutor(max_workers=workers)
         if processes
         else ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label)
     )
+    pending: set[Future[R]] = set()
+    it = iter(todo)
     with pool:
         try:
             while True:
@@ -58,9 +121,30 @@ def run_pool(
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
-                    bar.update(1)
-                    bar.set_postfix(counts, refresh=False)
         finally:
             for future in pending:
                 future.cancel()
-            bar.close()
+
+
+def _dask_map(fn: Callable[[T], R], todo: list[T], dask: DaskExecutor, window: int) -> Iterator[R]:
+    from distributed import as_completed
+
+    it = iter(todo)
+    first = [dask.client.submit(fn, item, pure=False) for item in _take(it, window)]
+    queue = as_completed(first)
+    for future in queue:
+        result = future.result()
+        future.release()
+        for item in _take(it, 1):
+            queue.add(dask.client.submit(fn, item, pure=False))
+        yield result
+
+
+def _take(it: Iterator[T], n: int) -> list[T]:
+    out = []
+    for _ in range(n):
+        item = next(it, None)
+        if item is None:
+            break
+        out.append(item)
+    return out

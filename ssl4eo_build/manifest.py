@@ -450,6 +450,18 @@ class Manifest:
         db.execute("DELETE FROM shards")
         db.execute("DELETE FROM pack_shards")
 
+    def run_counts(self) -> dict[str, int]:
+        """Locations by where they are in the pipeline (for `run`'s top-up arithmetic)."""
+        one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
+        return {
+            "locations": one("SELECT COUNT(*) FROM locations WHERE status='ok'"),
+            "aligned": one("SELECT COUNT(*) FROM patches WHERE status='ok'"),
+            "finished": one(
+                "SELECT (SELECT COUNT(*) FROM downloads WHERE status='rejected') + "
+                "(SELECT COUNT(*) FROM patches WHERE status IN ('ok', 'rejected'))"
+            ),
+        }
+
     # -- reporting -----------------------------------------------------------------------------
 
     def status_report(self) -> dict[str, Any]:

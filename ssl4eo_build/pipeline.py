@@ -21,9 +21,9 @@ from .align_worker import AlignResult, AlignTask, align_location
 from .cities import load_cities
 from .config import Config, fingerprint, section_dict
 from .cube import MODALITIES
-from .download import DownloadResult, DownloadTask, download_location
+from .download import DownloadResult, DownloadTask, download_location, download_on_worker
 from .errors import ConfigChangedError, InputError, UserError
-from .executor import run_pool
+from .executor import DaskExecutor, run_pool
 from .files import atomic_target, commit_file, file_sha256
 from .manifest import Manifest
 from .reference_index import read_reference_index
@@ -206,6 +206,7 @@ def run_download(
     dry_run: bool = False,
     force: bool = False,
     progress: bool = True,
+    dask: DaskExecutor | None = None,
 ) -> DownloadSummary:
     """Find and fetch scenes for every sampled location without a finished download."""
     d = config.download
@@ -235,7 +236,10 @@ def run_download(
         def work(task: DownloadTask) -> DownloadResult:
             return download_location(source, config, task, raw_dir, limiter, policy)
 
-        for result in run_pool(work, tasks, d.workers, "download", counts, progress):
+        remote = partial(download_on_worker, config, raw_dir)
+        for result in run_pool(
+            remote if dask else work, tasks, d.workers, "download", counts, progress, dask=dask
+        ):
             with manifest.transaction() as db:
                 manifest.record_download(
                     db,
@@ -294,6 +298,7 @@ def run_align(
     force: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    dask: DaskExecutor | None = None,
 ) -> AlignSummary:
     """Align every downloaded location without a finished patch (processes, one per core)."""
     a = config.align
@@ -355,12 +360,14 @@ def run_pack(
     force: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    dask: DaskExecutor | None = None,
+    max_samples: int | None = None,
 ) -> PackSummary:
     """Shuffle, split and write the v1.1 shards, split lists, metadata parquet and stats."""
     p = config.pack
     out_dir = Path(out) if out is not None else Path(work_dir) / "dataset"
     with Manifest.open(work_dir, create=False) as manifest:
-        rows = manifest.packable()
+        rows = manifest.packable()[:max_samples]  # by sample id: the first N finished locations
         cube_paths = {r[0]: r[3] for r in rows}
         splits = pack.spatial_split(
             [pack.Located(r[0], r[1], r[2]) for r in rows],
@@ -409,7 +416,14 @@ def run_pack(
             work = partial(writer, out_dir, cube_paths, compressor)
             counts = {"written": 0}
             for result in run_pool(
-                work, todo, n_workers, f"pack {layout}", counts, progress, processes=n_workers > 1
+                work,
+                todo,
+                n_workers,
+                f"pack {layout}",
+                counts,
+                progress,
+                processes=n_workers > 1,
+                dask=dask,
             ):
                 with manifest.transaction() as db:
                     manifest.record_shard(

@@ -1,0 +1,72 @@
+"""`ssl4eo-build run`: all stages in order, topping up until a target count passes align."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ssl4eo_build.run import RunSummary, run_all
+
+from .options import (
+    DEFAULT_WORK_DIR,
+    ConfigOpt,
+    QuietOpt,
+    SchedulerOpt,
+    SeedOpt,
+    SourceOpt,
+    VerboseOpt,
+    WorkDirOpt,
+    build_config,
+    guarded,
+    open_executor,
+    setup_logging,
+)
+
+
+def run(
+    config: ConfigOpt = None,
+    work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
+    target: Annotated[
+        int | None,
+        typer.Option("--target", help="Locations that must pass align (default sample.n)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Dataset directory.")] = None,
+    seed: SeedOpt = None,
+    source: SourceOpt = None,
+    scheduler: SchedulerOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """sample -> download -> align in rounds until --target pass align, then pack."""
+    setup_logging(verbose, quiet)
+    cfg = guarded(
+        verbose, lambda: build_config(config, {"sample.seed": seed, "download.source": source})
+    )
+    wanted = target if target is not None else cfg.sample.n
+
+    def call() -> RunSummary:
+        with open_executor(scheduler) if scheduler else nullcontext() as dask:
+            return run_all(cfg, work_dir, wanted, out=out, dask=dask, progress=not quiet)
+
+    summary = guarded(verbose, call)
+    if quiet:
+        return
+    stages = summary.report["stages"]
+    typer.echo(
+        f"run: {summary.aligned} location(s) passed align (target {summary.target}) in "
+        f"{summary.rounds} round(s)"
+    )
+    for stage in ("download", "align"):
+        for reason, n in stages[stage]["reasons"].items():
+            typer.echo(f"  {stage} {n:>6}  {reason}")
+    timing = ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())
+    typer.echo(f"  time per stage: {timing}")
+    if summary.pack is not None:
+        p = summary.pack
+        typer.echo(
+            f"  packed: train {p.samples['train']}, val {p.samples['val']} samples "
+            f"({p.shards_written} shard(s) written) -> {p.out_dir}"
+        )
