@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Annotated
 
 import typer
@@ -13,11 +14,13 @@ from .options import (
     ConfigOpt,
     ForceOpt,
     QuietOpt,
+    SchedulerOpt,
     VerboseOpt,
     WorkDirOpt,
     WorkersOpt,
     build_config,
     guarded,
+    open_executor,
     setup_logging,
 )
 
@@ -26,6 +29,7 @@ def align(
     config: ConfigOpt = None,
     work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
     workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Process at most this many locations.")
     ] = None,
@@ -36,10 +40,15 @@ def align(
     """Crop 264x264 on the majority UTM grid; reproject other zones and S-1 onto it."""
     setup_logging(verbose, quiet)
     cfg = guarded(verbose, lambda: build_config(config, {"align.workers": workers}))
-    summary = guarded(
-        verbose,
-        lambda: pipeline.run_align(cfg, work_dir, limit=limit, force=force, progress=not quiet),
-    )
+
+    def call() -> pipeline.AlignSummary:
+        with open_executor(scheduler) if scheduler else nullcontext() as dask:
+            return pipeline.run_align(
+                cfg, work_dir, limit=limit, force=force, progress=not quiet, dask=dask
+            )
+
+    summary = guarded(verbose, call)
+
     if not quiet:
         typer.echo(
             f"align: {summary.ok} ok, {summary.rejected} rejected, {summary.failed} failed "

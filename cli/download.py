@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Annotated
 
 import typer
@@ -13,12 +14,14 @@ from .options import (
     ConfigOpt,
     ForceOpt,
     QuietOpt,
+    SchedulerOpt,
     SourceOpt,
     VerboseOpt,
     WorkDirOpt,
     WorkersOpt,
     build_config,
     guarded,
+    open_executor,
     setup_logging,
 )
 
@@ -28,6 +31,7 @@ def download(
     work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
     source: SourceOpt = None,
     workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Process at most this many locations.")
     ] = None,
@@ -44,12 +48,21 @@ def download(
         verbose,
         lambda: build_config(config, {"download.source": source, "download.workers": workers}),
     )
-    summary = guarded(
-        verbose,
-        lambda: pipeline.run_download(
-            cfg, work_dir, limit=limit, dry_run=dry_run, force=force, progress=not quiet
-        ),
-    )
+
+    def call() -> pipeline.DownloadSummary:
+        with open_executor(scheduler) if scheduler else nullcontext() as dask:
+            return pipeline.run_download(
+                cfg,
+                work_dir,
+                limit=limit,
+                dry_run=dry_run,
+                force=force,
+                progress=not quiet,
+                dask=dask,
+            )
+
+    summary = guarded(verbose, call)
+
     if summary.dry_run:
         typer.echo(
             f"download --dry-run: {summary.planned} location(s), {summary.requests_planned} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,13 @@ from .options import (
     ConfigOpt,
     ForceOpt,
     QuietOpt,
+    SchedulerOpt,
     VerboseOpt,
     WorkDirOpt,
     WorkersOpt,
     build_config,
     guarded,
+    open_executor,
     setup_logging,
 )
 
@@ -38,6 +41,7 @@ def pack(
         typer.Option("--format", help="zarr (v1.1 shards), webdataset (per-sample tars) or both."),
     ] = None,
     workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
@@ -55,9 +59,15 @@ def pack(
             },
         ),
     )
-    summary = guarded(
-        verbose, lambda: pipeline.run_pack(cfg, work_dir, out=out, force=force, progress=not quiet)
-    )
+
+    def call() -> pipeline.PackSummary:
+        with open_executor(scheduler) if scheduler else nullcontext() as dask:
+            return pipeline.run_pack(
+                cfg, work_dir, out=out, force=force, progress=not quiet, dask=dask
+            )
+
+    summary = guarded(verbose, call)
+
     if not quiet:
         left = ", ".join(f"{k} {v}" for k, v in summary.left_out.items() if v)
         typer.echo(

@@ -14,7 +14,7 @@ runner = CliRunner()
 def test_help_lists_the_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("sample", "status"):
+    for command in ("sample", "download", "align", "pack", "run", "status", "validate"):
         assert command in result.output
 
 
@@ -61,3 +61,26 @@ def test_bad_index_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "line 2: lon 500.0 outside" in result.output
+
+
+def test_validate_exit_codes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path / "missing")])
+    assert result.exit_code == 1
+    assert "not a directory" in result.output
+
+
+def test_unavailable_source_is_a_clear_error(tmp_path: Path, few_cities: Path) -> None:
+    cfg = write_toml(tmp_path / "c.toml", f'[sample]\nn = 2\ncities = "{few_cities}"\n')
+    work = tmp_path / "w"
+    assert runner.invoke(app, ["sample", "-c", str(cfg), "-w", str(work)]).exit_code == 0
+    result = runner.invoke(
+        app, ["download", "-c", str(cfg), "-w", str(work), "--source", "earthengine"]
+    )
+    assert result.exit_code == 2
+    assert "not available in this build" in result.output
+
+
+def test_bad_scheduler_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "-w", str(tmp_path / "w"), "--scheduler", "local:x"])
+    assert result.exit_code == 2
+    assert "local:N" in result.output
