@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Annotated
 
 import typer
 
 from ssl4eo_build import pipeline
+from ssl4eo_build.executor import DaskExecutor
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -20,7 +20,7 @@ from .options import (
     WorkersOpt,
     build_config,
     guarded,
-    open_executor,
+    on_executor,
     setup_logging,
 )
 
@@ -41,13 +41,12 @@ def align(
     setup_logging(verbose, quiet)
     cfg = guarded(verbose, lambda: build_config(config, {"align.workers": workers}))
 
-    def call() -> pipeline.AlignSummary:
-        with open_executor(scheduler) if scheduler else nullcontext() as dask:
-            return pipeline.run_align(
-                cfg, work_dir, limit=limit, force=force, progress=not quiet, dask=dask
-            )
+    def call(dask: DaskExecutor | None) -> pipeline.AlignSummary:
+        return pipeline.run_align(
+            cfg, work_dir, limit=limit, force=force, progress=not quiet, dask=dask
+        )
 
-    summary = guarded(verbose, call)
+    summary = guarded(verbose, lambda: on_executor(scheduler, call))
 
     if not quiet:
         typer.echo(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Annotated
 
 import typer
 
 from ssl4eo_build import pipeline
+from ssl4eo_build.executor import DaskExecutor
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -21,7 +21,7 @@ from .options import (
     WorkersOpt,
     build_config,
     guarded,
-    open_executor,
+    on_executor,
     setup_logging,
 )
 
@@ -49,19 +49,18 @@ def download(
         lambda: build_config(config, {"download.source": source, "download.workers": workers}),
     )
 
-    def call() -> pipeline.DownloadSummary:
-        with open_executor(scheduler) if scheduler else nullcontext() as dask:
-            return pipeline.run_download(
-                cfg,
-                work_dir,
-                limit=limit,
-                dry_run=dry_run,
-                force=force,
-                progress=not quiet,
-                dask=dask,
-            )
+    def call(dask: DaskExecutor | None) -> pipeline.DownloadSummary:
+        return pipeline.run_download(
+            cfg,
+            work_dir,
+            limit=limit,
+            dry_run=dry_run,
+            force=force,
+            progress=not quiet,
+            dask=dask,
+        )
 
-    summary = guarded(verbose, call)
+    summary = guarded(verbose, lambda: on_executor(scheduler, call))
 
     if summary.dry_run:
         typer.echo(

@@ -52,8 +52,12 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
 
 
-def open_executor(scheduler: str) -> DaskExecutor:
-    return DaskExecutor(scheduler)
+def on_executor(scheduler: str | None, call: Callable[[DaskExecutor | None], T]) -> T:
+    """Run ``call`` with a Dask executor for ``--scheduler``, or with None (local executor)."""
+    if scheduler is None:
+        return call(None)
+    with DaskExecutor(scheduler) as dask:
+        return call(dask)
 
 
 def build_config(path: Path | None, overrides: dict[str, Any]) -> Config:

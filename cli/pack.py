@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ssl4eo_build import pipeline
+from ssl4eo_build.executor import DaskExecutor
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -21,7 +21,7 @@ from .options import (
     WorkersOpt,
     build_config,
     guarded,
-    open_executor,
+    on_executor,
     setup_logging,
 )
 
@@ -60,13 +60,10 @@ def pack(
         ),
     )
 
-    def call() -> pipeline.PackSummary:
-        with open_executor(scheduler) if scheduler else nullcontext() as dask:
-            return pipeline.run_pack(
-                cfg, work_dir, out=out, force=force, progress=not quiet, dask=dask
-            )
+    def call(dask: DaskExecutor | None) -> pipeline.PackSummary:
+        return pipeline.run_pack(cfg, work_dir, out=out, force=force, progress=not quiet, dask=dask)
 
-    summary = guarded(verbose, call)
+    summary = guarded(verbose, lambda: on_executor(scheduler, call))
 
     if not quiet:
         left = ", ".join(f"{k} {v}" for k, v in summary.left_out.items() if v)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ssl4eo_build.executor import DaskExecutor
 from ssl4eo_build.run import RunSummary, run_all
 
 from .options import (
@@ -21,7 +21,7 @@ from .options import (
     WorkDirOpt,
     build_config,
     guarded,
-    open_executor,
+    on_executor,
     setup_logging,
 )
 
@@ -47,11 +47,10 @@ def run(
     )
     wanted = target if target is not None else cfg.sample.n
 
-    def call() -> RunSummary:
-        with open_executor(scheduler) if scheduler else nullcontext() as dask:
-            return run_all(cfg, work_dir, wanted, out=out, dask=dask, progress=not quiet)
+    def call(dask: DaskExecutor | None) -> RunSummary:
+        return run_all(cfg, work_dir, wanted, out=out, dask=dask, progress=not quiet)
 
-    summary = guarded(verbose, call)
+    summary = guarded(verbose, lambda: on_executor(scheduler, call))
     if quiet:
         return
     stages = summary.report["stages"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +23,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from scipy import ndimage
 
+from .config import AlignConfig
 from .geo import LonLat, utm_epsg
 from .grid import PixelGrid, centred_grid
 
@@ -123,18 +123,10 @@ def fill_cube(cube: NDArray[np.float32]) -> NDArray[np.float32]:
     return cube
 
 
-@dataclass(frozen=True)
-class RgbParams:
-    clip_low_q: float = 0.02
-    clip_high_q: float = 0.98
-    compress_factor: float = 0.5
-    low_q: float = 0.002
-    high_q: float = 0.998
-    min_upper: float = 2000.0
-    dark_median: float = 1000.0
+V11_RGB = AlignConfig()  # the report's constants are AlignConfig's defaults
 
 
-def s2_rgb(rgb: NDArray[np.floating], p: RgbParams = RgbParams()) -> NDArray[np.uint8]:
+def s2_rgb(rgb: NDArray[np.floating], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
     """8-bit RGB from L2A B04/B03/B02 (3, h, w) per the v1.1 report.
 
     Values beyond the 2 % / 98 % quantiles (over all three channels) have their excess beyond
@@ -143,12 +135,12 @@ def s2_rgb(rgb: NDArray[np.floating], p: RgbParams = RgbParams()) -> NDArray[np.
     (median below 1,000).
     """
     values = rgb.astype(np.float64)
-    lo, median, hi = np.quantile(values, [p.clip_low_q, 0.5, p.clip_high_q])
-    squeezed = np.where(values > hi, hi + p.compress_factor * (values - hi), values)
-    squeezed = np.where(values < lo, lo - p.compress_factor * (lo - values), squeezed)
-    lower, upper = np.quantile(squeezed, [p.low_q, p.high_q])
-    upper = max(float(upper), p.min_upper)
-    if float(median) < p.dark_median:
+    lo, median, hi = np.quantile(values, [p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q])
+    squeezed = np.where(values > hi, hi + p.rgb_compress_factor * (values - hi), values)
+    squeezed = np.where(values < lo, lo - p.rgb_compress_factor * (lo - values), squeezed)
+    lower, upper = np.quantile(squeezed, [p.rgb_low_q, p.rgb_high_q])
+    upper = max(float(upper), p.rgb_min_upper)
+    if float(median) < p.rgb_dark_median:
         lower = 0.0
     scaled = (squeezed - lower) * (255.0 / max(upper - lower, 1e-9))
     np.rint(scaled, out=scaled)

@@ -16,7 +16,6 @@ import numpy as np
 from rasterio.errors import RasterioError
 
 from .align import (
-    RgbParams,
     cloud_mask,
     fill_cube,
     majority_crs,
@@ -129,10 +128,6 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
     watch.lap("fill")
     l2a_bands = PRODUCTS["S2L2A"].bands[:-1]  # SCL is used for the mask, not stored
     rgb_index = [PRODUCTS["S2L2A"].bands.index(b) for b in RGB_BANDS]
-    rgb_params = RgbParams(
-        a.rgb_clip_low_q, a.rgb_clip_high_q, a.rgb_compress_factor,
-        a.rgb_low_q, a.rgb_high_q, a.rgb_min_upper, a.rgb_dark_median,
-    )  # fmt: skip
     s2_time = np.array([acquired[s] for s in order], dtype="datetime64[ns]")
     s2_ids = tuple(l2a[s].tags["scene_id"] for s in order)
     s1 = [rasters["S1GRD", s] for s in order]
@@ -148,7 +143,7 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
             tuple(r.tags["scene_id"] for r in s1),
         ),
         "S2RGB": Modality(
-            np.stack([s2_rgb(filled["S2L2A"][t, rgb_index], rgb_params) for t in range(N_SEASONS)]),
+            np.stack([s2_rgb(filled["S2L2A"][t, rgb_index], a) for t in range(N_SEASONS)]),
             ("R", "G", "B"),
             s2_time,
             s2_ids,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +30,25 @@ def few_cities(tmp_path: Path) -> Path:
         ],
     )
     return path
+
+
+def kill_when(proc: subprocess.Popen[bytes], manifest: Path, sql: str, more_than: int) -> int:
+    """kill -9 ``proc`` once ``sql`` (a COUNT) on its manifest exceeds ``more_than``, or when
+    60 s have passed; returns the last count seen."""
+    deadline, seen = time.monotonic() + 60, 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            db = sqlite3.connect(manifest, timeout=1)
+            seen = db.execute(sql).fetchone()[0]
+            db.close()
+        except sqlite3.Error:
+            continue
+        if seen > more_than:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return seen
 
 
 def write_toml(path: Path, text: str) -> Path:

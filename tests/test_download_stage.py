@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from ssl4eo_build.manifest import Manifest
 from ssl4eo_build.raster_io import read_geotiff
 from ssl4eo_build.sources.synthetic import truth
 
-from .conftest import write_toml
+from .conftest import kill_when, write_toml
 
 
 @pytest.fixture
@@ -225,19 +222,9 @@ def test_killed_download_resumes_without_refetching(tmp_path: Path, cfg_path: Pa
     proc = subprocess.Popen(
         [*cmd, "download", "-c", str(slow), "-w", str(killed), "-q", "--workers", "2"]
     )
-    deadline, finished = time.monotonic() + 120, 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            db = sqlite3.connect(killed / "manifest.sqlite", timeout=1)
-            finished = db.execute("SELECT COUNT(*) FROM downloads WHERE status='ok'").fetchone()[0]
-            db.close()
-        except sqlite3.Error:
-            continue
-        if finished >= 2:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    finished = kill_when(
+        proc, killed / "manifest.sqlite", "SELECT COUNT(*) FROM downloads WHERE status='ok'", 1
+    )
     db = sqlite3.connect(killed / "manifest.sqlite")
     done_paths = [Path(r[0]) for r in db.execute("SELECT path FROM scenes")]
     db.close()

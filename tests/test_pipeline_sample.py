@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ from ssl4eo_build.config import load_config, override
 from ssl4eo_build.errors import ConfigChangedError, InputError
 from ssl4eo_build.manifest import Manifest
 
-from .conftest import write_toml
+from .conftest import kill_when, write_toml
 
 
 @pytest.fixture
@@ -93,20 +90,7 @@ def test_killed_sample_resumes_to_the_same_result(tmp_path: Path, few_cities: Pa
     args = ["sample", "--config", str(cfg), "--work-dir"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, *args, str(killed)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    partial = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            db = sqlite3.connect(killed / "manifest.sqlite", timeout=1)
-            partial = db.execute("SELECT COUNT(*) FROM locations").fetchone()[0]
-            db.close()
-        except sqlite3.Error:
-            continue
-        if partial > 500:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    partial = kill_when(proc, killed / "manifest.sqlite", "SELECT COUNT(*) FROM locations", 500)
     assert 0 < partial < 6000, "the kill landed mid-stage"
     subprocess.run([*cmd, *args, str(killed)], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([*cmd, *args, str(tmp_path / "clean")], check=True, stdout=subprocess.DEVNULL)

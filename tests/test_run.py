@@ -20,7 +20,7 @@ from ssl4eo_build.files import file_sha256
 from ssl4eo_build.pack import open_shard
 from ssl4eo_build.run import run_all
 
-from .conftest import write_toml
+from .conftest import kill_when, write_toml
 
 CMD = [sys.executable, "-m", "ssl4eo_build.cli.app"]
 
@@ -96,19 +96,7 @@ def test_killed_run_resumes_to_the_same_dataset(
     )
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*CMD, "run", "-c", str(slow), "-w", str(killed), "-q"])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            db = sqlite3.connect(killed / "manifest.sqlite", timeout=1)
-            n = db.execute(f"SELECT COUNT(*) FROM {stage}").fetchone()[0]
-            db.close()
-        except sqlite3.Error:
-            continue
-        if n > 0:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, killed / "manifest.sqlite", f"SELECT COUNT(*) FROM {stage}", 0)
     db = sqlite3.connect(killed / "manifest.sqlite")
     done_files = [Path(r[0]) for r in db.execute("SELECT path FROM scenes")]
     db.close()
@@ -123,3 +111,41 @@ def test_transient_errors_lose_nothing(tmp_path: Path, cfg_path: Path, clean_run
     flaky = override(load_config(cfg_path), "synthetic.error_rate", 0.2)
     run_all(flaky, tmp_path / "flaky", target=8, progress=False)
     assert shard_digests(tmp_path / "flaky" / "dataset") == shard_digests(clean_run / "dataset")
+
+
+def test_dask_worker_killed_mid_stage_is_redone(tmp_path: Path, cfg_path: Path) -> None:
+    """kill -9 one Dask worker process while align runs: its tasks are redone elsewhere."""
+    import threading
+
+    from ssl4eo_build import pipeline
+
+    cfg = override(load_config(cfg_path), "sample.n", 16)
+    work = tmp_path / "w"
+    pipeline.run_sample(cfg, work)
+    pipeline.run_download(cfg, work, progress=False)
+    with DaskExecutor("local:2") as dask:
+        pids = list(dask.client.run(os.getpid).values())
+        killed: list[int] = []
+
+        def killer() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                time.sleep(0.02)
+                try:
+                    db = sqlite3.connect(work / "manifest.sqlite", timeout=1)
+                    n = db.execute("SELECT COUNT(*) FROM patches").fetchone()[0]
+                    db.close()
+                except sqlite3.Error:
+                    continue
+                if n >= 1:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        summary = pipeline.run_align(cfg, work, progress=False, dask=dask)
+        thread.join()
+    assert killed, "a worker was killed while align ran"
+    db = sqlite3.connect(work / "manifest.sqlite")
+    downloaded = db.execute("SELECT COUNT(*) FROM downloads WHERE status='ok'").fetchone()[0]
+    assert summary.ok + summary.rejected == downloaded and summary.failed == 0

@@ -7,12 +7,13 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from ssl4eo_build.config import SyntheticConfig
 from ssl4eo_build.errors import FinalSourceError, RetryableSourceError
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import centred_grid, lonlat_of_pixels
 from ssl4eo_build.products import PRODUCTS
 from ssl4eo_build.sources.base import TimeWindow
-from ssl4eo_build.sources.synthetic import SyntheticParams, SyntheticSource, mgrs_tile, truth
+from ssl4eo_build.sources.synthetic import SyntheticSource, mgrs_tile, truth
 
 MUNICH = LonLat(11.575, 48.137)
 NEAR_BORDER = LonLat(11.97, 48.1)  # ~2 km west of the zone 32/33 border at 12 E
@@ -28,7 +29,7 @@ def test_search_is_deterministic_and_realistic() -> None:
     assert all(9 <= s.acquired.hour <= 11 for s in a), "~10:30 local solar time"
     l1c = SyntheticSource().search(MUNICH, "S2L1C", SPRING)
     assert [s.scene_id for s in l1c] == [s.scene_id for s in a], "L1C and L2A share granules"
-    other = SyntheticSource(SyntheticParams(seed=1)).search(MUNICH, "S2L2A", SPRING)
+    other = SyntheticSource(SyntheticConfig(seed=1)).search(MUNICH, "S2L2A", SPRING)
     assert [s.cloud_pct for s in other] != [s.cloud_pct for s in a]
 
 
@@ -54,7 +55,7 @@ def test_mgrs_tiles_match_known_ones() -> None:
 
 def test_fetch_matches_truth_in_any_crs() -> None:
     """The same ground looks the same from two UTM zones and from EPSG:4326."""
-    src = SyntheticSource(SyntheticParams(partial_prob=0.0))
+    src = SyntheticSource(SyntheticConfig(partial_prob=0.0))
     s1 = src.search(NEAR_BORDER, "S1GRD", SPRING)[0]
     for epsg in (32632, 32633, 4326):
         grid = centred_grid(epsg, NEAR_BORDER, 96, 10.0, 60.0)
@@ -80,7 +81,7 @@ def test_fetch_matches_truth_in_any_crs() -> None:
 
 
 def test_values_have_realistic_ranges() -> None:
-    src = SyntheticSource(SyntheticParams(partial_prob=0.0))
+    src = SyntheticSource(SyntheticConfig(partial_prob=0.0))
     rng = np.random.default_rng(0)
     vv, vh = [], []
     for lon, lat in zip(rng.uniform(-120, 140, 12), rng.uniform(-40, 60, 12), strict=True):
@@ -99,7 +100,7 @@ def test_values_have_realistic_ranges() -> None:
 
 
 def test_coarse_bands_are_nested_blocks() -> None:
-    src = SyntheticSource(SyntheticParams(partial_prob=0.0))
+    src = SyntheticSource(SyntheticConfig(partial_prob=0.0))
     scene = src.search(MUNICH, "S2L1C", SPRING)[0]
     grid = centred_grid(scene.epsg, MUNICH, 384, 10.0, 60.0)
     b01, b05 = src.fetch(scene, grid, ("B01", "B05"))
@@ -108,7 +109,7 @@ def test_coarse_bands_are_nested_blocks() -> None:
 
 
 def test_partial_coverage_is_nan_never_zero() -> None:
-    src = SyntheticSource(SyntheticParams(partial_prob=1.0))
+    src = SyntheticSource(SyntheticConfig(partial_prob=1.0))
     scene = src.search(MUNICH, "S2L2A", SPRING)[0]
     cube = src.fetch(scene, centred_grid(scene.epsg, MUNICH, 384, 10.0, 60.0), ("B02", "B03"))
     assert np.isnan(cube).any()
@@ -116,7 +117,7 @@ def test_partial_coverage_is_nan_never_zero() -> None:
 
 
 def test_errors() -> None:
-    flaky = SyntheticSource(SyntheticParams(error_rate=0.95))
+    flaky = SyntheticSource(SyntheticConfig(error_rate=0.95))
     with pytest.raises(RetryableSourceError):
         for _ in range(50):
             flaky.search(MUNICH, "S2L2A", SPRING)

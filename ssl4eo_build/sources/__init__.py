@@ -7,22 +7,13 @@ from collections.abc import Callable
 from ..config import Config
 from ..errors import ConfigError
 from .base import Limiter, RetryPolicy, Scene, Source, TimeWindow
-from .synthetic import SyntheticParams, SyntheticSource
+from .synthetic import SyntheticSource
 
 __all__ = ["SOURCES", "Limiter", "RetryPolicy", "Scene", "Source", "TimeWindow", "make_source"]
 
 
 def _synthetic(config: Config) -> Source:
-    s = config.synthetic
-    return SyntheticSource(
-        SyntheticParams(
-            seed=s.seed,
-            latency_s=s.latency_s,
-            error_rate=s.error_rate,
-            zone_overlap_m=s.zone_overlap_m,
-            partial_prob=s.partial_prob,
-        )
-    )
+    return SyntheticSource(config.synthetic)
 
 
 SOURCES: dict[str, Callable[[Config], Source]] = {"synthetic": _synthetic}

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
+from ..config import SyntheticConfig
 from ..errors import FinalSourceError, RetryableSourceError
 from ..geo import LonLat, utm_epsg
 from ..grid import PixelGrid, lonlat_of_pixels, transformer
@@ -182,22 +183,13 @@ def _ts(t: datetime) -> str:
     return t.strftime("%Y%m%dT%H%M%S")
 
 
-@dataclass(frozen=True)
-class SyntheticParams:
-    seed: int = 0
-    latency_s: float = 0.0
-    error_rate: float = 0.0
-    zone_overlap_m: float = 15_000.0
-    partial_prob: float = 0.04
-
-
 class SyntheticSource:
     """The simulator behind the :class:`~ssl4eo_build.sources.base.Source` interface."""
 
     name = "synthetic"
 
-    def __init__(self, params: SyntheticParams | None = None) -> None:
-        self.params = params or SyntheticParams()
+    def __init__(self, params: SyntheticConfig | None = None) -> None:
+        self.params = params or SyntheticConfig()
         self._truth_cache: OrderedDict[PixelGrid, Truth] = OrderedDict()
         self._cloud_cache: OrderedDict[tuple[str, PixelGrid], NDArray[np.float32]] = OrderedDict()
         self._lock = threading.Lock()
