@@ -78,7 +78,3 @@ def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the standard UTM zone containing the point (WGS84 / UTM, no exceptions)."""
     zone = math.floor((lon + 180.0) / 6.0) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
-
-
-def utm_zone_of_epsg(epsg: int) -> int:
-    return epsg % 100

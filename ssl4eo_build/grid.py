@@ -38,14 +38,6 @@ class PixelGrid:
     def shape_yx(self) -> tuple[int, int]:
         return self.height, self.width
 
-    @property
-    def right(self) -> float:
-        return self.left + self.width * self.res_x
-
-    @property
-    def bottom(self) -> float:
-        return self.top - self.height * self.res_y
-
     def x_centres(self) -> NDArray[np.float64]:
         return np.asarray(self.left + (np.arange(self.width) + 0.5) * self.res_x, dtype=np.float64)
 

@@ -308,16 +308,23 @@ class Manifest:
             for r in self.db.execute(sql, (max_runs,))
         ]
 
-    def recorded_scenes(self, sample_id: str) -> dict[tuple[str, int], str]:
-        """(product, season) -> scene id of files already fetched and recorded."""
-        return {
-            (str(r[0]), int(r[1])): str(r[2])
-            for r in self.db.execute(
-                "SELECT product, time_index, scene_id FROM scenes "
-                "WHERE sample_id=? AND status='ok'",
-                (sample_id,),
-            )
-        }
+    def all_reference_times(self) -> dict[str, dict[int, str]]:
+        """sample_id -> {season: ISO time} for every location imported with reference times."""
+        out: dict[str, dict[int, str]] = {}
+        for sample_id, season, when in self.db.execute(
+            "SELECT sample_id, time_index, time FROM reference_times"
+        ):
+            out.setdefault(str(sample_id), {})[int(season)] = str(when)
+        return out
+
+    def all_recorded_scenes(self) -> dict[str, dict[tuple[str, int], str]]:
+        """sample_id -> {(product, season): scene id} of files already fetched and recorded."""
+        out: dict[str, dict[tuple[str, int], str]] = {}
+        for sample_id, product, season, scene_id in self.db.execute(
+            "SELECT sample_id, product, time_index, scene_id FROM scenes WHERE status='ok'"
+        ):
+            out.setdefault(str(sample_id), {})[(str(product), int(season))] = str(scene_id)
+        return out
 
     def record_download(
         self,

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -27,7 +29,7 @@ import xarray as xr
 import zarr
 from numpy.typing import NDArray
 
-from .cube import AlignedCube
+from .cube import MODALITIES, AlignedCube, load_cube
 from .files import atomic_target, commit_file, file_sha256
 
 SPLITS = ("train", "val")
@@ -290,11 +292,9 @@ def write_shard(
     plan: ShardPlan,
 ) -> ShardResult:
     """Load the plan's cubes and write its file in every modality folder."""
-    from .cube import load_cube
-
     cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
     files = []
-    for modality in ("S1GRD", "S2L1C", "S2L2A", "S2RGB"):
+    for modality in MODALITIES:
         ds = shard_dataset(cubes, modality)
         rel = shard_relpath(plan.split, modality, plan.number)
         cname, clevel = compressor[modality]
@@ -350,14 +350,10 @@ def write_tar(
     plan: ShardPlan,
 ) -> ShardResult:
     """One tar per modality: a ``{sample_id}.zarr.zip`` member per sample, keys aligned."""
-    import io
-    import tarfile
-
-    from .cube import load_cube
 
     cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
     files = []
-    for modality in ("S1GRD", "S2L1C", "S2L2A", "S2RGB"):
+    for modality in MODALITIES:
         rel = f"{plan.split}/{modality}/{tar_name(plan.number)}"
         path = out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +384,7 @@ def write_tar(
 
 def _band_sums(cubes: Sequence[AlignedCube]) -> dict[str, dict[str, list[float]]]:
     out = {}
-    for modality in ("S1GRD", "S2L1C", "S2L2A", "S2RGB"):
+    for modality in MODALITIES:
         running = RunningStats()
         running.add(np.stack([c.modalities[modality].bands for c in cubes]))
         out[modality] = running.as_dict()

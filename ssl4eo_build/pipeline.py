@@ -186,17 +186,18 @@ class DownloadSummary:
 
 
 def _tasks(manifest: Manifest, rows: list[Any]) -> list[DownloadTask]:
-    from .reference_index import parse_time
-
-    tasks = []
-    for row in rows:
-        refs = {
-            season: datetime.fromisoformat(parse_time(text))
-            for season, text in manifest.reference_times(row.sample_id).items()
-        }
-        done = manifest.recorded_scenes(row.sample_id)
-        tasks.append(DownloadTask(row.sample_id, row.position, refs, done))
-    return tasks
+    # Two queries for all locations; times were normalised to ISO 8601 UTC on import.
+    refs = manifest.all_reference_times()
+    done = manifest.all_recorded_scenes()
+    return [
+        DownloadTask(
+            row.sample_id,
+            row.position,
+            {s: datetime.fromisoformat(t) for s, t in refs.get(row.sample_id, {}).items()},
+            done.get(row.sample_id, {}),
+        )
+        for row in rows
+    ]
 
 
 def run_download(

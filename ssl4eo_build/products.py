@@ -34,7 +34,6 @@ S2L2A = Product(
 S1GRD = Product("S1GRD", "COPERNICUS/S1_GRD", ("VV", "VH"), {"VV": 10, "VH": 10})
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (S2L1C, S2L2A, S1GRD)}
-S2_PRODUCTS = ("S2L1C", "S2L2A")
 N_SEASONS = 4
 
 

@@ -149,7 +149,8 @@ def test_transient_errors_at_20_percent_lose_nothing(tmp_path: Path, cfg_path: P
     cfg = load_config(cfg_path)
     clean = sampled(cfg, tmp_path / "clean")
     pipeline.run_download(cfg, clean, progress=False)
-    flaky_cfg = override(cfg, "synthetic.error_rate", 0.2)
+    # 10 attempts per request: a location fails for good with probability ~1e-7 per request.
+    flaky_cfg = override(override(cfg, "synthetic.error_rate", 0.2), "download.max_attempts", 10)
     flaky = sampled(flaky_cfg, tmp_path / "flaky")
     summary = pipeline.run_download(flaky_cfg, flaky, progress=False)
     assert summary.failed == 0

@@ -109,6 +109,7 @@ def test_killed_run_resumes_to_the_same_dataset(
 
 def test_transient_errors_lose_nothing(tmp_path: Path, cfg_path: Path, clean_run: Path) -> None:
     flaky = override(load_config(cfg_path), "synthetic.error_rate", 0.2)
+    flaky = override(flaky, "download.max_attempts", 10)  # ~1e-7 per request to fail for good
     run_all(flaky, tmp_path / "flaky", target=8, progress=False)
     assert shard_digests(tmp_path / "flaky" / "dataset") == shard_digests(clean_run / "dataset")
 
