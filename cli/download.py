@@ -12,6 +12,8 @@ from ssl4eo_build.executor import DaskExecutor
 from .options import (
     DEFAULT_WORK_DIR,
     ConfigOpt,
+    EeKeyOpt,
+    EeProjectOpt,
     ForceOpt,
     QuietOpt,
     SchedulerOpt,
@@ -23,6 +25,7 @@ from .options import (
     guarded,
     on_executor,
     setup_logging,
+    source_overrides,
 )
 
 
@@ -30,6 +33,8 @@ def download(
     config: ConfigOpt = None,
     work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
     source: SourceOpt = None,
+    ee_project: EeProjectOpt = None,
+    ee_key: EeKeyOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     limit: Annotated[
@@ -46,7 +51,10 @@ def download(
     setup_logging(verbose, quiet)
     cfg = guarded(
         verbose,
-        lambda: build_config(config, {"download.source": source, "download.workers": workers}),
+        lambda: build_config(
+            config,
+            {**source_overrides(source, ee_project, ee_key), "download.workers": workers},
+        ),
     )
 
     def call(dask: DaskExecutor | None) -> pipeline.DownloadSummary:
@@ -65,8 +73,10 @@ def download(
     if summary.dry_run:
         typer.echo(
             f"download --dry-run: {summary.planned} location(s), {summary.requests_planned} "
-            f"requests (3 searches + 12 fetches each), about {summary.seconds_at_quota:,.0f} s "
-            f"at {cfg.download.requests_per_s:g} requests/s"
+            f"requests ({summary.requests_planned // max(summary.planned, 1)} per location: "
+            f"3 searches, then the fetches), about {summary.seconds_at_quota:,.0f} s at "
+            f"{cfg.download.requests_per_s:g} requests/s and {cfg.download.max_in_flight} in "
+            f"flight (source {cfg.download.source})"
         )
     elif not quiet:
         typer.echo(

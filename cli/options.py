@@ -35,6 +35,21 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override sample.see
 SourceOpt = Annotated[
     str | None, typer.Option("--source", help="Override download.source (synthetic, earthengine).")
 ]
+EeProjectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ee-project",
+        help="Earth Engine project (overrides earthengine.project; default $EE_PROJECT).",
+    ),
+]
+EeKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ee-key",
+        help="Service-account JSON key for Earth Engine (default: application default "
+        "credentials).",
+    ),
+]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Concurrent workers.")]
 SchedulerOpt = Annotated[
     str | None,
@@ -62,6 +77,17 @@ def on_executor(scheduler: str | None, call: Callable[[DaskExecutor | None], T])
 
 def build_config(path: Path | None, overrides: dict[str, Any]) -> Config:
     return load_config(path, overrides)
+
+
+def source_overrides(
+    source: str | None, ee_project: str | None, ee_key: Path | None
+) -> dict[str, Any]:
+    """Dotted config overrides for the source options (unset options change nothing)."""
+    return {
+        "download.source": source,
+        "earthengine.project": ee_project,
+        "earthengine.service_account_key": ee_key,
+    }
 
 
 def guarded(verbose: int, call: Callable[[], T]) -> T:

@@ -13,6 +13,8 @@ from ssl4eo_build.run import RunSummary, run_all
 from .options import (
     DEFAULT_WORK_DIR,
     ConfigOpt,
+    EeKeyOpt,
+    EeProjectOpt,
     QuietOpt,
     SchedulerOpt,
     SeedOpt,
@@ -23,6 +25,7 @@ from .options import (
     guarded,
     on_executor,
     setup_logging,
+    source_overrides,
 )
 
 
@@ -36,6 +39,8 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", help="Dataset directory.")] = None,
     seed: SeedOpt = None,
     source: SourceOpt = None,
+    ee_project: EeProjectOpt = None,
+    ee_key: EeKeyOpt = None,
     scheduler: SchedulerOpt = None,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
@@ -43,7 +48,10 @@ def run(
     """sample -> download -> align in rounds until --target pass align, then pack."""
     setup_logging(verbose, quiet)
     cfg = guarded(
-        verbose, lambda: build_config(config, {"sample.seed": seed, "download.source": source})
+        verbose,
+        lambda: build_config(
+            config, {**source_overrides(source, ee_project, ee_key), "sample.seed": seed}
+        ),
     )
     wanted = target if target is not None else cfg.sample.n
 

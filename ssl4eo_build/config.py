@@ -117,6 +117,26 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class EarthEngineConfig:
+    """The `earthengine` source: project, credentials, endpoint and Earth Engine's own limits.
+
+    Nothing here changes which scenes are chosen or what the files hold, so changing it never
+    invalidates finished downloads. The request quota itself is ``download.max_in_flight`` and
+    ``download.requests_per_s``.
+    """
+
+    project: str = ""  # "" -> $EE_PROJECT, then $GOOGLE_CLOUD_PROJECT, then the key's project
+    service_account_key: Path | None = None  # JSON key file; unset -> application default creds
+    high_volume: bool = False  # the high-volume endpoint (for automated, cacheable requests)
+    url: str = ""  # another endpoint (proxy, private deployment); overrides high_volume
+    timeout_s: float = field(default=300.0, metadata=_rng(1.0, 3600.0))
+    max_response_mb: float = field(default=48.0, metadata=_rng(0.01, 48.0))
+    max_side_px: int = field(default=32_768, metadata=_rng(1, 32_768))
+    max_bands: int = field(default=1024, metadata=_rng(1, 1024))
+    expected_latency_s: float = field(default=2.0, metadata=_rng(0.001, 600.0))  # dry-run only
+
+
+@dataclass(frozen=True)
 class AlignConfig:
     """Stage `align`: one UTM grid per location (SPEC section 5)."""
 
@@ -168,6 +188,7 @@ class Config:
     sample: SampleConfig = SampleConfig()
     download: DownloadConfig = DownloadConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    earthengine: EarthEngineConfig = EarthEngineConfig()
     align: AlignConfig = AlignConfig()
     pack: PackConfig = PackConfig()
     run: RunConfig = RunConfig()

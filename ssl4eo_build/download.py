@@ -32,14 +32,13 @@ from .config import Config
 from .errors import FinalSourceError, RetryableSourceError
 from .geo import LonLat
 from .grid import PixelGrid, centred_grid
-from .products import N_SEASONS, PRODUCTS, season_reference, window
+from .products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS, season_reference, window
 from .raster_io import write_geotiff
 from .sources.base import Limiter, RetryPolicy, Scene, Source, TimeWindow, with_retries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DAY_S = 86_400.0
-FETCH_PRODUCTS = ("S2L1C", "S2L2A", "S1GRD")
 
 
 @dataclass(frozen=True)
@@ -301,7 +300,7 @@ def download_on_worker(cfg: Config, raw_dir: Path, task: DownloadTask) -> Downlo
     from .sources import make_source
 
     d = cfg.download
-    key = fingerprint([section_dict(d), section_dict(cfg.synthetic)])
+    key = fingerprint([section_dict(d), section_dict(cfg.synthetic), section_dict(cfg.earthengine)])
     state = _WORKER_STATE.get(key)
     if state is None:
         state = _WORKER_STATE[key] = (

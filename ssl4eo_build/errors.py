@@ -48,3 +48,7 @@ class RetryableSourceError(SourceError):
 
 class FinalSourceError(SourceError):
     """Bad request or missing asset: trying again will give the same answer."""
+
+
+class CredentialsError(UserError):
+    """Earth Engine credentials or the project are missing or refused."""

@@ -28,7 +28,13 @@ from .files import atomic_target, commit_file, file_sha256
 from .manifest import Manifest
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
-from .sources import Limiter, RetryPolicy, make_source
+from .sources import (
+    Limiter,
+    RetryPolicy,
+    make_source,
+    requests_per_location,
+    seconds_at_quota,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,23 +217,23 @@ def run_download(
 ) -> DownloadSummary:
     """Find and fetch scenes for every sampled location without a finished download."""
     d = config.download
-    source = make_source(config)
     with Manifest.open(work_dir, create=False) as manifest:
         rows = manifest.download_candidates(d.max_runs)[: limit if limit is not None else None]
-        if dry_run:
-            per_location = 3 + 12  # one search per product, one fetch per product and season
-            requests = per_location * len(rows)
+        if dry_run:  # no source: a dry run needs neither network nor credentials
+            requests = requests_per_location(config) * len(rows)
             return DownloadSummary(
                 planned=len(rows),
                 dry_run=True,
                 requests_planned=requests,
-                seconds_at_quota=requests / d.requests_per_s,
+                seconds_at_quota=seconds_at_quota(config, requests),
             )
         settings = download_settings(config)
         has_results = manifest.count("downloads") > 0
         manifest.check_stage_config("download", settings, has_results, force)
-        run_id = manifest.begin_run("download", settings)
         tasks = _tasks(manifest, rows)
+        # Local runs share one source; Dask workers each initialise their own.
+        source = make_source(config) if tasks and not dask else None
+        run_id = manifest.begin_run("download", settings)
         raw_dir = Path(work_dir) / "raw"
         limiter = Limiter(d.max_in_flight, d.requests_per_s)
         policy = RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s)
@@ -235,6 +241,7 @@ def run_download(
         requests = 0
 
         def work(task: DownloadTask) -> DownloadResult:
+            assert source is not None
             return download_location(source, config, task, raw_dir, limiter, policy)
 
         remote = partial(download_on_worker, config, raw_dir)

@@ -34,6 +34,7 @@ S2L2A = Product(
 S1GRD = Product("S1GRD", "COPERNICUS/S1_GRD", ("VV", "VH"), {"VV": 10, "VH": 10})
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (S2L1C, S2L2A, S1GRD)}
+FETCH_PRODUCTS = tuple(PRODUCTS)  # fetched per location and season, in this order
 N_SEASONS = 4
 
 

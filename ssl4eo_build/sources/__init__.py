@@ -6,17 +6,38 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..errors import ConfigError
+from ..products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS
 from .base import Limiter, RetryPolicy, Scene, Source, TimeWindow
+from .chunks import ResponseLimits, plan_chunks
 from .synthetic import SyntheticSource
 
-__all__ = ["SOURCES", "Limiter", "RetryPolicy", "Scene", "Source", "TimeWindow", "make_source"]
+__all__ = [
+    "SOURCES",
+    "Limiter",
+    "RetryPolicy",
+    "Scene",
+    "Source",
+    "TimeWindow",
+    "make_source",
+    "requests_per_location",
+    "seconds_at_quota",
+]
 
 
 def _synthetic(config: Config) -> Source:
     return SyntheticSource(config.synthetic)
 
 
-SOURCES: dict[str, Callable[[Config], Source]] = {"synthetic": _synthetic}
+def _earthengine(config: Config) -> Source:
+    from .earthengine import EarthEngineSource  # imports `ee`: only when chosen
+
+    return EarthEngineSource(config.earthengine, config.download.max_cloud_pct)
+
+
+SOURCES: dict[str, Callable[[Config], Source]] = {
+    "synthetic": _synthetic,
+    "earthengine": _earthengine,
+}
 
 
 def make_source(config: Config) -> Source:
@@ -28,3 +49,40 @@ def make_source(config: Config) -> Source:
             f"choose one of: {', '.join(sorted(SOURCES))}."
         )
     return factory(config)
+
+
+def requests_per_location(config: Config) -> int:
+    """Requests one location needs without retries: a search per product, then the fetches.
+
+    Earth Engine splits fetches that exceed its response limits; the simulator never does.
+    """
+    size = config.sample.patch_px + 2 * config.download.buffer_px
+    e = config.earthengine
+    limits = ResponseLimits.from_mb(e.max_response_mb, e.max_side_px, e.max_bands)
+    fetches = 0
+    for product in FETCH_PRODUCTS:
+        n_bands = len(PRODUCTS[product].bands)
+        per_scene = (
+            len(plan_chunks(size, size, n_bands, limits))
+            if config.download.source == "earthengine"
+            else 1
+        )
+        fetches += N_SEASONS * per_scene
+    return len(FETCH_PRODUCTS) + fetches
+
+
+def request_latency_s(config: Config) -> float:
+    """The latency a dry run assumes per request."""
+    if config.download.source == "earthengine":
+        return config.earthengine.expected_latency_s
+    return config.synthetic.latency_s
+
+
+def seconds_at_quota(config: Config, requests: int) -> float:
+    """Wall time for ``requests`` at the quota: the rate or in-flight bound, whichever binds."""
+    d = config.download
+    latency = request_latency_s(config)
+    throughput = d.requests_per_s
+    if latency > 0:
+        throughput = min(throughput, d.max_in_flight / latency)
+    return requests / throughput

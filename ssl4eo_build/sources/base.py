@@ -55,10 +55,6 @@ class Source(Protocol):
         """Pixels of ``bands`` on ``grid`` (bands, height, width), NaN where missing."""
         ...
 
-    def requests_per_fetch(self, grid: PixelGrid, bands: Sequence[str]) -> int:
-        """How many pixel requests :meth:`fetch` sends for this grid (for dry runs)."""
-        ...
-
 
 class Limiter:
     """At most ``max_in_flight`` calls at once and ``rate_per_s`` call starts per second.

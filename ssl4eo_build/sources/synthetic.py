@@ -207,9 +207,6 @@ class SyntheticSource:
         if fail:
             raise RetryableSourceError(f"synthetic transient {kind} failure (HTTP 503)")
 
-    def requests_per_fetch(self, grid: PixelGrid, bands: Sequence[str]) -> int:
-        return 1
-
     # -- search --------------------------------------------------------------------------------
 
     def search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
