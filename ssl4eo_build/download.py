@@ -214,7 +214,7 @@ class DownloadResult:
     requests: int = 0
 
 
-class _Caller:
+class LimitedCaller:
     """Source calls through the shared limiter with retries; counts requests."""
 
     def __init__(self, limiter: Limiter, policy: RetryPolicy) -> None:
@@ -244,7 +244,7 @@ def download_location(
     policy: RetryPolicy,
 ) -> DownloadResult:
     """Search, choose and fetch one location; never raises for source errors."""
-    call = _Caller(limiter, policy)
+    call = LimitedCaller(limiter, policy)
     try:
         windows = {"S2": s2_windows(cfg, task.refs), "S1": s1_windows(cfg, task.refs)}
         found = {

@@ -60,10 +60,13 @@ TRANSIENT = (
 )
 
 
+BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12",
+              "SCL", "VV", "VH")  # fmt: skip
+
+
 def band_code(band: str) -> int:
     """A distinct value per Earth Engine band name (B1..B12, B8A, SCL, VV, VH)."""
-    names = "B1 B2 B3 B4 B5 B6 B7 B8 B8A B9 B10 B11 B12 SCL VV VH".split()
-    return names.index(band) + 1
+    return BAND_NAMES.index(band) + 1
 
 
 def truth(band: str, ix: NDArray[np.int64], iy: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -107,9 +110,7 @@ def load_invocations(expression: dict[str, Any]) -> Iterator[tuple[str, dict[str
             invocation = node.get("functionInvocationValue")
             if isinstance(invocation, dict):
                 args = {k: constant(v) for k, v in invocation.get("arguments", {}).items()}
-                yield invocation["functionName"], {
-                    k: v for k, v in args.items() if v is not None
-                }
+                yield invocation["functionName"], {k: v for k, v in args.items() if v is not None}
             for value in node.values():
                 yield from walk(value)
         elif isinstance(node, list):
@@ -239,8 +240,11 @@ class FakeEarthEngine:
         return {
             "type": "FeatureCollection",
             "features": [
-                {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square},
-                 "properties": dict(row)}  # fmt: skip
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Polygon", "coordinates": square},
+                    "properties": dict(row),
+                }
                 for row in rows
             ],
         }

@@ -69,15 +69,15 @@ def test_validate_exit_codes(tmp_path: Path) -> None:
     assert "not a directory" in result.output
 
 
-def test_unavailable_source_is_a_clear_error(tmp_path: Path, few_cities: Path) -> None:
+def test_unknown_source_is_a_clear_error(tmp_path: Path, few_cities: Path) -> None:
     cfg = write_toml(tmp_path / "c.toml", f'[sample]\nn = 2\ncities = "{few_cities}"\n')
     work = tmp_path / "w"
     assert runner.invoke(app, ["sample", "-c", str(cfg), "-w", str(work)]).exit_code == 0
     result = runner.invoke(
-        app, ["download", "-c", str(cfg), "-w", str(work), "--source", "earthengine"]
+        app, ["download", "-c", str(cfg), "-w", str(work), "--source", "planetary"]
     )
     assert result.exit_code == 2
-    assert "not available in this build" in result.output
+    assert "'download.source'" in result.output and "'earthengine'" in result.output
 
 
 def test_bad_scheduler_exits_2(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -13,12 +15,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ssl4eo_build.cli.app import app
 from typer.testing import CliRunner
 
 from ssl4eo_build import pipeline
 from ssl4eo_build.cities import write_cities
-from ssl4eo_build.cli.app import app
-from ssl4eo_build.config import EarthEngineConfig, load_config
+from ssl4eo_build.config import Config, EarthEngineConfig, load_config
 from ssl4eo_build.download import DownloadTask, download_location, fetch_grid
 from ssl4eo_build.errors import CredentialsError, FinalSourceError, RetryableSourceError
 from ssl4eo_build.geo import LonLat
@@ -31,8 +33,9 @@ from ssl4eo_build.sources.chunks import ResponseLimits, plan_chunks
 
 from .conftest import write_toml
 from .fake_earthengine import (
-    Fault,
+    TOKEN,
     FakeEarthEngine,
+    Fault,
     load_invocations,
     s1_feature,
     s2_feature,
@@ -437,7 +440,7 @@ def test_missing_project_names_the_flag(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 def test_bad_key_file_is_named_but_never_quoted(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
-    with pytest.raises(CredentialsError, match="nope.json: key file not found"):
+    with pytest.raises(CredentialsError, match=r"nope\.json: key file not found"):
         eesrc.connect(EarthEngineConfig(project="p-12345", service_account_key=missing))
     secret = "-----BEGIN PRIVATE KEY-----\nMIIEsecretsecret\n-----END PRIVATE KEY-----\n"
     bad = tmp_path / "key.json"
@@ -465,3 +468,57 @@ def test_one_real_location_end_to_end(tmp_path: Path) -> None:  # pragma: no cov
     pipeline.run_sample(config, work)
     summary = pipeline.run_download(config, work, progress=False)
     assert summary.failed == 0 and summary.ok + summary.rejected == 1
+
+
+def _service_account_key(path: Path) -> str:
+    """A syntactically real service-account key (fresh RSA key); returns the private key PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "key-project-123",
+        "private_key_id": "abc123",
+        "private_key": pem,
+        "client_email": "builder@key-project-123.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path.write_text(json.dumps(info))
+    return pem
+
+
+def test_service_account_credentials_are_used_and_never_logged(
+    ee_work: tuple[Path, Path, FakeEarthEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg, work, _ = ee_work
+    _no_credentials(monkeypatch, work)
+    key_file = work.parent / "key.json"
+    pem = _service_account_key(key_file)
+    fake = FakeEarthEngine(archive())
+
+    def with_key(config: Config) -> eesrc.EarthEngineSource:  # the real credential path
+        return eesrc.EarthEngineSource(config.earthengine, 10.0, http_transport=fake)
+
+    monkeypatch.setitem(SOURCES, "earthengine", with_key)
+    caplog.set_level(logging.DEBUG)
+    result = CliRunner().invoke(
+        app, ["download", "-c", str(cfg), "-w", str(work), "--ee-key", str(key_file), "-vv"]
+    )
+    assert result.exit_code == 0, result.output
+    assert fake.of_kind("token"), "the key was exchanged for a token"
+    computed = fake.of_kind("computePixels")
+    assert computed and all(c.headers.get("authorization") == f"Bearer {TOKEN}" for c in computed)
+    secrets = (TOKEN, pem.splitlines()[1], "abc123")
+    manifest_bytes = b"".join(p.read_bytes() for p in work.glob("manifest.sqlite*"))
+    for secret in secrets:
+        assert secret not in result.output and secret not in caplog.text
+        assert secret.encode() not in manifest_bytes

@@ -6,7 +6,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,10 +56,11 @@ class Source(Protocol):
 
 
 class Limiter:
-    """At most ``max_in_flight`` calls at once and ``rate_per_s`` call starts per second.
+    """At most ``max_in_flight`` calls at once, starts paced ``1 / rate_per_s`` apart.
 
-    Shared by all threads of a process. :meth:`slow_down` halves the rate after a quota error
-    (429); the rate recovers gradually after successful calls.
+    Shared by all threads of a process. Pacing (rather than a per-second budget) never sends a
+    burst at a window boundary, so the server sees an even stream. :meth:`slow_down` halves the
+    rate after a quota error (429); the rate recovers gradually after successful calls.
     """
 
     def __init__(self, max_in_flight: int, rate_per_s: float) -> None:
@@ -69,24 +69,22 @@ class Limiter:
         self.current_rate = rate_per_s
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._lock = threading.Lock()
-        self._starts: deque[float] = deque()
+        self._next_start = 0.0
         self.in_flight = 0
         self.peak_in_flight = 0
 
     def __enter__(self) -> Limiter:
         self._slots.acquire()
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                while self._starts and now - self._starts[0] >= 1.0:
-                    self._starts.popleft()
-                if len(self._starts) < max(1, int(self.current_rate)):
-                    self._starts.append(now)
-                    self.in_flight += 1
-                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-                    return self
-                wait = 1.0 - (now - self._starts[0])
-            time.sleep(max(wait, 0.001))
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / self.current_rate
+        if start > now:
+            time.sleep(start - now)
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
