@@ -26,7 +26,7 @@ CODECS = (("zstd", 5), ("lz4", 5), ("zlib", 5))
 
 
 def main(n: int = 32) -> None:
-    paths = sorted(SOURCE.rglob("*.npz"))[:n]
+    paths = sorted(SOURCE.rglob("*.cube"))[:n]
     if len(paths) < n:
         raise SystemExit(f"need {n} aligned cubes in {SOURCE}; run python -m bench.bench_align")
     cubes = [load_cube(p) for p in paths]

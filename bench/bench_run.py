@@ -56,7 +56,7 @@ def coordinator_overhead(n: int = 2000) -> None:
             with m.transaction() as db:
                 m.record_download(db, sid, "ok", None, 15, scenes)
             with m.transaction() as db:
-                m.record_patch(db, sid, "ok", None, 32632, 0.0, "/x.npz")
+                m.record_patch(db, sid, "ok", None, 32632, 0.0, "/x.cube")
         per_location = (time.perf_counter() - t0) / n
     print(
         f"coordinator: {per_location * 1000:.2f} ms of manifest writes per location "

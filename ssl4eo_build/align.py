@@ -66,13 +66,18 @@ def onto_grid(
     src: PixelGrid,
     dst: PixelGrid,
     resampling: str = "nearest",
+    out: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
     """``data`` (bands, h, w) on ``src`` brought onto ``dst``: a slice when the lattices match,
-    a GDAL reprojection otherwise. Pixels without a source are NaN."""
+    a GDAL reprojection otherwise. Pixels without a source are NaN. Written into ``out`` (a
+    C-contiguous (bands, h, w) float32 array) when given."""
+    if out is None:
+        out = np.empty((data.shape[0], dst.height, dst.width), dtype=np.float32)
     if src.contains_grid(dst):
         col, row = dst.offset_in(src)
-        return data[:, row : row + dst.height, col : col + dst.width].copy()
-    out = np.full((data.shape[0], dst.height, dst.width), np.nan, dtype=np.float32)
+        out[...] = data[:, row : row + dst.height, col : col + dst.width]
+        return out
+    out.fill(np.nan)
     reproject(
         source=np.ascontiguousarray(data, dtype=np.float32),
         destination=out,
@@ -126,6 +131,22 @@ def fill_cube(cube: NDArray[np.float32]) -> NDArray[np.float32]:
 V11_RGB = AlignConfig()  # the report's constants are AlignConfig's defaults
 
 
+def _quantiles(order_stats: dict[int, float], n: int, qs: Sequence[float]) -> list[float]:
+    """numpy's default ('linear') quantiles from the order statistics they need."""
+    out = []
+    for q in qs:
+        position = q * (n - 1)
+        k = int(np.floor(position))
+        a, b = order_stats[k], order_stats[min(k + 1, n - 1)]
+        out.append(a + (position - k) * (b - a))
+    return out
+
+
+def _ranks(n: int, qs: Sequence[float]) -> list[int]:
+    ks = {int(np.floor(q * (n - 1))) for q in qs}
+    return sorted(ks | {min(k + 1, n - 1) for k in ks})
+
+
 def s2_rgb(rgb: NDArray[np.floating], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
     """8-bit RGB from L2A B04/B03/B02 (3, h, w) per the v1.1 report.
 
@@ -133,18 +154,35 @@ def s2_rgb(rgb: NDArray[np.floating], p: AlignConfig = V11_RGB) -> NDArray[np.ui
     the bound multiplied by 0.5; the result maps linearly to 0-255 between its 0.2 % and
     99.8 % quantiles, the upper limit at least 2,000, the lower limit 0 for dark images
     (median below 1,000).
+
+    The squeeze is monotonic, so the second quantiles are the squeezed order statistics of the
+    input: one partial sort serves both.
     """
-    values = rgb.astype(np.float64)
-    lo, median, hi = np.quantile(values, [p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q])
-    squeezed = np.where(values > hi, hi + p.rgb_compress_factor * (values - hi), values)
-    squeezed = np.where(values < lo, lo - p.rgb_compress_factor * (lo - values), squeezed)
-    lower, upper = np.quantile(squeezed, [p.rgb_low_q, p.rgb_high_q])
-    upper = max(float(upper), p.rgb_min_upper)
-    if float(median) < p.rgb_dark_median:
+    values = np.array(rgb, dtype=np.float64).reshape(-1)  # a copy: squeezed in place below
+    n = values.size
+    first = (p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q)
+    second = (p.rgb_low_q, p.rgb_high_q)
+    ranks = _ranks(n, first + second)
+    partial = np.partition(values, ranks)
+    stats = {k: float(partial[k]) for k in ranks}
+    lo, median, hi = _quantiles(stats, n, first)
+
+    def squeeze(v: NDArray[np.float64]) -> NDArray[np.float64]:
+        above, below = v > hi, v < lo
+        v[above] = hi + p.rgb_compress_factor * (v[above] - hi)
+        v[below] = lo - p.rgb_compress_factor * (lo - v[below])
+        return v
+
+    squeezed_stats = squeeze(np.array([stats[k] for k in ranks]))
+    lower, upper = _quantiles(dict(zip(ranks, squeezed_stats.tolist(), strict=True)), n, second)
+    upper = max(upper, p.rgb_min_upper)
+    if median < p.rgb_dark_median:
         lower = 0.0
-    scaled = (squeezed - lower) * (255.0 / max(upper - lower, 1e-9))
+    scaled = squeeze(values)
+    scaled -= lower
+    scaled *= 255.0 / max(upper - lower, 1e-9)
     np.rint(scaled, out=scaled)
-    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
+    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8).reshape(rgb.shape)
 
 
 def cloud_mask(scl: NDArray[np.floating], missing: NDArray[np.bool_]) -> NDArray[np.uint8]:

@@ -28,7 +28,7 @@ from .config import Config
 from .cube import AlignedCube, Modality, cube_path, save_cube
 from .geo import LonLat
 from .grid import PixelGrid, transformer
-from .products import N_SEASONS, PRODUCTS
+from .products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS
 from .raster_io import Raster, RawFileError, read_geotiff
 
 RGB_BANDS = ("B04", "B03", "B02")
@@ -69,7 +69,7 @@ class _Stopwatch:
 def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
     """All raw rasters; where a file lies on the reference lattice only the crop is read."""
     rasters = {}
-    for product in ("S2L1C", "S2L2A", "S1GRD"):
+    for product in FETCH_PRODUCTS:
         for season in range(N_SEASONS):
             if (product, season) not in task.files:
                 raise RawFileError(f"{task.sample_id}: no raw file for {product} season {season}")
@@ -103,14 +103,12 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
     order = sorted(range(N_SEASONS), key=lambda s: acquired[s])  # timestamps by date
 
     aligned: dict[str, np.ndarray] = {}
-    for product in ("S2L1C", "S2L2A", "S1GRD"):
+    for product in FETCH_PRODUCTS:
         method = a.s1_resampling if product == "S1GRD" else a.s2_resampling
-        aligned[product] = np.stack(
-            [
-                onto_grid(rasters[product, s].data, rasters[product, s].grid, grid, method)
-                for s in order
-            ]
-        )
+        shape = (N_SEASONS, len(PRODUCTS[product].bands), grid.height, grid.width)
+        stack = aligned[product] = np.empty(shape, dtype=np.float32)
+        for t, s in enumerate(order):
+            onto_grid(rasters[product, s].data, rasters[product, s].grid, grid, method, stack[t])
     watch.lap("reproject")
     worst, where = worst_nan(aligned)
     if worst > a.nan_threshold:
@@ -131,7 +129,9 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
     s2_time = np.array([acquired[s] for s in order], dtype="datetime64[ns]")
     s2_ids = tuple(l2a[s].tags["scene_id"] for s in order)
     s1 = [rasters["S1GRD", s] for s in order]
-    modalities = {
+    rgb = np.stack([s2_rgb(filled["S2L2A"][t, rgb_index], a) for t in range(N_SEASONS)])
+    masks = np.stack([cloud_mask(filled["S2L2A"][t, -1], missing_l2a[t]) for t in range(N_SEASONS)])
+    modalities = {  # the S-2 cubes are rounded in place: RGB and mask are taken before
         "S2L1C": Modality(_int16(filled["S2L1C"]), PRODUCTS["S2L1C"].bands, s2_time, s2_ids),
         "S2L2A": Modality(_int16(filled["S2L2A"][:, :-1]), l2a_bands, s2_time, s2_ids),
         "S1GRD": Modality(
@@ -142,14 +142,8 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
             ),
             tuple(r.tags["scene_id"] for r in s1),
         ),
-        "S2RGB": Modality(
-            np.stack([s2_rgb(filled["S2L2A"][t, rgb_index], a) for t in range(N_SEASONS)]),
-            ("R", "G", "B"),
-            s2_time,
-            s2_ids,
-        ),
+        "S2RGB": Modality(rgb, ("R", "G", "B"), s2_time, s2_ids),
     }
-    masks = np.stack([cloud_mask(filled["S2L2A"][t, -1], missing_l2a[t]) for t in range(N_SEASONS)])
     mid_x, mid_y = grid.left + grid.width * grid.res_x / 2, grid.top - grid.height * grid.res_y / 2
     lon, lat = transformer(epsg, 4326).transform(mid_x, mid_y)
     cube = AlignedCube(
@@ -173,5 +167,6 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
 
 
 def _int16(cube: np.ndarray) -> np.ndarray:
-    out = np.rint(cube)
-    return np.clip(out, -32768, 32767, out=out).astype(np.int16)
+    """Rounded and clipped to int16; rounds ``cube`` itself (no float copy)."""
+    np.rint(cube, out=cube)
+    return np.clip(cube, -32768, 32767, out=cube).astype(np.int16)

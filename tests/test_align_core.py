@@ -116,6 +116,28 @@ def test_rgb_mapping_properties() -> None:
     assert s2_rgb(flat).min() >= 0
 
 
+def _rgb_by_the_report(rgb: np.ndarray) -> np.ndarray:
+    """The v1.1 report's recipe written out with np.quantile, step by step."""
+    v = rgb.astype(np.float64)
+    lo, median, hi = np.quantile(v, [0.02, 0.5, 0.98])
+    squeezed = np.where(v > hi, hi + 0.5 * (v - hi), v)
+    squeezed = np.where(v < lo, lo - 0.5 * (lo - v), squeezed)
+    lower, upper = np.quantile(squeezed, [0.002, 0.998])
+    upper = max(upper, 2000.0)
+    lower = 0.0 if median < 1000.0 else lower
+    scaled = np.rint((squeezed - lower) * 255.0 / max(upper - lower, 1e-9))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rgb_equals_the_report_recipe(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scale = [300.0, 1200.0, 4000.0][seed % 3]
+    img = rng.gamma(2.0, scale, size=(3, 37, 53)).round()
+    img[:, :3] = rng.uniform(8000, 20000, size=(3, 3, 53)).round()  # bright outliers
+    np.testing.assert_array_equal(s2_rgb(img), _rgb_by_the_report(img))
+
+
 def test_rgb_compresses_extremes_by_half() -> None:
     values = np.concatenate([np.linspace(1000, 2000, 980), np.full(20, 10_000.0)])
     img = values.reshape(1, 10, 100).repeat(3, axis=0)
