@@ -33,8 +33,7 @@ from ssl4eo_build.geo import LonLat
 from ssl4eo_build.products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS
 from ssl4eo_build.sources import Limiter, RetryPolicy
 from ssl4eo_build.sources.earthengine import EarthEngineSource
-from tests.fake_earthengine import FakeEarthEngine
-from tests.test_earthengine import archive
+from tests.fake_earthengine import FakeEarthEngine, archive
 
 SCENARIOS = (
     # name, latency s, max in flight, requests/s, error rate, locations

@@ -292,7 +292,7 @@ def write_shard(
     plan: ShardPlan,
 ) -> ShardResult:
     """Load the plan's cubes and write its file in every modality folder."""
-    cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
+    cubes = _load_cubes(cube_paths, plan)
     files = []
     for modality in MODALITIES:
         ds = shard_dataset(cubes, modality)
@@ -300,9 +300,7 @@ def write_shard(
         cname, clevel = compressor[modality]
         write_zarr_zip(ds, out_dir / rel, blosc(cname, clevel))
         files.append((rel, modality, len(cubes), file_sha256(out_dir / rel)))
-    name = shard_name(plan.split, plan.number)
-    metadata = tuple(row for c in cubes for row in metadata_rows(c, name))
-    return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
+    return _shard_result(plan, cubes, files, shard_name(plan.split, plan.number))
 
 
 # -- WebDataset layout (2026 v1.1 release) ---------------------------------------------------
@@ -350,8 +348,7 @@ def write_tar(
     plan: ShardPlan,
 ) -> ShardResult:
     """One tar per modality: a ``{sample_id}.zarr.zip`` member per sample, keys aligned."""
-
-    cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
+    cubes = _load_cubes(cube_paths, plan)
     files = []
     for modality in MODALITIES:
         rel = f"{plan.split}/{modality}/{tar_name(plan.number)}"
@@ -378,7 +375,21 @@ def write_tar(
             if target.exists():
                 target.unlink()
         files.append((rel, modality, len(cubes), file_sha256(path)))
-    metadata = tuple(row for c in cubes for row in metadata_rows(c, tar_name(plan.number)))
+    return _shard_result(plan, cubes, files, tar_name(plan.number))
+
+
+def _load_cubes(cube_paths: dict[str, str], plan: ShardPlan) -> list[AlignedCube]:
+    return [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
+
+
+def _shard_result(
+    plan: ShardPlan,
+    cubes: Sequence[AlignedCube],
+    files: list[tuple[str, str, int, str]],
+    file_name: str,
+) -> ShardResult:
+    """What the coordinator records for a written shard or tar named ``file_name``."""
+    metadata = tuple(row for c in cubes for row in metadata_rows(c, file_name))
     return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
 
 

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,30 @@ def s2_feature(scene_id: str, time_ms: int, cloud: float, epsg: int, tile: str) 
 
 def s1_feature(scene_id: str, time_ms: int, epsg: int) -> dict[str, Any]:
     return {"scene_id": scene_id, "time_ms": time_ms, "crs": f"EPSG:{epsg}"}
+
+
+SEASONS_2021 = [datetime(2021, 3, 20, 12), datetime(2021, 6, 21, 12),
+                datetime(2021, 9, 22, 12), datetime(2021, 12, 21, 12)]  # fmt: skip
+
+
+def millis(when: datetime) -> int:
+    return round((when - datetime(1970, 1, 1)).total_seconds() * 1000)
+
+
+def archive() -> dict[str, list[dict]]:
+    """Per season one clear granule (+1 day) and one cloudy one, and an S-1 scene 2 days later."""
+    l1c, l2a, s1 = [], [], []
+    for season, ref in enumerate(SEASONS_2021):
+        clear, cloudy = ref + timedelta(days=1), ref - timedelta(days=2)
+        for when, cloud in ((clear, 3.5), (cloudy, 40.0)):
+            gid = f"{when:%Y%m%dT%H%M%S}_{when:%Y%m%dT%H%M%S}_T32UPU"
+            l1c.append(s2_feature(gid, millis(when), cloud, 32632, "32UPU"))
+            l2a.append(s2_feature(gid, millis(when), cloud + 0.5, 32632, "32UPU"))
+        s1.append(
+            s1_feature(f"S1A_IW_GRDH_1SDV_{season}", millis(clear + timedelta(days=2)), 32632)
+        )
+    return {"COPERNICUS/S2_HARMONIZED": l1c, "COPERNICUS/S2_SR_HARMONIZED": l2a,
+            "COPERNICUS/S1_GRD": s1}  # fmt: skip
 
 
 def load_invocations(expression: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -33,38 +33,19 @@ from ssl4eo_build.sources.chunks import ResponseLimits, plan_chunks
 
 from .conftest import write_toml
 from .fake_earthengine import (
+    SEASONS_2021,
     TOKEN,
     FakeEarthEngine,
     Fault,
+    archive,
     load_invocations,
-    s1_feature,
-    s2_feature,
+    millis,
     truth,
     world_pixels,
 )
 
 REAL_FACTORY = SOURCES["earthengine"]
 MUNICH = LonLat(11.575, 48.137)
-SEASONS_2021 = [datetime(2021, 3, 20, 12), datetime(2021, 6, 21, 12),
-                datetime(2021, 9, 22, 12), datetime(2021, 12, 21, 12)]  # fmt: skip
-
-
-def _ms(when: datetime) -> int:
-    return round((when - datetime(1970, 1, 1)).total_seconds() * 1000)
-
-
-def archive() -> dict[str, list[dict]]:
-    """Per season one clear granule (+1 day) and one cloudy one, and an S-1 scene 2 days later."""
-    l1c, l2a, s1 = [], [], []
-    for season, ref in enumerate(SEASONS_2021):
-        clear, cloudy = ref + timedelta(days=1), ref - timedelta(days=2)
-        for when, cloud in ((clear, 3.5), (cloudy, 40.0)):
-            gid = f"{when:%Y%m%dT%H%M%S}_{when:%Y%m%dT%H%M%S}_T32UPU"
-            l1c.append(s2_feature(gid, _ms(when), cloud, 32632, "32UPU"))
-            l2a.append(s2_feature(gid, _ms(when), cloud + 0.5, 32632, "32UPU"))
-        s1.append(s1_feature(f"S1A_IW_GRDH_1SDV_{season}", _ms(clear + timedelta(days=2)), 32632))
-    return {"COPERNICUS/S2_HARMONIZED": l1c, "COPERNICUS/S2_SR_HARMONIZED": l2a,
-            "COPERNICUS/S1_GRD": s1}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +103,7 @@ def test_search_is_one_request_per_product_with_all_windows_and_filters() -> Non
     assert ("ImageCollection.load", {"id": "COPERNICUS/S2_SR_HARMONIZED"}) in s2_calls
     date_args = [args for name, args in s2_calls if name == "DateRange"]
     assert len(date_args) == len(windows)
-    assert {"start": _ms(windows[0].start), "end": _ms(windows[0].end)} in date_args
+    assert {"start": millis(windows[0].start), "end": millis(windows[0].end)} in date_args
     lt = [args for name, args in s2_calls if name == "Filter.lessThan"]
     assert lt == [{"leftField": "CLOUDY_PIXEL_PERCENTAGE", "rightValue": 10.0}]
     assert "Collection.map" in names and "Image.projection" in names
@@ -411,7 +392,7 @@ def test_dry_run_needs_no_credentials_and_estimates_time(tmp_path: Path) -> None
 def _no_credentials(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     monkeypatch.setenv("HOME", str(home))
     for name in ("GOOGLE_APPLICATION_CREDENTIALS", "EE_PROJECT", "GOOGLE_CLOUD_PROJECT",
-                 "CLOUDSDK_CONFIG", "EARTHENGINE_TOKEN"):  # fmt: skip
+                 "EARTHENGINE_TOKEN"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(home / "gcloud"))
 

@@ -56,19 +56,15 @@ def requests_per_location(config: Config) -> int:
 
     Earth Engine splits fetches that exceed its response limits; the simulator never does.
     """
+    if config.download.source != "earthengine":
+        return len(FETCH_PRODUCTS) * (1 + N_SEASONS)
     size = config.sample.patch_px + 2 * config.download.buffer_px
     e = config.earthengine
     limits = ResponseLimits.from_mb(e.max_response_mb, e.max_side_px, e.max_bands)
-    fetches = 0
-    for product in FETCH_PRODUCTS:
-        n_bands = len(PRODUCTS[product].bands)
-        per_scene = (
-            len(plan_chunks(size, size, n_bands, limits))
-            if config.download.source == "earthengine"
-            else 1
-        )
-        fetches += N_SEASONS * per_scene
-    return len(FETCH_PRODUCTS) + fetches
+    per_scene = [
+        len(plan_chunks(size, size, len(PRODUCTS[p].bands), limits)) for p in FETCH_PRODUCTS
+    ]
+    return len(FETCH_PRODUCTS) + N_SEASONS * sum(per_scene)
 
 
 def request_latency_s(config: Config) -> float:
