@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,12 +71,21 @@ def onto_grid(
 ) -> NDArray[np.float32]:
     """``data`` (bands, h, w) on ``src`` brought onto ``dst``: a slice when the lattices match,
     a GDAL reprojection otherwise. Pixels without a source are NaN. Written into ``out`` (a
-    C-contiguous (bands, h, w) float32 array) when given."""
+    C-contiguous (bands, h, w) float32 array) when given.
+
+    Nearest neighbour takes GDAL's choice of source pixel from :func:`nearest_source` (one warp
+    per pair of grids, shared by every band and timestamp on them) and gathers the values.
+    """
     if out is None:
         out = np.empty((data.shape[0], dst.height, dst.width), dtype=np.float32)
     if src.contains_grid(dst):
         col, row = dst.offset_in(src)
         out[...] = data[:, row : row + dst.height, col : col + dst.width]
+        return out
+    if resampling == "nearest":
+        index = nearest_source(src, dst)
+        np.take(data.reshape(data.shape[0], -1), index, axis=1, out=out, mode="clip")
+        out[:, index < 0] = np.nan
         return out
     out.fill(np.nan)
     reproject(
@@ -92,9 +102,32 @@ def onto_grid(
     return out
 
 
+@lru_cache(maxsize=16)
+def nearest_source(src: PixelGrid, dst: PixelGrid) -> NDArray[np.intp]:
+    """(h, w) flat index into ``src`` of the pixel GDAL's nearest-neighbour reprojection takes
+    for each pixel of ``dst``; -1 where there is none. Found by warping the index itself."""
+    index = np.arange(src.height * src.width, dtype=np.int32).reshape(1, src.height, src.width)
+    taken = np.full((1, dst.height, dst.width), -1, dtype=np.int32)
+    reproject(
+        source=index,
+        destination=taken,
+        src_transform=src.transform,
+        src_crs=CRS.from_epsg(src.epsg),
+        src_nodata=-1,
+        dst_transform=dst.transform,
+        dst_crs=CRS.from_epsg(dst.epsg),
+        dst_nodata=-1,
+        resampling=Resampling.nearest,
+    )
+    found = taken[0].astype(np.intp)
+    found.flags.writeable = False  # shared through the cache
+    return found
+
+
 def nan_fractions(cube: NDArray[np.float32]) -> NDArray[np.float64]:
     """Missing fraction per leading index of a (..., h, w) array."""
-    return np.asarray(np.isnan(cube).mean(axis=(-2, -1)), dtype=np.float64)
+    plane = cube.shape[-2] * cube.shape[-1]
+    return np.count_nonzero(np.isnan(cube), axis=(-2, -1)) / plane
 
 
 def worst_nan(cubes: dict[str, NDArray[np.float32]]) -> tuple[float, tuple[str, int, int]]:

@@ -7,12 +7,14 @@ downloaded again on the next `download` run.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.errors import RasterioError
 
 from .align import (
@@ -69,8 +71,8 @@ class _Stopwatch:
 def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
     """All raw rasters; where a file lies on the reference lattice only the crop is read."""
     rasters = {}
-    for product in FETCH_PRODUCTS:
-        for season in range(N_SEASONS):
+    with rasterio.Env():  # one GDAL environment for all twelve files
+        for product, season in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
             if (product, season) not in task.files:
                 raise RawFileError(f"{task.sample_id}: no raw file for {product} season {season}")
             path, epsg = task.files[product, season]

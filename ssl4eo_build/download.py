@@ -280,6 +280,7 @@ def download_location(
                             "s1_gap_days": "" if gap is None else f"{gap:g}",
                         },
                         compress=cfg.download.compress,
+                        dtype=PRODUCTS[product].raw_dtype,
                     )
                 records.append(SceneRecord(product, pick.season, scene, str(path), gap))
         return DownloadResult(task.sample_id, "ok", scenes=tuple(records), requests=call.requests)

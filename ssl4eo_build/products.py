@@ -12,6 +12,9 @@ class Product:
     collection: str  # Earth Engine collection id
     bands: tuple[str, ...]  # as stored, in the v1.1 spelling
     native_res_m: dict[str, int]
+    # Raw GeoTIFF type: S-2 digital numbers as int16 (the output's own type, half the bytes of
+    # float32 to decode in align), S-1 backscatter in dB as float32.
+    raw_dtype: str = "int16"
 
 
 _S2_RES = {
@@ -31,7 +34,7 @@ S2L2A = Product(
     ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL"),
     _S2_RES,
 )
-S1GRD = Product("S1GRD", "COPERNICUS/S1_GRD", ("VV", "VH"), {"VV": 10, "VH": 10})
+S1GRD = Product("S1GRD", "COPERNICUS/S1_GRD", ("VV", "VH"), {"VV": 10, "VH": 10}, "float32")
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (S2L1C, S2L2A, S1GRD)}
 FETCH_PRODUCTS = tuple(PRODUCTS)  # fetched per location and season, in this order

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -22,6 +23,32 @@ class RawFileError(Ssl4eoError):
     """An intermediate file is missing, truncated or unreadable."""
 
 
+INT16_NODATA = -32768
+NODATA = {"float32": float("nan"), "int16": INT16_NODATA}
+
+
+def _encode(data: NDArray[np.floating], dtype: str) -> NDArray[Any]:
+    if dtype == "float32":
+        return data.astype(np.float32, copy=False)
+    missing = np.isnan(data)
+    rounded = np.rint(data)
+    rounded[missing] = INT16_NODATA
+    np.clip(rounded, INT16_NODATA + 1, np.iinfo(np.int16).max, out=rounded)
+    out = rounded.astype(np.int16)
+    out[missing] = INT16_NODATA
+    return out
+
+
+def _decode(stored: NDArray[Any], nodata: float | None) -> NDArray[np.float32]:
+    """Float32 with NaN where the file holds its nodata value."""
+    if stored.dtype == np.float32:
+        return stored
+    data = stored.astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        data[stored == stored.dtype.type(nodata)] = np.nan
+    return data
+
+
 @dataclass(frozen=True)
 class Raster:
     data: NDArray[np.float32]  # (bands, height, width)
@@ -37,21 +64,29 @@ def write_geotiff(
     bands: Sequence[str],
     tags: Mapping[str, str],
     compress: str = "deflate",
+    dtype: str = "float32",
 ) -> None:
-    """Float32 GeoTIFF with NaN nodata, band descriptions and tags, written atomically."""
+    """GeoTIFF with band descriptions and tags, written atomically.
+
+    ``data`` is float with NaN for missing pixels. As ``float32`` it is stored as is (nodata
+    NaN); as ``int16`` it is rounded and clipped to -32767..32767, and NaN is stored as
+    :data:`INT16_NODATA` (nodata). :func:`read_geotiff` gives NaN back either way.
+    """
     if data.shape != (len(bands), grid.height, grid.width):
         raise ValueError(f"array {data.shape} does not match {len(bands)} bands on {grid.shape_yx}")
+    if dtype not in NODATA:
+        raise ValueError(f"raw dtype {dtype!r}: expected one of {sorted(NODATA)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_target(path)
     profile = {
         "driver": "GTiff",
-        "dtype": "float32",
+        "dtype": dtype,
         "count": len(bands),
         "width": grid.width,
         "height": grid.height,
         "crs": CRS.from_epsg(grid.epsg),
         "transform": grid.transform,
-        "nodata": float("nan"),
+        "nodata": NODATA[dtype],
         # Strips of 8 rows: align reads a 264-row window and decodes only the strips it needs,
         # about twice as fast as 128 px tiles at the same size (BENCHMARKS.md).
         "tiled": False,
@@ -63,7 +98,7 @@ def write_geotiff(
         profile.update(compress=compress, zlevel=1, zstd_level=1)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data.astype(np.float32, copy=False))
+            dst.write(_encode(data, dtype))
             for i, name in enumerate(bands, start=1):
                 dst.set_band_description(i, name)
             dst.update_tags(**dict(tags))
@@ -88,10 +123,11 @@ def read_geotiff(path: Path, within: PixelGrid | None = None) -> Raster:
             if within is not None and grid.contains_grid(within):
                 col, row = within.offset_in(grid)
                 window = Window(col, row, within.width, within.height)
-                data = src.read(out_dtype=np.float32, window=window)
+                stored = src.read(window=window)
                 grid = within
             else:
-                data = src.read(out_dtype=np.float32)
+                stored = src.read()
+            data = _decode(stored, src.nodata)
             bands = tuple(d or f"band{i}" for i, d in enumerate(src.descriptions, start=1))
             tags = dict(src.tags())
     except (RasterioError, OSError) as exc:

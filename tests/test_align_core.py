@@ -152,3 +152,42 @@ def test_cloud_mask_classes() -> None:
     missing[2, 3] = True
     expected = np.array([[6, 5, 0, 0], [1, 4, 4, 3], [2, 0, 0, NO_DATA]], dtype=np.uint8)
     assert np.array_equal(cloud_mask(scl, missing), expected)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [  # UTM 33 onto UTM 32 (two-zone S-2), and lon/lat onto UTM (S-1)
+        (
+            centred_grid(32633, LonLat(12.01, 48.1), 96, 10.0, 60.0),
+            centred_grid(32632, LonLat(12.01, 48.1), 66, 10.0, 60.0),
+        ),
+        (
+            PixelGrid(4326, 11.99, 48.11, 1.2e-4, 0.9e-4, 300, 260),
+            centred_grid(32632, LonLat(12.0, 48.1), 80, 10.0, 60.0),
+        ),
+    ],
+)
+def test_nearest_takes_gdals_pixels(src: PixelGrid, dst: PixelGrid) -> None:
+    """The gathered nearest-neighbour result equals GDAL's own nearest warp, NaN included,
+    also where the target reaches beyond the source."""
+    from rasterio.crs import CRS
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(1000, 300, (3, src.height, src.width)).astype(np.float32)
+    data[:, 40:60, 30:50] = np.nan
+    data[1, ::7, ::5] = np.nan
+    wider = centred_grid(32632, LonLat(12.0, 48.1), 200, 10.0, 60.0)
+    for target in (dst, wider):
+        expected = np.full((3, target.height, target.width), np.nan, dtype=np.float32)
+        reproject(
+            data, expected, src_transform=src.transform, src_crs=CRS.from_epsg(src.epsg),
+            src_nodata=np.nan, dst_transform=target.transform,
+            dst_crs=CRS.from_epsg(target.epsg), dst_nodata=np.nan,
+            resampling=Resampling.nearest,
+        )  # fmt: skip
+        out = onto_grid(data, src, target)
+        assert np.isnan(out).any() and not np.isnan(out).all()
+        np.testing.assert_array_equal(out, expected)
+    assert np.isnan(out[:, 0, 0]).all(), "beyond the source: NaN"

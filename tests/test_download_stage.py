@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 
 from ssl4eo_build import pipeline
 from ssl4eo_build.cities import write_cities
@@ -17,6 +18,7 @@ from ssl4eo_build.config import Config, load_config, override
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.grid import PixelGrid, lonlat_of_pixels
 from ssl4eo_build.manifest import Manifest
+from ssl4eo_build.products import PRODUCTS
 from ssl4eo_build.raster_io import read_geotiff
 from ssl4eo_build.sources.synthetic import truth
 
@@ -66,6 +68,8 @@ def test_download_writes_georeferenced_geotiffs(tmp_path: Path, cfg_path: Path) 
     zones = set()
     for sample_id, product, season, path, scene_id, crs in rows:
         raster = read_geotiff(Path(path))
+        with rasterio.open(path) as f:  # S-2 digital numbers as int16, S-1 dB as float32
+            assert set(f.dtypes) == {PRODUCTS[product].raw_dtype}
         assert raster.grid.width == raster.grid.height == 384
         assert raster.grid.epsg == crs
         assert raster.tags["scene_id"] == scene_id and raster.tags["season"] == str(season)

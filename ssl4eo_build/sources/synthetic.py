@@ -404,7 +404,8 @@ class SyntheticSource:
         value = mean + std * 1.6 * texture
         value = np.where(water, 0.15 * mean + 0.1 * std * fields.brightness, value)
         value = np.where(clouds > 0, value * 0.3 + 6000.0 + 4000.0 * clouds, value)
-        return np.clip(value, 0.0, 10_000.0).astype(np.float32)
+        # Digital numbers are whole, as in the archive.
+        return np.rint(np.clip(value, 0.0, 10_000.0)).astype(np.float32)
 
     def _apply_swath_edge(
         self, scene: Scene, grid: PixelGrid, out: NDArray[np.float32], key: int

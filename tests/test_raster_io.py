@@ -1,0 +1,62 @@
+"""Raw GeoTIFFs: the stored types, nodata and the NaN round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from ssl4eo_build.grid import PixelGrid
+from ssl4eo_build.raster_io import INT16_NODATA, read_geotiff, write_geotiff
+
+GRID = PixelGrid(32632, 600_000.0, 5_300_040.0, 10.0, 10.0, 6, 4)
+
+
+def sample() -> np.ndarray:
+    data = np.arange(2 * 4 * 6, dtype=np.float32).reshape(2, 4, 6) * 1000.5 - 7.0
+    data[0, 1, 2] = np.nan
+    data[1, 3, :] = np.nan
+    return data
+
+
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_int16_files_store_nodata_and_read_back_nan(tmp_path: Path, compress: str) -> None:
+    data = sample()
+    path = tmp_path / "s2.tif"
+    write_geotiff(path, data, GRID, ("B01", "B02"), {"k": "v"}, compress, dtype="int16")
+    with rasterio.open(path) as f:
+        assert f.dtypes == ("int16", "int16") and f.nodata == INT16_NODATA
+        stored = f.read()
+    assert stored[0, 1, 2] == INT16_NODATA and (stored[1, 3] == INT16_NODATA).all()
+    raster = read_geotiff(path)
+    assert raster.data.dtype == np.float32 and raster.bands == ("B01", "B02")
+    expected = np.clip(np.rint(data), -32767, 32767)  # NaN stays NaN
+    np.testing.assert_array_equal(raster.data, expected)
+    assert np.nanmax(data) > 32767 and raster.data[1, 2, 5] == 32767, "clipped, not wrapped"
+    assert np.nanmin(data) == -7.0 and raster.data[0, 0, 0] == -7.0
+
+
+def test_float32_files_keep_values_and_nan(tmp_path: Path) -> None:
+    data = sample() / 1000.0
+    path = tmp_path / "s1.tif"
+    write_geotiff(path, data, GRID, ("VV", "VH"), {}, "zstd", dtype="float32")
+    with rasterio.open(path) as f:
+        assert f.dtypes == ("float32", "float32") and np.isnan(f.nodata)
+    np.testing.assert_array_equal(read_geotiff(path).data, data)
+
+
+def test_window_read_of_an_int16_file(tmp_path: Path) -> None:
+    data = sample()
+    path = tmp_path / "s2.tif"
+    write_geotiff(path, data, GRID, ("B01", "B02"), {}, "zstd", dtype="int16")
+    inner = PixelGrid(32632, 600_010.0, 5_300_030.0, 10.0, 10.0, 4, 3)
+    raster = read_geotiff(path, within=inner)
+    assert raster.grid == inner
+    np.testing.assert_array_equal(raster.data, np.clip(np.rint(data), -32767, 32767)[:, 1:4, 1:5])
+
+
+def test_unknown_raw_dtype_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        write_geotiff(tmp_path / "x.tif", sample(), GRID, ("a", "b"), {}, "none", dtype="uint8")
