@@ -6,8 +6,11 @@
 3. Timestamps on the same lattice are sliced (no resampling); others, and S-1, are reprojected
    onto the reference grid (nearest by default).
 4. NaN policy: a location is rejected when any (modality, timestamp, band) has more than
-   ``nan_threshold`` missing pixels; otherwise each NaN takes the value of the nearest valid
-   pixel of its band and timestamp (Euclidean distance transform).
+   ``nan_threshold`` missing pixels; otherwise each missing pixel takes the value of the nearest
+   valid pixel of its band and timestamp (Euclidean distance transform).
+
+Arrays are float (missing: NaN) or int16 (missing: ``INT16_MISSING``); S-2 stays int16 from the
+raw file to the cube, as the output stores it.
 5. S2RGB from L2A B04/B03/B02 and a cloud mask from the L2A scene classification (SCL).
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +31,7 @@ from scipy import ndimage
 from .config import AlignConfig
 from .geo import LonLat, utm_epsg
 from .grid import PixelGrid, centred_grid
+from .products import INT16_MISSING
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
 
@@ -62,41 +67,55 @@ def reference_grid(epsg: int, centre: LonLat, size_px: int, res_m: float, lattic
     return centred_grid(epsg, centre, size_px, res_m, lattice_m)
 
 
+def missing_value(dtype: np.dtype[Any]) -> float:
+    """What marks a missing pixel: NaN in float arrays, ``INT16_MISSING`` in int16 ones."""
+    if dtype.kind == "f":
+        return float("nan")
+    if dtype == np.int16:
+        return INT16_MISSING
+    raise ValueError(f"no missing-pixel value for {dtype}: expected float or int16")
+
+
+def is_missing(data: NDArray[Any]) -> NDArray[np.bool_]:
+    return np.isnan(data) if data.dtype.kind == "f" else data == missing_value(data.dtype)
+
+
 def onto_grid(
-    data: NDArray[np.float32],
+    data: NDArray[Any],
     src: PixelGrid,
     dst: PixelGrid,
     resampling: str = "nearest",
-    out: NDArray[np.float32] | None = None,
-) -> NDArray[np.float32]:
+    out: NDArray[Any] | None = None,
+) -> NDArray[Any]:
     """``data`` (bands, h, w) on ``src`` brought onto ``dst``: a slice when the lattices match,
-    a GDAL reprojection otherwise. Pixels without a source are NaN. Written into ``out`` (a
-    C-contiguous (bands, h, w) float32 array) when given.
+    a GDAL reprojection otherwise. Pixels without a source are missing. Written into ``out`` (a
+    C-contiguous (bands, h, w) array of ``data``'s dtype) when given.
 
     Nearest neighbour takes GDAL's choice of source pixel from :func:`nearest_source` (one warp
     per pair of grids, shared by every band and timestamp on them) and gathers the values.
     """
     if out is None:
-        out = np.empty((data.shape[0], dst.height, dst.width), dtype=np.float32)
+        out = np.empty((data.shape[0], dst.height, dst.width), dtype=data.dtype)
     if src.contains_grid(dst):
         col, row = dst.offset_in(src)
         out[...] = data[:, row : row + dst.height, col : col + dst.width]
         return out
+    nodata = missing_value(data.dtype)
     if resampling == "nearest":
         index = nearest_source(src, dst)
         np.take(data.reshape(data.shape[0], -1), index, axis=1, out=out, mode="clip")
-        out[:, index < 0] = np.nan
+        out[:, index < 0] = nodata
         return out
-    out.fill(np.nan)
+    out.fill(nodata)
     reproject(
-        source=np.ascontiguousarray(data, dtype=np.float32),
+        source=np.ascontiguousarray(data),
         destination=out,
         src_transform=src.transform,
         src_crs=CRS.from_epsg(src.epsg),
-        src_nodata=np.nan,
+        src_nodata=nodata,
         dst_transform=dst.transform,
         dst_crs=CRS.from_epsg(dst.epsg),
-        dst_nodata=np.nan,
+        dst_nodata=nodata,
         resampling=RESAMPLING[resampling],
     )
     return out
@@ -124,13 +143,13 @@ def nearest_source(src: PixelGrid, dst: PixelGrid) -> NDArray[np.intp]:
     return found
 
 
-def nan_fractions(cube: NDArray[np.float32]) -> NDArray[np.float64]:
+def nan_fractions(cube: NDArray[Any]) -> NDArray[np.float64]:
     """Missing fraction per leading index of a (..., h, w) array."""
     plane = cube.shape[-2] * cube.shape[-1]
-    return np.count_nonzero(np.isnan(cube), axis=(-2, -1)) / plane
+    return np.count_nonzero(is_missing(cube), axis=(-2, -1)) / plane
 
 
-def worst_nan(cubes: dict[str, NDArray[np.float32]]) -> tuple[float, tuple[str, int, int]]:
+def worst_nan(cubes: dict[str, NDArray[Any]]) -> tuple[float, tuple[str, int, int]]:
     """Largest missing fraction over every (modality, timestamp, band) of (time, band, y, x)
     cubes, and where it is."""
     worst, where = -1.0, ("", 0, 0)
@@ -142,9 +161,10 @@ def worst_nan(cubes: dict[str, NDArray[np.float32]]) -> tuple[float, tuple[str, 
     return worst, where
 
 
-def fill_nearest(image: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Each NaN of a 2-D image takes the value of the nearest valid pixel (ties: scipy's)."""
-    missing = np.isnan(image)
+def fill_nearest(image: NDArray[Any]) -> NDArray[Any]:
+    """Each missing pixel of a 2-D image takes the value of the nearest valid pixel (ties:
+    scipy's)."""
+    missing = is_missing(image)
     if not missing.any():
         return image
     if missing.all():
@@ -153,10 +173,10 @@ def fill_nearest(image: NDArray[np.float32]) -> NDArray[np.float32]:
     return image[tuple(indices)]
 
 
-def fill_cube(cube: NDArray[np.float32]) -> NDArray[np.float32]:
-    """:func:`fill_nearest` on every (..., h, w) plane that has a NaN (in place)."""
+def fill_cube(cube: NDArray[Any]) -> NDArray[Any]:
+    """:func:`fill_nearest` on every (..., h, w) plane that has a missing pixel (in place)."""
     flat = cube.reshape(-1, *cube.shape[-2:])
-    for i in np.flatnonzero(np.isnan(flat).any(axis=(1, 2))):
+    for i in np.flatnonzero(is_missing(flat).any(axis=(1, 2))):
         flat[i] = fill_nearest(flat[i])
     return cube
 
@@ -180,7 +200,7 @@ def _ranks(n: int, qs: Sequence[float]) -> list[int]:
     return sorted(ks | {min(k + 1, n - 1) for k in ks})
 
 
-def s2_rgb(rgb: NDArray[np.floating], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
+def s2_rgb(rgb: NDArray[Any], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
     """8-bit RGB from L2A B04/B03/B02 (3, h, w) per the v1.1 report.
 
     Values beyond the 2 % / 98 % quantiles (over all three channels) have their excess beyond
@@ -218,7 +238,7 @@ def s2_rgb(rgb: NDArray[np.floating], p: AlignConfig = V11_RGB) -> NDArray[np.ui
     return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8).reshape(rgb.shape)
 
 
-def cloud_mask(scl: NDArray[np.floating], missing: NDArray[np.bool_]) -> NDArray[np.uint8]:
+def cloud_mask(scl: NDArray[Any], missing: NDArray[np.bool_]) -> NDArray[np.uint8]:
     """Cloud-mask classes from SCL; pixels missing before the fill are 'no data'."""
     codes = np.clip(np.nan_to_num(scl, nan=0.0), 0, len(SCL_TO_CLOUD) - 1).astype(np.intp)
     out = SCL_TO_CLOUD[codes]

@@ -20,6 +20,7 @@ from rasterio.errors import RasterioError
 from .align import (
     cloud_mask,
     fill_cube,
+    is_missing,
     majority_crs,
     onto_grid,
     reference_grid,
@@ -71,12 +72,13 @@ class _Stopwatch:
 def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
     """All raw rasters; where a file lies on the reference lattice only the crop is read."""
     rasters = {}
-    with rasterio.Env():  # one GDAL environment for all twelve files
+    # One GDAL environment for all twelve files; raw files have no side-car files to look for.
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
         for product, season in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
             if (product, season) not in task.files:
                 raise RawFileError(f"{task.sample_id}: no raw file for {product} season {season}")
             path, epsg = task.files[product, season]
-            raster = read_geotiff(Path(path), within=grid)
+            raster = read_geotiff(Path(path), within=grid, dtype=PRODUCTS[product].raw_dtype)
             if raster.grid.epsg != epsg:
                 raise RawFileError(f"{path}: EPSG:{raster.grid.epsg}, manifest says EPSG:{epsg}")
             expected = PRODUCTS[product].bands
@@ -108,7 +110,7 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
     for product in FETCH_PRODUCTS:
         method = a.s1_resampling if product == "S1GRD" else a.s2_resampling
         shape = (N_SEASONS, len(PRODUCTS[product].bands), grid.height, grid.width)
-        stack = aligned[product] = np.empty(shape, dtype=np.float32)
+        stack = aligned[product] = np.empty(shape, dtype=PRODUCTS[product].raw_dtype)
         for t, s in enumerate(order):
             onto_grid(rasters[product, s].data, rasters[product, s].grid, grid, method, stack[t])
     watch.lap("reproject")
@@ -123,7 +125,7 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
             worst,
             seconds=watch.seconds,
         )
-    missing_l2a = np.isnan(aligned["S2L2A"][:, -1])  # SCL, before the fill
+    missing_l2a = is_missing(aligned["S2L2A"][:, -1])  # SCL, before the fill
     filled = {p: fill_cube(cube) for p, cube in aligned.items()}
     watch.lap("fill")
     l2a_bands = PRODUCTS["S2L2A"].bands[:-1]  # SCL is used for the mask, not stored
@@ -133,9 +135,9 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
     s1 = [rasters["S1GRD", s] for s in order]
     rgb = np.stack([s2_rgb(filled["S2L2A"][t, rgb_index], a) for t in range(N_SEASONS)])
     masks = np.stack([cloud_mask(filled["S2L2A"][t, -1], missing_l2a[t]) for t in range(N_SEASONS)])
-    modalities = {  # the S-2 cubes are rounded in place: RGB and mask are taken before
-        "S2L1C": Modality(_int16(filled["S2L1C"]), PRODUCTS["S2L1C"].bands, s2_time, s2_ids),
-        "S2L2A": Modality(_int16(filled["S2L2A"][:, :-1]), l2a_bands, s2_time, s2_ids),
+    modalities = {  # S-2 is int16 from the raw files on
+        "S2L1C": Modality(filled["S2L1C"], PRODUCTS["S2L1C"].bands, s2_time, s2_ids),
+        "S2L2A": Modality(filled["S2L2A"][:, :-1], l2a_bands, s2_time, s2_ids),
         "S1GRD": Modality(
             filled["S1GRD"].astype(np.float16),
             ("vv", "vh"),
@@ -166,9 +168,3 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
     save_cube(path, cube)
     watch.lap("write")
     return AlignResult(task.sample_id, "ok", None, epsg, worst, str(path), seconds=watch.seconds)
-
-
-def _int16(cube: np.ndarray) -> np.ndarray:
-    """Rounded and clipped to int16; rounds ``cube`` itself (no float copy)."""
-    np.rint(cube, out=cube)
-    return np.clip(cube, -32768, 32767, out=cube).astype(np.int16)

@@ -12,9 +12,12 @@ class Product:
     collection: str  # Earth Engine collection id
     bands: tuple[str, ...]  # as stored, in the v1.1 spelling
     native_res_m: dict[str, int]
-    # Raw GeoTIFF type: S-2 digital numbers as int16 (the output's own type, half the bytes of
-    # float32 to decode in align), S-1 backscatter in dB as float32.
+    # Type of the raw GeoTIFFs and of the aligned arrays: S-2 digital numbers as int16 (the
+    # output's own type; missing is INT16_MISSING), S-1 backscatter in dB as float32 (NaN).
     raw_dtype: str = "int16"
+
+
+INT16_MISSING = -32768  # never a digital number: S-2 values are stored clipped to 0..32767
 
 
 _S2_RES = {

@@ -17,41 +17,37 @@ from rasterio.windows import Window
 from .errors import Ssl4eoError
 from .files import atomic_target, commit_file
 from .grid import PixelGrid
+from .products import INT16_MISSING
 
 
 class RawFileError(Ssl4eoError):
     """An intermediate file is missing, truncated or unreadable."""
 
 
-INT16_NODATA = -32768
-NODATA = {"float32": float("nan"), "int16": INT16_NODATA}
+NODATA = {"float32": float("nan"), "int16": INT16_MISSING}
 
 
-def _encode(data: NDArray[np.floating], dtype: str) -> NDArray[Any]:
+def as_dtype(data: NDArray[Any], dtype: str) -> NDArray[Any]:
+    """``data`` as ``float32`` (NaN for missing) or ``int16`` (rounded, clipped to
+    -32767..32767, :data:`INT16_MISSING` for missing), whichever way it is stored."""
+    if data.dtype == np.dtype(dtype):
+        return data
     if dtype == "float32":
-        return data.astype(np.float32, copy=False)
+        out = data.astype(np.float32)
+        out[data == INT16_MISSING] = np.nan
+        return out
     missing = np.isnan(data)
     rounded = np.rint(data)
-    rounded[missing] = INT16_NODATA
-    np.clip(rounded, INT16_NODATA + 1, np.iinfo(np.int16).max, out=rounded)
+    rounded[missing] = INT16_MISSING
+    np.clip(rounded, INT16_MISSING + 1, np.iinfo(np.int16).max, out=rounded)
     out = rounded.astype(np.int16)
-    out[missing] = INT16_NODATA
+    out[missing] = INT16_MISSING
     return out
-
-
-def _decode(stored: NDArray[Any], nodata: float | None) -> NDArray[np.float32]:
-    """Float32 with NaN where the file holds its nodata value."""
-    if stored.dtype == np.float32:
-        return stored
-    data = stored.astype(np.float32)
-    if nodata is not None and not np.isnan(nodata):
-        data[stored == stored.dtype.type(nodata)] = np.nan
-    return data
 
 
 @dataclass(frozen=True)
 class Raster:
-    data: NDArray[np.float32]  # (bands, height, width)
+    data: NDArray[Any]  # (bands, height, width), float32 or int16 (see read_geotiff)
     grid: PixelGrid
     bands: tuple[str, ...]
     tags: dict[str, str]
@@ -70,7 +66,7 @@ def write_geotiff(
 
     ``data`` is float with NaN for missing pixels. As ``float32`` it is stored as is (nodata
     NaN); as ``int16`` it is rounded and clipped to -32767..32767, and NaN is stored as
-    :data:`INT16_NODATA` (nodata). :func:`read_geotiff` gives NaN back either way.
+    :data:`INT16_MISSING` (nodata). :func:`read_geotiff` gives either back as either.
     """
     if data.shape != (len(bands), grid.height, grid.width):
         raise ValueError(f"array {data.shape} does not match {len(bands)} bands on {grid.shape_yx}")
@@ -98,7 +94,7 @@ def write_geotiff(
         profile.update(compress=compress, zlevel=1, zstd_level=1)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(_encode(data, dtype))
+            dst.write(as_dtype(data, dtype))
             for i, name in enumerate(bands, start=1):
                 dst.set_band_description(i, name)
             dst.update_tags(**dict(tags))
@@ -108,11 +104,12 @@ def write_geotiff(
             tmp.unlink()
 
 
-def read_geotiff(path: Path, within: PixelGrid | None = None) -> Raster:
+def read_geotiff(path: Path, within: PixelGrid | None = None, dtype: str = "float32") -> Raster:
     """Read a file written by :func:`write_geotiff`; any damage raises :class:`RawFileError`.
 
-    When ``within`` lies on the file's own pixel lattice, only that window is read (and becomes
-    the raster's grid); otherwise the whole file is.
+    The data come as ``dtype`` (see :func:`as_dtype`), whatever the stored type. When ``within``
+    lies on the file's own pixel lattice, only that window is read (and becomes the raster's
+    grid); otherwise the whole file is.
     """
     try:
         with rasterio.open(path) as src:
@@ -127,7 +124,7 @@ def read_geotiff(path: Path, within: PixelGrid | None = None) -> Raster:
                 grid = within
             else:
                 stored = src.read()
-            data = _decode(stored, src.nodata)
+            data = as_dtype(stored, dtype)
             bands = tuple(d or f"band{i}" for i, d in enumerate(src.descriptions, start=1))
             tags = dict(src.tags())
     except (RasterioError, OSError) as exc:

@@ -11,7 +11,9 @@ from ssl4eo_build.align import (
     NO_DATA,
     cloud_mask,
     fill_nearest,
+    is_missing,
     majority_crs,
+    missing_value,
     onto_grid,
     reference_grid,
     s2_rgb,
@@ -64,10 +66,11 @@ def test_reprojection_puts_values_where_they_belong() -> None:
     assert np.isnan(onto_grid(data, src, outside)).all(), "no source: NaN"
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
 @pytest.mark.parametrize(("missing", "rejected"), [(0, False), (100, False), (101, True)])
-def test_nan_threshold_edges(missing: int, rejected: bool) -> None:
-    cube = np.ones((4, 2, 100, 100), dtype=np.float32)
-    cube[2, 1].flat[:missing] = np.nan
+def test_nan_threshold_edges(missing: int, rejected: bool, dtype: str) -> None:
+    cube = np.ones((4, 2, 100, 100), dtype=dtype)
+    cube[2, 1].flat[:missing] = missing_value(cube.dtype)
     worst, where = worst_nan({"S2L2A": cube, "S1GRD": np.ones((4, 2, 100, 100), np.float32)})
     assert (worst > 0.01) == rejected
     assert worst == missing / 10_000
@@ -81,23 +84,28 @@ def test_nan_threshold_edges(missing: int, rejected: bool) -> None:
     st.integers(3, 9),
     st.integers(0, 2**32 - 1),
     st.floats(0.05, 0.9),
+    st.sampled_from(["float32", "int16"]),
 )
-def test_fill_equals_brute_force_nearest(h: int, w: int, seed: int, p_missing: float) -> None:
+def test_fill_equals_brute_force_nearest(
+    h: int, w: int, seed: int, p_missing: float, dtype: str
+) -> None:
+    """Float images mark missing pixels with NaN, int16 ones (S-2) with -32768."""
     rng = np.random.default_rng(seed)
-    image = rng.normal(size=(h, w)).astype(np.float32)
-    image[rng.random((h, w)) < p_missing] = np.nan
-    valid = np.argwhere(~np.isnan(image))
+    image = rng.normal(0, 1000, size=(h, w)).astype(dtype)
+    image[rng.random((h, w)) < p_missing] = missing_value(image.dtype)
+    gone = np.isnan(image) if dtype == "float32" else image == -32768
+    valid = np.argwhere(~gone)
     if len(valid) == 0:
         with pytest.raises(ValueError):
             fill_nearest(image)
         return
     filled = fill_nearest(image.copy())
-    assert not np.isnan(filled).any()
-    for r, c in np.argwhere(np.isnan(image)):
+    assert filled.dtype == image.dtype and not is_missing(filled).any()
+    for r, c in np.argwhere(gone):
         d = np.hypot(valid[:, 0] - r, valid[:, 1] - c)
         nearest = valid[np.isclose(d, d.min())]
         assert filled[r, c] in {image[a, b] for a, b in nearest}
-    assert np.array_equal(filled[~np.isnan(image)], image[~np.isnan(image)])
+    assert np.array_equal(filled[~gone], image[~gone])
 
 
 def test_rgb_mapping_properties() -> None:
@@ -167,27 +175,40 @@ def test_cloud_mask_classes() -> None:
         ),
     ],
 )
-def test_nearest_takes_gdals_pixels(src: PixelGrid, dst: PixelGrid) -> None:
-    """The gathered nearest-neighbour result equals GDAL's own nearest warp, NaN included,
-    also where the target reaches beyond the source."""
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_nearest_takes_gdals_pixels(src: PixelGrid, dst: PixelGrid, dtype: str) -> None:
+    """The gathered nearest-neighbour result equals GDAL's own nearest warp, missing pixels
+    included, also where the target reaches beyond the source."""
     from rasterio.crs import CRS
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
     rng = np.random.default_rng(5)
-    data = rng.normal(1000, 300, (3, src.height, src.width)).astype(np.float32)
-    data[:, 40:60, 30:50] = np.nan
-    data[1, ::7, ::5] = np.nan
+    data = rng.normal(1000, 300, (3, src.height, src.width)).astype(dtype)
+    nodata = missing_value(data.dtype)
+    data[:, 40:60, 30:50] = nodata
+    data[1, ::7, ::5] = nodata
     wider = centred_grid(32632, LonLat(12.0, 48.1), 200, 10.0, 60.0)
     for target in (dst, wider):
-        expected = np.full((3, target.height, target.width), np.nan, dtype=np.float32)
+        expected = np.full((3, target.height, target.width), nodata, dtype=dtype)
         reproject(
             data, expected, src_transform=src.transform, src_crs=CRS.from_epsg(src.epsg),
-            src_nodata=np.nan, dst_transform=target.transform,
-            dst_crs=CRS.from_epsg(target.epsg), dst_nodata=np.nan,
+            src_nodata=nodata, dst_transform=target.transform,
+            dst_crs=CRS.from_epsg(target.epsg), dst_nodata=nodata,
             resampling=Resampling.nearest,
         )  # fmt: skip
         out = onto_grid(data, src, target)
-        assert np.isnan(out).any() and not np.isnan(out).all()
+        assert out.dtype == data.dtype
+        assert is_missing(out).any() and not is_missing(out).all()
         np.testing.assert_array_equal(out, expected)
-    assert np.isnan(out[:, 0, 0]).all(), "beyond the source: NaN"
+    assert is_missing(out[:, 0, 0]).all(), "beyond the source: missing"
+
+
+def test_bilinear_keeps_int16_missing_pixels() -> None:
+    src = centred_grid(32633, LonLat(12.01, 48.1), 96, 10.0, 60.0)
+    dst = centred_grid(32632, LonLat(12.01, 48.1), 66, 10.0, 60.0)
+    data = np.full((1, 96, 96), 1234, dtype=np.int16)
+    data[0, :, :20] = -32768
+    out = onto_grid(data, src, dst, "bilinear")
+    values = set(np.unique(out).tolist())
+    assert values == {-32768, 1234}, "no blend of a value with the missing marker"

@@ -9,7 +9,8 @@ import pytest
 import rasterio
 
 from ssl4eo_build.grid import PixelGrid
-from ssl4eo_build.raster_io import INT16_NODATA, read_geotiff, write_geotiff
+from ssl4eo_build.products import INT16_MISSING
+from ssl4eo_build.raster_io import read_geotiff, write_geotiff
 
 GRID = PixelGrid(32632, 600_000.0, 5_300_040.0, 10.0, 10.0, 6, 4)
 
@@ -27,15 +28,18 @@ def test_int16_files_store_nodata_and_read_back_nan(tmp_path: Path, compress: st
     path = tmp_path / "s2.tif"
     write_geotiff(path, data, GRID, ("B01", "B02"), {"k": "v"}, compress, dtype="int16")
     with rasterio.open(path) as f:
-        assert f.dtypes == ("int16", "int16") and f.nodata == INT16_NODATA
+        assert f.dtypes == ("int16", "int16") and f.nodata == INT16_MISSING
         stored = f.read()
-    assert stored[0, 1, 2] == INT16_NODATA and (stored[1, 3] == INT16_NODATA).all()
+    assert stored[0, 1, 2] == INT16_MISSING and (stored[1, 3] == INT16_MISSING).all()
     raster = read_geotiff(path)
     assert raster.data.dtype == np.float32 and raster.bands == ("B01", "B02")
     expected = np.clip(np.rint(data), -32767, 32767)  # NaN stays NaN
     np.testing.assert_array_equal(raster.data, expected)
     assert np.nanmax(data) > 32767 and raster.data[1, 2, 5] == 32767, "clipped, not wrapped"
     assert np.nanmin(data) == -7.0 and raster.data[0, 0, 0] == -7.0
+    as_stored = read_geotiff(path, dtype="int16").data
+    assert as_stored.dtype == np.int16
+    np.testing.assert_array_equal(as_stored, stored)
 
 
 def test_float32_files_keep_values_and_nan(tmp_path: Path) -> None:
@@ -45,6 +49,9 @@ def test_float32_files_keep_values_and_nan(tmp_path: Path) -> None:
     with rasterio.open(path) as f:
         assert f.dtypes == ("float32", "float32") and np.isnan(f.nodata)
     np.testing.assert_array_equal(read_geotiff(path).data, data)
+    as_int = read_geotiff(path, dtype="int16").data  # an S-2 file written as float32
+    assert as_int.dtype == np.int16 and as_int[0, 1, 2] == INT16_MISSING
+    np.testing.assert_array_equal(as_int[1, 0], np.rint(data[1, 0]))
 
 
 def test_window_read_of_an_int16_file(tmp_path: Path) -> None:
