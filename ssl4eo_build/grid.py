@@ -85,6 +85,25 @@ class PixelGrid:
             and row + inner.height <= self.height
         )
 
+    def covering(self, other: PixelGrid, margin: int = 2) -> PixelGrid | None:
+        """The smallest sub-grid of this grid holding ``other``'s footprint (its edges traced in
+        this CRS) plus ``margin`` pixels; None when they do not overlap."""
+        edge = np.linspace(0.0, 1.0, 21)
+        u = np.concatenate([edge, np.ones_like(edge), edge[::-1], np.zeros_like(edge)])
+        v = np.concatenate([np.zeros_like(edge), edge, np.ones_like(edge), edge[::-1]])
+        xs = other.left + u * other.width * other.res_x
+        ys = other.top - v * other.height * other.res_y
+        if other.epsg != self.epsg:
+            xs, ys = (np.asarray(a) for a in transformer(other.epsg, self.epsg).transform(xs, ys))
+        cols, rows = (xs - self.left) / self.res_x, (self.top - ys) / self.res_y
+        col0 = max(int(np.floor(cols.min())) - margin, 0)
+        row0 = max(int(np.floor(rows.min())) - margin, 0)
+        col1 = min(int(np.ceil(cols.max())) + margin, self.width)
+        row1 = min(int(np.ceil(rows.max())) + margin, self.height)
+        if not np.isfinite(cols).all() or col1 <= col0 or row1 <= row0:
+            return None
+        return self.crop(col0, row0, col1 - col0, row1 - row0)
+
 
 @lru_cache(maxsize=256)
 def transformer(src_epsg: int, dst_epsg: int) -> Transformer:

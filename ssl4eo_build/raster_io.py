@@ -45,6 +45,10 @@ def as_dtype(data: NDArray[Any], dtype: str) -> NDArray[Any]:
     return out
 
 
+def _part_needed(grid: PixelGrid, within: PixelGrid) -> PixelGrid | None:
+    return within if grid.contains_grid(within) else grid.covering(within)
+
+
 @dataclass(frozen=True)
 class Raster:
     data: NDArray[Any]  # (bands, height, width), float32 or int16 (see read_geotiff)
@@ -107,9 +111,10 @@ def write_geotiff(
 def read_geotiff(path: Path, within: PixelGrid | None = None, dtype: str = "float32") -> Raster:
     """Read a file written by :func:`write_geotiff`; any damage raises :class:`RawFileError`.
 
-    The data come as ``dtype`` (see :func:`as_dtype`), whatever the stored type. When ``within``
-    lies on the file's own pixel lattice, only that window is read (and becomes the raster's
-    grid); otherwise the whole file is.
+    The data come as ``dtype`` (see :func:`as_dtype`), whatever the stored type. With
+    ``within``, only the part of the file needed to fill that grid is read, and its grid becomes
+    the raster's: exactly ``within`` when it lies on the file's pixel lattice, else the pixels
+    under its footprint with a 2-pixel margin (the whole file if they do not overlap).
     """
     try:
         with rasterio.open(path) as src:
@@ -117,11 +122,11 @@ def read_geotiff(path: Path, within: PixelGrid | None = None, dtype: str = "floa
             if src.crs is None or src.crs.to_epsg() is None:
                 raise RawFileError(f"{path}: no EPSG CRS")
             grid = PixelGrid(int(src.crs.to_epsg()), t.c, t.f, t.a, -t.e, src.width, src.height)
-            if within is not None and grid.contains_grid(within):
-                col, row = within.offset_in(grid)
-                window = Window(col, row, within.width, within.height)
-                stored = src.read(window=window)
-                grid = within
+            part = None if within is None else _part_needed(grid, within)
+            if part is not None:
+                col, row = part.offset_in(grid)
+                stored = src.read(window=Window(col, row, part.width, part.height))
+                grid = part
             else:
                 stored = src.read()
             data = as_dtype(stored, dtype)

@@ -212,3 +212,24 @@ def test_bilinear_keeps_int16_missing_pixels() -> None:
     out = onto_grid(data, src, dst, "bilinear")
     values = set(np.unique(out).tolist())
     assert values == {-32768, 1234}, "no blend of a value with the missing marker"
+
+
+@settings(max_examples=100, deadline=None)
+@given(lon=st.floats(-179.0, 179.0), lat=st.floats(-75.0, 75.0))
+def test_covering_holds_the_target_footprint(lon: float, lat: float) -> None:
+    from ssl4eo_build.grid import transformer
+
+    centre = LonLat(lon, lat)
+    s1 = centred_grid(4326, centre, 384, 10.0, 60.0)
+    reference = reference_grid(utm_epsg(lon, lat), centre, 264, 10.0, 60.0)
+    part = s1.covering(reference)
+    assert part is not None and s1.contains_grid(part)
+    xs, ys = np.meshgrid(reference.x_centres(), reference.y_centres())
+    plon, plat = transformer(reference.epsg, 4326).transform(xs, ys)
+    cols = (np.asarray(plon) - part.left) / part.res_x
+    rows = (part.top - np.asarray(plat)) / part.res_y
+    inside = (cols >= 1) & (cols <= part.width - 1) & (rows >= 1) & (rows <= part.height - 1)
+    assert inside.all(), "every target pixel centre lies in the part, a pixel from its edge"
+    assert part.width * part.height < 0.7 * s1.width * s1.height
+    away = centred_grid(4326, LonLat(lon + 0.5, lat), 100, 10.0, 60.0)
+    assert away.covering(reference) is None

@@ -67,3 +67,28 @@ def test_window_read_of_an_int16_file(tmp_path: Path) -> None:
 def test_unknown_raw_dtype_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="uint8"):
         write_geotiff(tmp_path / "x.tif", sample(), GRID, ("a", "b"), {}, "none", dtype="uint8")
+
+
+def test_a_file_in_another_crs_reads_only_the_part_under_the_target(tmp_path: Path) -> None:
+    """S-1 in lon/lat under a UTM reference grid: the part read reprojects to exactly what the
+    whole file does."""
+    from ssl4eo_build.align import onto_grid
+    from ssl4eo_build.geo import LonLat
+    from ssl4eo_build.grid import centred_grid
+
+    centre = LonLat(11.575, 48.137)
+    s1_grid = centred_grid(4326, centre, 384, 10.0, 60.0)
+    rng = np.random.default_rng(2)
+    data = rng.normal(-12, 3, (2, 384, 384)).astype(np.float32)
+    data[:, 100:140, 150:200] = np.nan
+    path = tmp_path / "s1.tif"
+    write_geotiff(path, data, s1_grid, ("VV", "VH"), {}, "zstd", dtype="float32")
+    reference = centred_grid(32632, centre, 264, 10.0, 60.0)
+    part = read_geotiff(path, within=reference)
+    assert s1_grid.contains_grid(part.grid)
+    assert part.grid.width * part.grid.height < 0.7 * 384 * 384
+    np.testing.assert_array_equal(
+        onto_grid(part.data, part.grid, reference), onto_grid(data, s1_grid, reference)
+    )
+    far = centred_grid(32632, LonLat(13.5, 48.1), 264, 10.0, 60.0)
+    assert read_geotiff(path, within=far).grid == s1_grid, "no overlap: the whole file"
