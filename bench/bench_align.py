@@ -4,7 +4,7 @@ Builds its own inputs with the simulator (sample + download into bench-work/alig
 times :func:`align_location` in one process per case, and the whole stage with one process per
 core.
 
-    .venv/bin/python -m bench.bench_align [N]
+    .venv/bin/python -m bench.bench_align [N]   (default 120)
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def time_stage(work: Path, config: Path) -> float:
     return (summary.ok + summary.rejected) / (time.perf_counter() - t0)
 
 
-def main(n: int = 60) -> None:
+def main(n: int = 120) -> None:
     for compress in ("zstd", "none"):
         for case in CASES:
             work, config = prepare(case, n, compress)
@@ -92,4 +92,4 @@ def main(n: int = 60) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 60)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 120)

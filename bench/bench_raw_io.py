@@ -1,6 +1,7 @@
 """Raw GeoTIFF encodings: size, write time, full read and the 264 px crop-window read.
 
-One 13-band 384 x 384 float32 L1C cube from the simulator, written with each encoding.
+One 13-band 384 x 384 L1C cube from the simulator, written with each encoding: int16 (how S-2
+is stored: whole digital numbers, -32768 for missing) and float32 (how it was stored before).
 
     .venv/bin/python -m bench.bench_raw_io
 """
@@ -18,25 +19,24 @@ from rasterio.windows import Window
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import centred_grid
 from ssl4eo_build.products import PRODUCTS
+from ssl4eo_build.raster_io import NODATA, as_dtype
 from ssl4eo_build.sources.base import TimeWindow
 from ssl4eo_build.sources.synthetic import SyntheticSource
 
 OUT = Path("bench-work/raw-io")
+ZSTD = dict(compress="zstd", zstd_level=1)
 ENCODINGS = {
-    "zstd-1, no predictor, strips of 8 (default)": dict(
-        compress="zstd", zstd_level=1, blockysize=8
+    "int16, zstd-1, no predictor, strips of 8 (default)": ("int16", dict(ZSTD, blockysize=8)),
+    "int16, zstd-1, horizontal predictor, strips of 8": (
+        "int16", dict(ZSTD, predictor=2, blockysize=8)
     ),
-    "zstd-1, predictor 3, strips of 8": dict(
-        compress="zstd", zstd_level=1, predictor=3, blockysize=8
+    "int16, zstd-1, no predictor, 128 px tiles": (
+        "int16", dict(ZSTD, tiled=True, blockxsize=128, blockysize=128)
     ),
-    "zstd-1, no predictor, 128 px tiles": dict(
-        compress="zstd", zstd_level=1, tiled=True, blockxsize=128, blockysize=128
-    ),
-    "deflate-1, predictor 3, strips of 8": dict(
-        compress="deflate", zlevel=1, predictor=3, blockysize=8
-    ),
-    "uncompressed, strips of 8": dict(blockysize=8),
-}
+    "int16, uncompressed, strips of 8": ("int16", dict(blockysize=8)),
+    "float32, zstd-1, no predictor, strips of 8 (before)": ("float32", dict(ZSTD, blockysize=8)),
+    "float32, uncompressed, strips of 8": ("float32", dict(blockysize=8)),
+}  # fmt: skip
 
 
 def main(repeats: int = 10) -> None:
@@ -47,16 +47,17 @@ def main(repeats: int = 10) -> None:
     grid = centred_grid(scene.epsg, where, 384, 10.0, 60.0)
     data = src.fetch(scene, grid, PRODUCTS["S2L1C"].bands)
     OUT.mkdir(parents=True, exist_ok=True)
-    for i, (name, options) in enumerate(ENCODINGS.items()):
+    for i, (name, (dtype, options)) in enumerate(ENCODINGS.items()):
         path = OUT / f"encoding-{i}.tif"
         profile = dict(
-            driver="GTiff", dtype="float32", count=13, width=384, height=384,
-            crs=f"EPSG:{grid.epsg}", transform=grid.transform, nodata=float("nan"), tiled=False,
+            driver="GTiff", dtype=dtype, count=13, width=384, height=384,
+            crs=f"EPSG:{grid.epsg}", transform=grid.transform, nodata=NODATA[dtype], tiled=False,
         )  # fmt: skip
         profile.update(options)
+        stored = as_dtype(data, dtype)
         t0 = time.perf_counter()
         with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
+            dst.write(stored)
         write = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _ in range(repeats):

@@ -70,7 +70,7 @@ class _Stopwatch:
 
 
 def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
-    """All raw rasters; where a file lies on the reference lattice only the crop is read."""
+    """All raw rasters, each read only where it lies under the reference grid."""
     rasters = {}
     # One GDAL environment for all twelve files; raw files have no side-car files to look for.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):

@@ -17,7 +17,7 @@ class Product:
     raw_dtype: str = "int16"
 
 
-INT16_MISSING = -32768  # never a digital number: S-2 values are stored clipped to 0..32767
+INT16_MISSING = -32768  # not a value: S-2 numbers (never negative) are clipped to -32767..32767
 
 
 _S2_RES = {
