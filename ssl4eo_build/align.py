@@ -8,10 +8,10 @@
 4. NaN policy: a location is rejected when any (modality, timestamp, band) has more than
    ``nan_threshold`` missing pixels; otherwise each missing pixel takes the value of the nearest
    valid pixel of its band and timestamp (Euclidean distance transform).
+5. S2RGB from L2A B04/B03/B02 and a cloud mask from the L2A scene classification (SCL).
 
 Arrays are float (missing: NaN) or int16 (missing: ``INT16_MISSING``); S-2 stays int16 from the
 raw file to the cube, as the output stores it.
-5. S2RGB from L2A B04/B03/B02 and a cloud mask from the L2A scene classification (SCL).
 """
 
 from __future__ import annotations

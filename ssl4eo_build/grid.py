@@ -87,7 +87,8 @@ class PixelGrid:
 
     def covering(self, other: PixelGrid, margin: int = 2) -> PixelGrid | None:
         """The smallest sub-grid of this grid holding ``other``'s footprint (its edges traced in
-        this CRS) plus ``margin`` pixels; None when they do not overlap."""
+        this CRS) plus ``margin`` pixels; None when they do not overlap (the caller then reads the
+        whole file)."""
         edge = np.linspace(0.0, 1.0, 21)
         u = np.concatenate([edge, np.ones_like(edge), edge[::-1], np.zeros_like(edge)])
         v = np.concatenate([np.zeros_like(edge), edge, np.ones_like(edge), edge[::-1]])
@@ -96,11 +97,13 @@ class PixelGrid:
         if other.epsg != self.epsg:
             xs, ys = (np.asarray(a) for a in transformer(other.epsg, self.epsg).transform(xs, ys))
         cols, rows = (xs - self.left) / self.res_x, (self.top - ys) / self.res_y
+        if not (np.isfinite(cols).all() and np.isfinite(rows).all()):
+            return None  # the footprint does not map into this CRS
         col0 = max(int(np.floor(cols.min())) - margin, 0)
         row0 = max(int(np.floor(rows.min())) - margin, 0)
         col1 = min(int(np.ceil(cols.max())) + margin, self.width)
         row1 = min(int(np.ceil(rows.max())) + margin, self.height)
-        if not np.isfinite(cols).all() or col1 <= col0 or row1 <= row0:
+        if col1 <= col0 or row1 <= row0:
             return None
         return self.crop(col0, row0, col1 - col0, row1 - row0)
 
