@@ -2,16 +2,20 @@
 
 Builds its own inputs with the simulator (sample + download into bench-work/align-*), then
 times :func:`align_location` in one process per case, and the whole stage with one process per
-core.
+core: once with the raw files in the page cache (just written), once from disk (cache dropped;
+needs root).
 
     .venv/bin/python -m bench.bench_align [N]   (default 120)
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import sqlite3
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from ssl4eo_build import pipeline
@@ -67,11 +71,31 @@ def time_single(work: Path, config: Path) -> dict[str, float]:
     return out
 
 
-def time_stage(work: Path, config: Path) -> float:
+def time_stage(work: Path, config: Path, cold: bool) -> float | None:
+    """The whole stage, one process per core, from the same starting manifest each time. With
+    ``cold``, the page cache is dropped first so the raw files come from disk (needs root;
+    None without)."""
+    manifest, before = work / "manifest.sqlite", work / "manifest-before-align.sqlite"
+    if not before.exists():
+        _copy_db(manifest, before)
+    else:
+        _copy_db(before, manifest)
+        shutil.rmtree(work / "aligned", ignore_errors=True)
+    if cold:
+        os.sync()
+        try:
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        except OSError:
+            return None
     cfg = load_config(config)
     t0 = time.perf_counter()
     summary = pipeline.run_align(cfg, work, progress=False)
     return (summary.ok + summary.rejected) / (time.perf_counter() - t0)
+
+
+def _copy_db(src: Path, dst: Path) -> None:
+    with closing(sqlite3.connect(src)) as a, closing(sqlite3.connect(dst)) as b:
+        a.backup(b)
 
 
 def main(n: int = 120) -> None:
@@ -79,7 +103,8 @@ def main(n: int = 120) -> None:
         for case in CASES:
             work, config = prepare(case, n, compress)
             single = time_single(work, config)
-            stage = time_stage(work, config)
+            warm = time_stage(work, config, cold=False)
+            cold = time_stage(work, config, cold=True)
             parts = ", ".join(
                 f"{k[:-3]} {v:.0f} ms" for k, v in single.items() if k.endswith("_ms")
             )
@@ -87,7 +112,9 @@ def main(n: int = 120) -> None:
                 f"align {case} (raw compress={compress}, {single['locations']} locations, "
                 f"{single['mixed_zone']} with timestamps in two zones): "
                 f"{single['per_core_loc_s']:.1f} loc/s on one core; whole stage on 2 processes "
-                f"{stage:.1f} loc/s; per location: {parts}"
+                f"{warm:.1f} loc/s, from a cold page cache "
+                f"{'n/a (needs root)' if cold is None else f'{cold:.1f} loc/s'}; "
+                f"per location: {parts}"
             )
 
 

@@ -8,7 +8,9 @@ downloaded again on the next `download` run.
 from __future__ import annotations
 
 import itertools
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +74,7 @@ class _Stopwatch:
 def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
     """All raw rasters, each read only where it lies under the reference grid."""
     rasters = {}
+    _prefetch(path for path, _ in task.files.values())
     # One GDAL environment for all twelve files; raw files have no side-car files to look for.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
         for product, season in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
@@ -86,6 +89,22 @@ def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]
                 raise RawFileError(f"{path}: bands {raster.bands}, expected {expected}")
             rasters[product, season] = raster
     return rasters
+
+
+def _prefetch(paths: Iterable[str]) -> None:
+    """Ask the kernel to start reading every file now, so that a cold cache costs one wait
+    for all of them rather than one per file (a hint; errors surface on the real read)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except (OSError, AttributeError):
+            pass
+        finally:
+            os.close(fd)
 
 
 def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResult:
