@@ -16,10 +16,11 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from ssl4eo_build.align import missing_value
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import centred_grid
 from ssl4eo_build.products import PRODUCTS
-from ssl4eo_build.raster_io import NODATA, as_dtype
+from ssl4eo_build.raster_io import as_dtype
 from ssl4eo_build.sources.base import TimeWindow
 from ssl4eo_build.sources.synthetic import SyntheticSource
 
@@ -51,7 +52,8 @@ def main(repeats: int = 10) -> None:
         path = OUT / f"encoding-{i}.tif"
         profile = dict(
             driver="GTiff", dtype=dtype, count=13, width=384, height=384,
-            crs=f"EPSG:{grid.epsg}", transform=grid.transform, nodata=NODATA[dtype], tiled=False,
+            crs=f"EPSG:{grid.epsg}", transform=grid.transform,
+            nodata=missing_value(np.dtype(dtype)), tiled=False,
         )  # fmt: skip
         profile.update(options)
         stored = as_dtype(data, dtype)

@@ -18,7 +18,7 @@ from .options import (
     VerboseOpt,
     WorkDirOpt,
     WorkersOpt,
-    build_config,
+    config_or_exit,
     guarded,
     on_executor,
     setup_logging,
@@ -39,7 +39,7 @@ def align(
 ) -> None:
     """Crop 264x264 on the majority UTM grid; reproject other zones and S-1 onto it."""
     setup_logging(verbose, quiet)
-    cfg = guarded(verbose, lambda: build_config(config, {"align.workers": workers}))
+    cfg = config_or_exit(verbose, config, {"align.workers": workers})
 
     def call(dask: DaskExecutor | None) -> pipeline.AlignSummary:
         return pipeline.run_align(

@@ -21,7 +21,7 @@ from .options import (
     VerboseOpt,
     WorkDirOpt,
     WorkersOpt,
-    build_config,
+    config_or_exit,
     guarded,
     on_executor,
     setup_logging,
@@ -49,12 +49,10 @@ def download(
 ) -> None:
     """Find one S-2 granule and one S-1 scene per season; fetch them as GeoTIFFs."""
     setup_logging(verbose, quiet)
-    cfg = guarded(
+    cfg = config_or_exit(
         verbose,
-        lambda: build_config(
-            config,
-            {**source_overrides(source, ee_project, ee_key), "download.workers": workers},
-        ),
+        config,
+        {**source_overrides(source, ee_project, ee_key), "download.workers": workers},
     )
 
     def call(dask: DaskExecutor | None) -> pipeline.DownloadSummary:

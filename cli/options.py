@@ -75,8 +75,9 @@ def on_executor(scheduler: str | None, call: Callable[[DaskExecutor | None], T])
         return call(dask)
 
 
-def build_config(path: Path | None, overrides: dict[str, Any]) -> Config:
-    return load_config(path, overrides)
+def config_or_exit(verbose: int, path: Path | None, overrides: dict[str, Any]) -> Config:
+    """The configuration with the command's overrides; a bad file or key exits with code 2."""
+    return guarded(verbose, lambda: load_config(path, overrides))
 
 
 def source_overrides(

@@ -19,7 +19,7 @@ from .options import (
     VerboseOpt,
     WorkDirOpt,
     WorkersOpt,
-    build_config,
+    config_or_exit,
     guarded,
     on_executor,
     setup_logging,
@@ -48,16 +48,14 @@ def pack(
 ) -> None:
     """Write v1.1-format shards, split lists, metadata parquet and stats.json."""
     setup_logging(verbose, quiet)
-    cfg = guarded(
+    cfg = config_or_exit(
         verbose,
-        lambda: build_config(
-            config,
-            {
-                "pack.keep_partial": keep_partial,
-                "pack.workers": workers,
-                "pack.format": output_format,
-            },
-        ),
+        config,
+        {
+            "pack.keep_partial": keep_partial,
+            "pack.workers": workers,
+            "pack.format": output_format,
+        },
     )
 
     def call(dask: DaskExecutor | None) -> pipeline.PackSummary:

@@ -21,7 +21,7 @@ from .options import (
     SourceOpt,
     VerboseOpt,
     WorkDirOpt,
-    build_config,
+    config_or_exit,
     guarded,
     on_executor,
     setup_logging,
@@ -47,11 +47,8 @@ def run(
 ) -> None:
     """sample -> download -> align in rounds until --target pass align, then pack."""
     setup_logging(verbose, quiet)
-    cfg = guarded(
-        verbose,
-        lambda: build_config(
-            config, {**source_overrides(source, ee_project, ee_key), "sample.seed": seed}
-        ),
+    cfg = config_or_exit(
+        verbose, config, {**source_overrides(source, ee_project, ee_key), "sample.seed": seed}
     )
     wanted = target if target is not None else cfg.sample.n
 

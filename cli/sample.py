@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ssl4eo_build import pipeline
+from ssl4eo_build.config import load_config
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -17,7 +18,6 @@ from .options import (
     SeedOpt,
     VerboseOpt,
     WorkDirOpt,
-    build_config,
     guarded,
     setup_logging,
 )
@@ -42,7 +42,7 @@ def sample(
     setup_logging(verbose, quiet)
 
     def call() -> pipeline.SampleSummary:
-        cfg = build_config(config, {"sample.n": n, "sample.seed": seed})
+        cfg = load_config(config, {"sample.n": n, "sample.seed": seed})
         if from_index is not None:
             return pipeline.import_index(cfg, work_dir, from_index)
         return pipeline.run_sample(cfg, work_dir, force=force)

@@ -18,7 +18,7 @@ import os
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
+from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
 from .cube import MODALITIES, AlignedCube, load_cube
@@ -292,15 +293,32 @@ def write_shard(
     plan: ShardPlan,
 ) -> ShardResult:
     """Load the plan's cubes and write its file in every modality folder."""
-    cubes = _load_cubes(cube_paths, plan)
+
+    def write(cubes: list[AlignedCube], modality: str, path: Path, codec: Codec) -> None:
+        write_zarr_zip(shard_dataset(cubes, modality), path, codec)
+
+    name = shard_name(plan.split, plan.number)
+    return _write_modalities(out_dir, cube_paths, compressor, plan, name, write)
+
+
+def _write_modalities(
+    out_dir: Path,
+    cube_paths: dict[str, str],
+    compressor: dict[str, tuple[str, int]],
+    plan: ShardPlan,
+    file_name: str,
+    write: Callable[[list[AlignedCube], str, Path, Codec], None],
+) -> ShardResult:
+    """Load the plan's cubes, ``write`` them to ``{split}/{modality}/{file_name}`` for every
+    modality with its compressor, and describe what was written."""
+    cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
     files = []
     for modality in MODALITIES:
-        ds = shard_dataset(cubes, modality)
-        rel = shard_relpath(plan.split, modality, plan.number)
-        cname, clevel = compressor[modality]
-        write_zarr_zip(ds, out_dir / rel, blosc(cname, clevel))
+        rel = f"{plan.split}/{modality}/{file_name}"
+        write(cubes, modality, out_dir / rel, blosc(*compressor[modality]))
         files.append((rel, modality, len(cubes), file_sha256(out_dir / rel)))
-    return _shard_result(plan, cubes, files, shard_name(plan.split, plan.number))
+    metadata = tuple(row for c in cubes for row in metadata_rows(c, file_name))
+    return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
 
 
 # -- WebDataset layout (2026 v1.1 release) ---------------------------------------------------
@@ -348,49 +366,30 @@ def write_tar(
     plan: ShardPlan,
 ) -> ShardResult:
     """One tar per modality: a ``{sample_id}.zarr.zip`` member per sample, keys aligned."""
-    cubes = _load_cubes(cube_paths, plan)
-    files = []
-    for modality in MODALITIES:
-        rel = f"{plan.split}/{modality}/{tar_name(plan.number)}"
-        path = out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cname, clevel = compressor[modality]
-        target = atomic_target(path)
-        try:
-            with (
-                tempfile.TemporaryDirectory(dir=path.parent, prefix=".wds-") as tmp,
-                tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as archive,
-            ):
-                for cube in cubes:
-                    member = Path(tmp) / f"{cube.sample_id}.zarr.zip"
-                    ds = sample_dataset(cube, modality)
-                    write_zarr_zip(ds, member, blosc(cname, clevel), chunk_time=False)
-                    info = tarfile.TarInfo(member.name)
-                    data = member.read_bytes()
-                    info.size, info.mtime, info.mode = len(data), 0, 0o644
-                    archive.addfile(info, io.BytesIO(data))
-                    member.unlink()
-            commit_file(target, path)
-        finally:
-            if target.exists():
-                target.unlink()
-        files.append((rel, modality, len(cubes), file_sha256(path)))
-    return _shard_result(plan, cubes, files, tar_name(plan.number))
+    name = tar_name(plan.number)
+    return _write_modalities(out_dir, cube_paths, compressor, plan, name, _write_one_tar)
 
 
-def _load_cubes(cube_paths: dict[str, str], plan: ShardPlan) -> list[AlignedCube]:
-    return [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
-
-
-def _shard_result(
-    plan: ShardPlan,
-    cubes: Sequence[AlignedCube],
-    files: list[tuple[str, str, int, str]],
-    file_name: str,
-) -> ShardResult:
-    """What the coordinator records for a written shard or tar named ``file_name``."""
-    metadata = tuple(row for c in cubes for row in metadata_rows(c, file_name))
-    return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
+def _write_one_tar(cubes: list[AlignedCube], modality: str, path: Path, codec: Codec) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = atomic_target(path)
+    try:
+        with (
+            tempfile.TemporaryDirectory(dir=path.parent, prefix=".wds-") as tmp,
+            tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as archive,
+        ):
+            for cube in cubes:
+                member = Path(tmp) / f"{cube.sample_id}.zarr.zip"
+                write_zarr_zip(sample_dataset(cube, modality), member, codec, chunk_time=False)
+                info = tarfile.TarInfo(member.name)
+                data = member.read_bytes()
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                archive.addfile(info, io.BytesIO(data))
+                member.unlink()
+        commit_file(target, path)
+    finally:
+        if target.exists():
+            target.unlink()
 
 
 def _band_sums(cubes: Sequence[AlignedCube]) -> dict[str, dict[str, list[float]]]:

@@ -14,6 +14,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from .align import is_missing, missing_value
 from .errors import Ssl4eoError
 from .files import atomic_target, commit_file
 from .grid import PixelGrid
@@ -24,7 +25,7 @@ class RawFileError(Ssl4eoError):
     """An intermediate file is missing, truncated or unreadable."""
 
 
-NODATA = {"float32": float("nan"), "int16": INT16_MISSING}
+RAW_DTYPES = ("float32", "int16")
 
 
 def as_dtype(data: NDArray[Any], dtype: str) -> NDArray[Any]:
@@ -32,11 +33,11 @@ def as_dtype(data: NDArray[Any], dtype: str) -> NDArray[Any]:
     -32767..32767, :data:`INT16_MISSING` for missing), whichever way it is stored."""
     if data.dtype == np.dtype(dtype):
         return data
+    missing = is_missing(data)
     if dtype == "float32":
         out = data.astype(np.float32)
-        out[data == INT16_MISSING] = np.nan
+        out[missing] = np.nan
         return out
-    missing = np.isnan(data)
     rounded = np.rint(data)
     rounded[missing] = INT16_MISSING
     np.clip(rounded, INT16_MISSING + 1, np.iinfo(np.int16).max, out=rounded)
@@ -74,8 +75,8 @@ def write_geotiff(
     """
     if data.shape != (len(bands), grid.height, grid.width):
         raise ValueError(f"array {data.shape} does not match {len(bands)} bands on {grid.shape_yx}")
-    if dtype not in NODATA:
-        raise ValueError(f"raw dtype {dtype!r}: expected one of {sorted(NODATA)}")
+    if dtype not in RAW_DTYPES:
+        raise ValueError(f"raw dtype {dtype!r}: expected one of {', '.join(RAW_DTYPES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_target(path)
     profile = {
@@ -86,7 +87,7 @@ def write_geotiff(
         "height": grid.height,
         "crs": CRS.from_epsg(grid.epsg),
         "transform": grid.transform,
-        "nodata": NODATA[dtype],
+        "nodata": missing_value(np.dtype(dtype)),
         # Strips of 8 rows: align reads a 264-row window and decodes only the strips it needs,
         # about twice as fast as 128 px tiles at the same size (BENCHMARKS.md).
         "tiled": False,
