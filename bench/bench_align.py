@@ -23,6 +23,7 @@ from ssl4eo_build.align_worker import AlignTask, align_location
 from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import load_config
 from ssl4eo_build.manifest import Manifest
+from ssl4eo_build.workdir import WorkDir
 
 ROOT = Path("bench-work")
 CASES = {
@@ -61,8 +62,8 @@ def time_single(work: Path, config: Path) -> dict[str, float]:
     zones = 0
     t0 = time.perf_counter()
     for task in tasks:
-        result = align_location(cfg, work / "aligned-single", task)
-        zones += len({e for (p, _), (_, e) in task.files.items() if p == "S2L2A"}) > 1
+        result = align_location(cfg, WorkDir.at(work), task)  # the stage timing redoes these
+        zones += len({f[1] for (p, _), f in task.files.items() if p == "S2L2A"}) > 1
         for k, v in result.seconds.items():
             seconds[k] = seconds.get(k, 0.0) + v
     total = time.perf_counter() - t0

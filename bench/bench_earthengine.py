@@ -33,6 +33,7 @@ from ssl4eo_build.geo import LonLat
 from ssl4eo_build.products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS
 from ssl4eo_build.sources import Limiter, RetryPolicy
 from ssl4eo_build.sources.earthengine import EarthEngineSource
+from ssl4eo_build.workdir import WorkDir
 from tests.fake_earthengine import FakeEarthEngine, archive
 
 SCENARIOS = (
@@ -92,7 +93,7 @@ def scenario(
             if not write_files:
                 return _source_calls(cfg, src, LimitedCaller(limiter, policy))
             task = DownloadTask(f"b{i}", LonLat(11.5, 48.1))
-            return download_location(src, cfg, task, Path(tmp), limiter, policy).status
+            return download_location(src, cfg, task, WorkDir.at(Path(tmp)), limiter, policy).status
 
         t0 = time.perf_counter()
         statuses = list(pool.map(one, range(locations)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from ssl4eo_build import pipeline
@@ -13,6 +11,7 @@ from .options import (
     DEFAULT_WORK_DIR,
     ConfigOpt,
     ForceOpt,
+    LimitOpt,
     QuietOpt,
     SchedulerOpt,
     VerboseOpt,
@@ -30,9 +29,7 @@ def align(
     work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Process at most this many locations.")
-    ] = None,
+    limit: LimitOpt = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,

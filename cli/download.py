@@ -15,6 +15,7 @@ from .options import (
     EeKeyOpt,
     EeProjectOpt,
     ForceOpt,
+    LimitOpt,
     QuietOpt,
     SchedulerOpt,
     SourceOpt,
@@ -37,9 +38,7 @@ def download(
     ee_key: EeKeyOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Process at most this many locations.")
-    ] = None,
+    limit: LimitOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only print the requests the plan needs.")
     ] = False,

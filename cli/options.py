@@ -11,8 +11,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ssl4eo_build.config import Config, load_config
-from ssl4eo_build.errors import UserError
-from ssl4eo_build.executor import DaskExecutor
+from ssl4eo_build.errors import (
+    STORAGE_ERRNOS,
+    IncompleteError,
+    UserError,
+    describe_os_error,
+)
+from ssl4eo_build.executor import DaskExecutor, check_scheduler
 
 T = TypeVar("T")
 
@@ -50,7 +55,13 @@ EeKeyOpt = Annotated[
         "credentials).",
     ),
 ]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Concurrent workers.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Concurrent workers (at least 1).")
+]
+LimitOpt = Annotated[
+    int | None,
+    typer.Option("--limit", min=1, help="Process at most this many locations (at least 1)."),
+]
 SchedulerOpt = Annotated[
     str | None,
     typer.Option(
@@ -71,6 +82,7 @@ def on_executor(scheduler: str | None, call: Callable[[DaskExecutor | None], T])
     """Run ``call`` with a Dask executor for ``--scheduler``, or with None (local executor)."""
     if scheduler is None:
         return call(None)
+    check_scheduler(scheduler)  # before a cluster starts or anything is written
     with DaskExecutor(scheduler) as dask:
         return call(dask)
 
@@ -92,11 +104,31 @@ def source_overrides(
 
 
 def guarded(verbose: int, call: Callable[[], T]) -> T:
-    """Run one library call; user errors become one paragraph on stderr and exit code 2."""
+    """Run one library call at the error boundary of the CLI: user errors (bad input, a busy
+    work dir, a full or read-only disk) become one paragraph on stderr and exit code 2; an
+    unfinished goal exits 1; Ctrl-C exits 130. Tracebacks only with ``-v``."""
     try:
         return call()
     except UserError as exc:
-        if verbose:
-            traceback.print_exc()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        _fail(verbose, str(exc), 2)
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        _fail(verbose, describe_os_error(exc, "writing"), 2)
+    except IncompleteError as exc:
+        _fail(verbose, str(exc), 1)
+    except KeyboardInterrupt:
+        _fail(
+            verbose,
+            "interrupted. Everything finished before the interruption is kept; run the same "
+            "command again to continue.",
+            130,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fail(verbose: int, message: str, code: int) -> None:
+    if verbose:
+        traceback.print_exc()
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=code) from None

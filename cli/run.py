@@ -34,7 +34,7 @@ def run(
     work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
     target: Annotated[
         int | None,
-        typer.Option("--target", help="Locations that must pass align (default sample.n)."),
+        typer.Option("--target", min=1, help="Locations that must pass align (default sample.n)."),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Dataset directory.")] = None,
     seed: SeedOpt = None,
@@ -45,7 +45,7 @@ def run(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """sample -> download -> align in rounds until --target pass align, then pack."""
+    """sample -> download -> align in rounds until --target pass align, then pack them."""
     setup_logging(verbose, quiet)
     cfg = config_or_exit(
         verbose, config, {**source_overrides(source, ee_project, ee_key), "sample.seed": seed}
@@ -60,8 +60,8 @@ def run(
         return
     stages = summary.report["stages"]
     typer.echo(
-        f"run: {summary.aligned} location(s) passed align (target {summary.target}) in "
-        f"{summary.rounds} round(s)"
+        f"run: the first {summary.target} accepted location(s) are settled "
+        f"({summary.sampled} sampled, {summary.rounds} round(s) in this command)"
     )
     for stage in ("download", "align"):
         for reason, n in stages[stage]["reasons"].items():

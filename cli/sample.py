@@ -27,7 +27,7 @@ def sample(
     config: ConfigOpt = None,
     work_dir: WorkDirOpt = DEFAULT_WORK_DIR,
     n: Annotated[
-        int | None, typer.Option("--n", help="Total number of locations wanted (tops up).")
+        int | None, typer.Option("--n", min=1, help="Total number of locations wanted (tops up).")
     ] = None,
     seed: SeedOpt = None,
     from_index: Annotated[

@@ -1,8 +1,9 @@
 """One location through `align`: read the raw GeoTIFFs, align, write the cube.
 
 Runs in a worker process; returns a small :class:`AlignResult` for the coordinator, which alone
-writes the manifest. A damaged raw file yields a ``failed`` result naming it, so the location is
-downloaded again on the next `download` run.
+writes the manifest. Every raw file is checked before use: its sha256 against the one recorded
+at download, and its values against the product's hard limits. A damaged file yields a
+``failed`` result naming it, so that file alone is fetched again by the next `download` run.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from .align import (
     worst_nan,
 )
 from .config import Config
-from .cube import AlignedCube, Modality, cube_path, save_cube
+from .cube import AlignedCube, Modality, save_cube
+from .files import file_sha256
 from .geo import LonLat
 from .grid import PixelGrid, transformer
 from .products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS
 from .raster_io import Raster, RawFileError, read_geotiff
+from .workdir import WorkDir, cube_relpath
 
 RGB_BANDS = ("B04", "B03", "B02")
 
@@ -43,7 +46,8 @@ RGB_BANDS = ("B04", "B03", "B02")
 class AlignTask:
     sample_id: str
     position: LonLat
-    files: dict[tuple[str, int], tuple[str, int]]  # (product, season) -> (raw GeoTIFF, EPSG)
+    # (product, season) -> (raw GeoTIFF relative to the work dir, EPSG, sha256 or None)
+    files: dict[tuple[str, int], tuple[str, int, str | None]]
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,9 @@ class AlignResult:
     reason: str | None = None
     epsg: int | None = None
     nan_fraction_max: float | None = None
-    path: str | None = None
-    damaged_raw: bool = False
+    path: str | None = None  # the cube, relative to the work dir
+    sha256: str | None = None  # of the cube
+    damaged: tuple[tuple[str, int], ...] = ()  # raw files to fetch again: (product, season)
     seconds: dict[str, float] = field(
         default_factory=dict
     )  # read, reproject, fill, rgb_mask, write
@@ -71,27 +76,52 @@ class _Stopwatch:
         self._last = now
 
 
-def _read_all(task: AlignTask, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
+class DamagedRawFile(RawFileError):
+    def __init__(self, message: str, key: tuple[str, int]) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _read_all(task: AlignTask, work: WorkDir, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
     """All raw rasters, each read only where it lies under the reference grid."""
     rasters = {}
-    _prefetch(path for path, _ in task.files.values())
+    paths = {key: work.path(rel) for key, (rel, _, _) in task.files.items()}
+    _prefetch(paths.values())
     # One GDAL environment for all twelve files; raw files have no side-car files to look for.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-        for product, season in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
-            if (product, season) not in task.files:
-                raise RawFileError(f"{task.sample_id}: no raw file for {product} season {season}")
-            path, epsg = task.files[product, season]
-            raster = read_geotiff(Path(path), within=grid, dtype=PRODUCTS[product].raw_dtype)
-            if raster.grid.epsg != epsg:
-                raise RawFileError(f"{path}: EPSG:{raster.grid.epsg}, manifest says EPSG:{epsg}")
-            expected = PRODUCTS[product].bands
-            if raster.bands != expected:
-                raise RawFileError(f"{path}: bands {raster.bands}, expected {expected}")
-            rasters[product, season] = raster
+        for key in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
+            if key not in task.files:
+                raise DamagedRawFile(
+                    f"{task.sample_id}: no raw file for {key[0]} season {key[1]}", key
+                )
+            try:
+                rasters[key] = _read_one(paths[key], key[0], *task.files[key][1:], grid)
+            except (RawFileError, RasterioError) as exc:
+                raise DamagedRawFile(str(exc), key) from None
     return rasters
 
 
-def _prefetch(paths: Iterable[str]) -> None:
+def _read_one(path: Path, product: str, epsg: int, sha256: str | None, grid: PixelGrid) -> Raster:
+    if sha256 is not None:
+        try:
+            actual = file_sha256(path)
+        except OSError as exc:
+            raise RawFileError(f"{path}: unreadable ({exc.strerror})") from None
+        if actual != sha256:
+            raise RawFileError(f"{path}: sha256 differs from the one recorded at download")
+    raster = read_geotiff(path, within=grid, dtype=PRODUCTS[product].raw_dtype)
+    if raster.grid.epsg != epsg:
+        raise RawFileError(f"{path}: EPSG:{raster.grid.epsg}, manifest says EPSG:{epsg}")
+    expected = PRODUCTS[product].bands
+    if raster.bands != expected:
+        raise RawFileError(f"{path}: bands {raster.bands}, expected {expected}")
+    problem = PRODUCTS[product].value_problem(raster.data)
+    if problem is not None:
+        raise RawFileError(f"{path}: corrupt values ({problem})")
+    return raster
+
+
+def _prefetch(paths: Iterable[Path]) -> None:
     """Ask the kernel to start reading every file now, so that a cold cache costs one wait
     for all of them rather than one per file (a hint; errors surface on the real read)."""
     for path in paths:
@@ -107,7 +137,7 @@ def _prefetch(paths: Iterable[str]) -> None:
             os.close(fd)
 
 
-def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResult:
+def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
     a = cfg.align
     centre = task.position
     watch = _Stopwatch()
@@ -117,9 +147,14 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
         grid = reference_grid(
             epsg, centre, cfg.sample.patch_px, cfg.sample.pixel_m, cfg.download.lattice_m
         )
-        rasters = _read_all(task, grid)
-    except (RawFileError, KeyError, RasterioError) as exc:
-        return AlignResult(task.sample_id, "failed", f"raw file: {exc}", damaged_raw=True)
+    except KeyError as exc:
+        key = (str(exc.args[0][0]), int(exc.args[0][1]))
+        reason = f"raw file: {task.sample_id}: no raw file for {key[0]} season {key[1]}"
+        return AlignResult(task.sample_id, "failed", reason, damaged=(key,))
+    try:
+        rasters = _read_all(task, work, grid)
+    except DamagedRawFile as exc:
+        return AlignResult(task.sample_id, "failed", f"raw file: {exc}", damaged=(exc.key,))
     watch.lap("read")
     l2a = [rasters["S2L2A", s] for s in range(N_SEASONS)]
     acquired = [datetime.fromisoformat(r.tags["acquired"]) for r in l2a]
@@ -183,7 +218,9 @@ def align_location(cfg: Config, aligned_dir: Path, task: AlignTask) -> AlignResu
         season=tuple(order),
     )
     watch.lap("rgb_mask")
-    path = cube_path(aligned_dir, task.sample_id)
-    save_cube(path, cube)
+    relpath = cube_relpath(task.sample_id)
+    sha256 = save_cube(work.path(relpath), cube, work.scratch)
     watch.lap("write")
-    return AlignResult(task.sample_id, "ok", None, epsg, worst, str(path), seconds=watch.seconds)
+    return AlignResult(
+        task.sample_id, "ok", None, epsg, worst, relpath, sha256, seconds=watch.seconds
+    )

@@ -14,6 +14,7 @@ layout, every array raw) still load.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -59,10 +60,6 @@ COMPRESS_FROM = 1 << 16  # bytes: smaller arrays are stored raw
 ALIGN = 64
 
 
-def cube_path(aligned_dir: Path, sample_id: str) -> Path:
-    return aligned_dir / sample_id[:4] / f"{sample_id}.cube"
-
-
 def _arrays(cube: AlignedCube) -> dict[str, NDArray[Any]]:
     arrays: dict[str, NDArray[Any]] = {"x": cube.x, "y": cube.y, "cloud_mask": cube.cloud_mask}
     for name, m in cube.modalities.items():
@@ -91,7 +88,9 @@ def _encoded(cube: AlignedCube) -> dict[str, tuple[NDArray[Any], bytes | memoryv
     return out
 
 
-def save_cube(path: Path, cube: AlignedCube) -> None:
+def save_cube(path: Path, cube: AlignedCube, scratch: Path | None = None) -> str:
+    """Write ``cube`` atomically (temporary file in ``scratch`` when given); returns the
+    file's sha256."""
     encoded = _encoded(cube)
     layout: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -123,7 +122,7 @@ def save_cube(path: Path, cube: AlignedCube) -> None:
     ).encode()
     start = _padded(len(MAGIC) + 8 + len(header))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
+    tmp = atomic_target(path, scratch)
     try:
         with open(tmp, "wb") as handle:
             handle.write(MAGIC + struct.pack("<Q", len(header)) + header)
@@ -131,10 +130,9 @@ def save_cube(path: Path, cube: AlignedCube) -> None:
                 handle.seek(start + layout[name]["offset"])
                 handle.write(stored)
             handle.truncate(start + offset)
-        commit_file(tmp, path)
+        return commit_file(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _decoded(blob: bytes, start: int, spec: dict[str, Any]) -> NDArray[Any]:
@@ -149,9 +147,12 @@ def _decoded(blob: bytes, start: int, spec: dict[str, Any]) -> NDArray[Any]:
     return np.frombuffer(decoded, dtype=dtype).reshape(shape)
 
 
-def load_cube(path: Path) -> AlignedCube:
+def load_cube(path: Path, sha256: str | None = None) -> AlignedCube:
+    """Read a cube; with ``sha256`` (recorded when it was written) the bytes must match."""
     try:
         blob = path.read_bytes()
+        if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+            raise ValueError("its sha256 differs from the one recorded when it was written")
         if not blob.startswith((MAGIC, MAGIC_V1)):
             raise ValueError("not an aligned cube")
         (size,) = struct.unpack_from("<Q", blob, len(MAGIC))

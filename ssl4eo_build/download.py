@@ -25,16 +25,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .config import Config
 from .errors import FinalSourceError, RetryableSourceError
+from .files import intact
 from .geo import LonLat
 from .grid import PixelGrid, centred_grid
 from .products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS, season_reference, window
 from .raster_io import write_geotiff
 from .sources.base import Limiter, RetryPolicy, Scene, Source, TimeWindow, with_retries
+from .workdir import WorkDir, raw_relpath
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -183,17 +184,14 @@ def fetch_grid(cfg: Config, scene: Scene, centre: LonLat) -> PixelGrid:
     return centred_grid(scene.epsg, centre, size, cfg.sample.pixel_m, cfg.download.lattice_m)
 
 
-def raw_path(raw_dir: Path, sample_id: str, product: str, season: int) -> Path:
-    return raw_dir / sample_id[:4] / sample_id / f"{product}_{season}.tif"
-
-
 @dataclass(frozen=True)
 class DownloadTask:
     sample_id: str
     position: LonLat
     refs: dict[int, datetime] = field(default_factory=dict)
-    # (product, season) -> scene id already on disk and recorded: not fetched again.
-    done: dict[tuple[str, int], str] = field(default_factory=dict)
+    # (product, season) -> (scene id, sha256) recorded by an earlier, unfinished attempt: not
+    # fetched again while the file is on disk and intact.
+    done: dict[tuple[str, int], tuple[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,8 +199,9 @@ class SceneRecord:
     product: str
     season: int
     scene: Scene
-    path: str
+    path: str  # relative to the work directory
     gap_days: float | None
+    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -212,6 +211,20 @@ class DownloadResult:
     reason: str | None = None
     scenes: tuple[SceneRecord, ...] = ()
     requests: int = 0
+
+
+class CorruptDataError(RetryableSourceError):
+    """Pixels outside the product's hard limits (non-finite, S-1 beyond -60..40 dB, ...):
+    fetched again; if the source keeps sending them, the location is rejected."""
+
+
+def fetch_checked(source: Source, scene: Scene, grid: PixelGrid, product: str) -> Any:
+    """The scene's pixels, refused (retryably) when they break the product's hard limits."""
+    pixels = source.fetch(scene, grid, PRODUCTS[product].bands)
+    problem = PRODUCTS[product].value_problem(pixels)
+    if problem is not None:
+        raise CorruptDataError(f"corrupt pixels from {scene.scene_id}: {problem}")
+    return pixels
 
 
 class LimitedCaller:
@@ -239,12 +252,18 @@ def download_location(
     source: Source,
     cfg: Config,
     task: DownloadTask,
-    raw_dir: Path,
+    work: WorkDir,
     limiter: Limiter,
     policy: RetryPolicy,
 ) -> DownloadResult:
-    """Search, choose and fetch one location; never raises for source errors."""
+    """Search, choose and fetch one location; never raises for source errors. A failed
+    attempt still reports the files it completed, so the next one fetches only the rest."""
     call = LimitedCaller(limiter, policy)
+    records: list[SceneRecord] = []
+
+    def result(status: str, reason: str | None = None) -> DownloadResult:
+        return DownloadResult(task.sample_id, status, reason, tuple(records), call.requests)
+
     try:
         windows = {"S2": s2_windows(cfg, task.refs), "S1": s1_windows(cfg, task.refs)}
         found = {
@@ -253,41 +272,58 @@ def download_location(
         }
         choice = choose_scenes(found["S2L1C"], found["S2L2A"], found["S1GRD"], cfg, task.refs)
         if isinstance(choice, NoScene):
-            return DownloadResult(task.sample_id, "rejected", choice.reason, requests=call.requests)
-        records = []
+            return result("rejected", choice.reason)
         for pick in choice:
             for product in FETCH_PRODUCTS:
-                scene = pick.scene(product)
-                path = raw_path(raw_dir, task.sample_id, product, pick.season)
-                gap = pick.s1_gap_days if product == "S1GRD" else None
-                if task.done.get((product, pick.season)) != scene.scene_id or not path.exists():
-                    grid = fetch_grid(cfg, scene, task.position)
-                    bands = PRODUCTS[product].bands
-                    pixels = call(partial(source.fetch, scene, grid, bands))
-                    write_geotiff(
-                        path,
-                        pixels,
-                        grid,
-                        bands,
-                        tags={
-                            "sample_id": task.sample_id,
-                            "product": product,
-                            "season": str(pick.season),
-                            "scene_id": scene.scene_id,
-                            "acquired": scene.acquired.isoformat(),
-                            "cloud_pct": "" if scene.cloud_pct is None else f"{scene.cloud_pct:g}",
-                            "tile_id": scene.tile_id or "",
-                            "s1_gap_days": "" if gap is None else f"{gap:g}",
-                        },
-                        compress=cfg.download.compress,
-                        dtype=PRODUCTS[product].raw_dtype,
-                    )
-                records.append(SceneRecord(product, pick.season, scene, str(path), gap))
-        return DownloadResult(task.sample_id, "ok", scenes=tuple(records), requests=call.requests)
+                records.append(_fetch_one(source, cfg, task, work, call, pick, product))
+        return result("ok")
+    except CorruptDataError as exc:
+        return result("rejected", f"corrupt_data: {exc}")
     except RetryableSourceError as exc:
-        return DownloadResult(task.sample_id, "failed", f"transient: {exc}", requests=call.requests)
+        return result("failed", f"transient: {exc}")
     except FinalSourceError as exc:
-        return DownloadResult(task.sample_id, "rejected", f"source: {exc}", requests=call.requests)
+        return result("rejected", f"source: {exc}")
+
+
+def _fetch_one(
+    source: Source,
+    cfg: Config,
+    task: DownloadTask,
+    work: WorkDir,
+    call: LimitedCaller,
+    pick: SeasonPick,
+    product: str,
+) -> SceneRecord:
+    """One raw file: kept when an earlier attempt left it intact, else fetched and written."""
+    scene = pick.scene(product)
+    relpath = raw_relpath(task.sample_id, product, pick.season)
+    path = work.path(relpath)
+    gap = pick.s1_gap_days if product == "S1GRD" else None
+    earlier = task.done.get((product, pick.season))
+    if earlier is not None and earlier[0] == scene.scene_id and intact(path, earlier[1]):
+        return SceneRecord(product, pick.season, scene, relpath, gap, earlier[1])
+    grid = fetch_grid(cfg, scene, task.position)
+    pixels = call(partial(fetch_checked, source, scene, grid, product))
+    sha256 = write_geotiff(
+        path,
+        pixels,
+        grid,
+        PRODUCTS[product].bands,
+        tags={
+            "sample_id": task.sample_id,
+            "product": product,
+            "season": str(pick.season),
+            "scene_id": scene.scene_id,
+            "acquired": scene.acquired.isoformat(),
+            "cloud_pct": "" if scene.cloud_pct is None else f"{scene.cloud_pct:g}",
+            "tile_id": scene.tile_id or "",
+            "s1_gap_days": "" if gap is None else f"{gap:g}",
+        },
+        compress=cfg.download.compress,
+        dtype=PRODUCTS[product].raw_dtype,
+        scratch=work.scratch,
+    )
+    return SceneRecord(product, pick.season, scene, relpath, gap, sha256)
 
 
 # One source and limiter per worker process (Dask workers, process pools): sources hold
@@ -295,7 +331,7 @@ def download_location(
 _WORKER_STATE: dict[str, tuple[Source, Limiter, RetryPolicy]] = {}
 
 
-def download_on_worker(cfg: Config, raw_dir: Path, task: DownloadTask) -> DownloadResult:
+def download_on_worker(cfg: Config, work: WorkDir, task: DownloadTask) -> DownloadResult:
     """:func:`download_location` with the calling process's own source (initialised once)."""
     from .config import fingerprint, section_dict
     from .sources import make_source
@@ -310,4 +346,4 @@ def download_on_worker(cfg: Config, raw_dir: Path, task: DownloadTask) -> Downlo
             RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s),
         )
     source, limiter, policy = state
-    return download_location(source, cfg, task, raw_dir, limiter, policy)
+    return download_location(source, cfg, task, work, limiter, policy)

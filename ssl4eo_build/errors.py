@@ -8,6 +8,8 @@ download stage knows whether to try again.
 
 from __future__ import annotations
 
+import errno
+
 
 class Ssl4eoError(Exception):
     """Base class of every error raised on purpose by ssl4eo-build."""
@@ -52,3 +54,40 @@ class FinalSourceError(SourceError):
 
 class CredentialsError(UserError):
     """Earth Engine credentials or the project are missing or refused."""
+
+
+class WorkDirBusyError(UserError):
+    """Another command holds the work directory's lock."""
+
+
+class IncompleteError(Ssl4eoError):
+    """A command stopped before its goal (e.g. `run` out of rounds): rerun to continue."""
+
+
+class StorageError(UserError):
+    """The disk refused a write: full, read-only or not permitted."""
+
+
+_OS_ADVICE = {
+    errno.ENOSPC: ("the disk is full", "free space (or point --work-dir/--out elsewhere)"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free space or raise the quota"),
+    errno.EROFS: ("the filesystem is read-only", "use a writable --work-dir/--out"),
+    errno.EACCES: ("permission denied", "fix the permissions or use another directory"),
+    errno.EPERM: ("operation not permitted", "fix the permissions or use another directory"),
+    errno.ENOTDIR: ("a path component is a file, not a directory", "choose another path"),
+    errno.EISDIR: ("it is a directory, not a file", "name a file"),
+}
+STORAGE_ERRNOS = frozenset(_OS_ADVICE)
+
+
+def describe_os_error(exc: OSError, action: str) -> str:
+    """One paragraph: what failed on which file, what it means and what to do. Finished work
+    is always kept (every write is atomic and recorded only once complete)."""
+    where = exc.filename or "(unknown file)"
+    meaning, advice = _OS_ADVICE.get(
+        exc.errno or 0, (exc.strerror or str(exc), "check the path and the disk")
+    )
+    return (
+        f"{where}: {action} failed: {meaning}. Finished work is kept; {advice}, then run the "
+        "same command again to continue."
+    )

@@ -19,6 +19,11 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+import os
+import re
+import signal
+import threading
+import time
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -30,20 +35,39 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+_LOCAL = re.compile(r"^local:(\d+)$")
+_REMOTE = re.compile(r"^(?:(?:tcp|tls|ucx|inproc|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+def check_scheduler(address: str) -> int | None:
+    """Validate a ``--scheduler`` value before any work starts: ``local:N`` (N >= 1; returns
+    N) or a scheduler address ``[tcp://]host:port`` (returns None)."""
+    local = _LOCAL.match(address)
+    if local:
+        n = int(local.group(1))
+        if n < 1:
+            raise ConfigError(
+                f"--scheduler {address!r}: a LocalCluster needs at least one worker (local:N, "
+                "N >= 1)."
+            )
+        return n
+    if not _REMOTE.match(address):
+        raise ConfigError(
+            f"--scheduler {address!r}: expected local:N (a LocalCluster of N worker processes) "
+            "or a Dask scheduler address such as tcp://head:8786."
+        )
+    return None
+
+
 class DaskExecutor(AbstractContextManager["DaskExecutor"]):
     """A Dask distributed client; ``local:N`` starts a LocalCluster of N worker processes."""
 
     def __init__(self, address: str) -> None:
+        n = check_scheduler(address)
         from distributed import Client, LocalCluster
 
         self.cluster: Any = None
-        if address.startswith("local:"):
-            try:
-                n = int(address.split(":", 1)[1])
-            except ValueError:
-                raise ConfigError(
-                    f"--scheduler {address!r}: expected local:N with N worker processes"
-                ) from None
+        if n is not None:
             self.cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
             )
@@ -98,11 +122,24 @@ def run_pool(
         bar.close()
 
 
+def _worker_init(coordinator: int) -> None:
+    """In every pool process: Ctrl-C is the coordinator's to handle (it stops the pool), and
+    the process exits when the coordinator is gone, even after ``kill -9``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == coordinator:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="coordinator-watch", daemon=True).start()
+
+
 def _local_map(
     fn: Callable[[T], R], todo: list[T], workers: int, label: str, processes: bool
 ) -> Iterator[R]:
     pool: Executor = (
-        ProcessPoolExecutor(max_workers=workers)
+        ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
         if processes
         else ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label)
     )

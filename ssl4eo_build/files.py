@@ -1,26 +1,69 @@
-"""Crash-safe file writing and hashing, shared by every stage that writes files."""
+"""Crash-safe file writing and hashing, shared by every stage that writes files.
+
+A file is written under a temporary name, fsynced and renamed over its final name, so a reader
+sees the old file or the whole new one. Temporary names live in a scratch directory of the tree
+being written (``WORK/.tmp`` for raw files and cubes, ``DATASET/.tmp`` for the packed output):
+a killed run leaves its half-written files there, and the next command removes the whole
+directory before it starts (:func:`clear_scratch`), without walking the tree.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
+import uuid
 from pathlib import Path
 
-
-def atomic_target(path: Path) -> Path:
-    """A temporary sibling name unique to this process and thread."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+SCRATCH = ".tmp"
 
 
-def commit_file(tmp: Path, path: Path) -> None:
-    """fsync ``tmp`` and rename it over ``path``: readers see the old file or the whole new one."""
+def scratch_dir(root: Path) -> Path:
+    """Where temporary files of the tree under ``root`` are written (same filesystem)."""
+    return Path(root) / SCRATCH
+
+
+def clear_scratch(root: Path) -> None:
+    """Remove what a killed or failed run left in ``root``'s scratch directory."""
+    shutil.rmtree(scratch_dir(root), ignore_errors=True)
+
+
+def atomic_target(path: Path, scratch: Path | None = None) -> Path:
+    """A temporary name for ``path``, unique to this process and thread: in ``scratch`` when
+    given (created on demand), else beside ``path``."""
+    unique = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+    if scratch is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(f".{path.name}.tmp-{unique}")
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch / f"{unique}-{path.name}"
+
+
+def commit_file(tmp: Path, path: Path) -> str:
+    """fsync ``tmp``, rename it over ``path`` and return the sha256 of what was committed."""
+    digest = hashlib.sha256()
     fd = os.open(tmp, os.O_RDONLY)
     try:
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
         os.fsync(fd)
     finally:
         os.close(fd)
+    path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, path)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> str:
+    """Write ``data`` to ``path`` atomically; returns its sha256."""
+    tmp = atomic_target(path, scratch)
+    try:
+        tmp.write_bytes(data)
+        return commit_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: Path) -> str:
@@ -29,3 +72,11 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def intact(path: Path, sha256: str | None) -> bool:
+    """``path`` exists and, when a checksum was recorded, still has it."""
+    try:
+        return path.is_file() and (sha256 is None or file_sha256(path) == sha256)
+    except OSError:
+        return False

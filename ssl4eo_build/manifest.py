@@ -15,12 +15,19 @@ Tables (see README "The manifest" for every column):
 - ``scenes``, ``patches``, ``shards``: filled by download, align and pack.
 - ``pack_shards``: per shard number, its samples, split-metadata rows and band sums (so a
   resumed pack writes the metadata parquet and stats.json without reopening finished shards).
+
+Every path is stored relative to the work directory, so a work directory can be moved, copied
+or used from any current directory. Files carry the sha256 recorded when they were written.
+Status and other read-only commands open the database read-only (:meth:`Manifest.open_readonly`)
+and never block a running build.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,13 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from .config import fingerprint
-from .errors import ConfigChangedError, ManifestError
+from .errors import ConfigChangedError, ManifestError, describe_os_error
 from .geo import LonLat
+from .workdir import cube_relpath, raw_relpath
 
 MANIFEST_NAME = "manifest.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: paths relative to the work dir, sha256 of raw files and cubes
 
 STATUSES = ("pending", "ok", "rejected", "failed")
+_MAX_ID = "\uffff"  # sorts after every sample id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -90,6 +99,7 @@ CREATE TABLE IF NOT EXISTS scenes(
     gap_days REAL,
     path TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
     PRIMARY KEY(sample_id, product, time_index)
 );
 CREATE TABLE IF NOT EXISTS patches(
@@ -99,7 +109,8 @@ CREATE TABLE IF NOT EXISTS patches(
     crs INTEGER,
     nan_fraction_max REAL,
     path TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS pack_shards(
     layout TEXT NOT NULL,
@@ -135,28 +146,110 @@ def utc_now() -> str:
 
 
 class Manifest:
-    """Handle on ``WORK/manifest.sqlite``. Only the coordinating process creates one."""
+    """Handle on ``WORK/manifest.sqlite``. Only the coordinating process writes one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.work_dir = self.path.parent
+        self.readonly = readonly
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
+            if readonly:
+                self.db = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                    timeout=30.0,
+                )  # fmt: skip
+                self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            else:
+                self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
-            raise ManifestError(
-                f"{self.path}: not a usable manifest ({exc}); "
-                "point --work-dir at a fresh directory or restore the file."
-            ) from None
-        version = self.get_meta("schema_version")
+            raise self._unusable(exc) from None
+        version = self._schema_version()
+        if readonly:
+            if version != SCHEMA_VERSION:
+                raise ManifestError(
+                    f"{self.path}: manifest schema version {version}; this ssl4eo-build reads "
+                    f"version {SCHEMA_VERSION}. Run a writing command (e.g. `ssl4eo-build "
+                    "sample`) once to upgrade it."
+                )
+            return
+        try:
+            with self.transaction() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) != SCHEMA_VERSION:
+            self.set_meta("build_id", uuid.uuid4().hex)
+        elif version == 1:
+            self._upgrade_from_1()
+        elif version != SCHEMA_VERSION:
             raise ManifestError(
                 f"{self.path}: manifest schema version {version}, this ssl4eo-build expects "
                 f"{SCHEMA_VERSION}; use a matching version or a new --work-dir."
             )
+
+    def _schema_version(self) -> int | None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:  # no meta table yet: a new manifest
+            return None
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise ManifestError(
+                f"{self.path}: meta key 'schema_version' is {row[0]!r}, expected an integer "
+                f"(this ssl4eo-build writes {SCHEMA_VERSION}); the manifest was edited or "
+                "damaged: restore it from a backup or use a new --work-dir."
+            ) from None
+
+    def _unusable(self, exc: sqlite3.DatabaseError) -> ManifestError:
+        text = str(exc).lower()
+        if "readonly" in text or "read-only" in text:
+            os_error = OSError(errno.EROFS, "read-only", str(self.path))
+            return ManifestError(describe_os_error(os_error, "writing the manifest"))
+        if "disk is full" in text or "disk full" in text:
+            os_error = OSError(errno.ENOSPC, "disk full", str(self.path))
+            return ManifestError(describe_os_error(os_error, "writing the manifest"))
+        if "unable to open" in text:
+            return ManifestError(
+                f"{self.path}: cannot open the manifest ({exc}): the work directory is missing, "
+                "not writable, or not a directory. Check --work-dir and its permissions."
+            )
+        return ManifestError(
+            f"{self.path}: not a usable manifest ({exc}); the file is not an ssl4eo-build "
+            "manifest or is damaged. Point --work-dir at the right directory, restore the file "
+            "from a backup, or start a new --work-dir."
+        )
+
+    def _upgrade_from_1(self) -> None:
+        """Version 1 stored paths as given on the command line (relative to the current
+        directory at the time); they are derived again from the ids, relative to the work dir.
+        Files written before have no recorded checksum (NULL: not verified)."""
+        with self.transaction() as db:
+            for table in ("scenes", "patches"):
+                columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if "sha256" not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN sha256 TEXT")
+            rows = db.execute("SELECT sample_id, product, time_index FROM scenes").fetchall()
+            db.executemany(
+                "UPDATE scenes SET path=? WHERE sample_id=? AND product=? AND time_index=?",
+                ((raw_relpath(i, p, int(t)), i, p, t) for i, p, t in rows),
+            )
+            ids = [r[0] for r in db.execute("SELECT sample_id FROM patches WHERE path IS NOT NULL")]
+            db.executemany(
+                "UPDATE patches SET path=? WHERE sample_id=?", ((cube_relpath(i), i) for i in ids)
+            )
+            self.set_meta("schema_version", str(SCHEMA_VERSION), db)
+            if self.get_meta("build_id") is None:
+                self.set_meta("build_id", uuid.uuid4().hex, db)
 
     @classmethod
     def open(cls, work_dir: Path, create: bool = True) -> Manifest:
@@ -166,8 +259,31 @@ class Manifest:
             raise ManifestError(
                 f"{path}: no manifest here; run `ssl4eo-build sample --work-dir {work_dir}` first."
             )
-        work_dir.mkdir(parents=True, exist_ok=True)
+        if work_dir.exists() and not work_dir.is_dir():
+            raise ManifestError(f"--work-dir {work_dir}: is a file, expected a directory.")
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ManifestError(describe_os_error(exc, "creating the work directory")) from None
         return cls(path)
+
+    @classmethod
+    def open_readonly(cls, work_dir: Path) -> Manifest:
+        """For commands that only look (status, dry runs): no lock, no writes."""
+        path = Path(work_dir) / MANIFEST_NAME
+        if not path.is_file():
+            hint = ""
+            if (Path(work_dir) / "stats.json").exists():
+                hint = " It looks like a packed dataset: `ssl4eo-build validate` checks those."
+            raise ManifestError(
+                f"{path}: no manifest here; run `ssl4eo-build sample --work-dir {work_dir}` "
+                f"first.{hint}"
+            )
+        return cls(path, readonly=True)
+
+    @property
+    def build_id(self) -> str:
+        return self.get_meta("build_id") or ""
 
     def close(self) -> None:
         self.db.close()
@@ -295,17 +411,19 @@ class Manifest:
 
     # -- downloads -----------------------------------------------------------------------------
 
-    def download_candidates(self, max_runs: int) -> list[LocationRow]:
-        """Sampled locations with no finished download: never tried, or failed < max_runs times."""
+    def download_candidates(self, max_runs: int, up_to: str | None = None) -> list[LocationRow]:
+        """Sampled locations with no finished download: never tried, or failed < max_runs
+        times; with ``up_to``, only those whose id is not after it (sampling order)."""
         sql = (
             "SELECT l.sample_id, l.lon, l.lat, l.city, l.status, l.reason, l.origin "
             "FROM locations l LEFT JOIN downloads d ON d.sample_id = l.sample_id "
             "WHERE l.status = 'ok' AND (d.sample_id IS NULL OR "
-            "(d.status IN ('failed', 'pending') AND d.attempts < ?)) ORDER BY l.sample_id"
+            "(d.status IN ('failed', 'pending') AND d.attempts < ?)) AND l.sample_id <= ? "
+            "ORDER BY l.sample_id"
         )
         return [
             LocationRow(r[0], LonLat(r[1], r[2]), r[3], r[4], r[5], r[6])
-            for r in self.db.execute(sql, (max_runs,))
+            for r in self.db.execute(sql, (max_runs, _MAX_ID if up_to is None else up_to))
         ]
 
     def all_reference_times(self) -> dict[str, dict[int, str]]:
@@ -317,13 +435,16 @@ class Manifest:
             out.setdefault(str(sample_id), {})[int(season)] = str(when)
         return out
 
-    def all_recorded_scenes(self) -> dict[str, dict[tuple[str, int], str]]:
-        """sample_id -> {(product, season): scene id} of files already fetched and recorded."""
-        out: dict[str, dict[tuple[str, int], str]] = {}
-        for sample_id, product, season, scene_id in self.db.execute(
-            "SELECT sample_id, product, time_index, scene_id FROM scenes WHERE status='ok'"
+    def all_recorded_scenes(self) -> dict[str, dict[tuple[str, int], tuple[str, str | None]]]:
+        """sample_id -> {(product, season): (scene id, sha256)} of files already fetched and
+        recorded (only locations whose download is not finished keep such partial records)."""
+        out: dict[str, dict[tuple[str, int], tuple[str, str | None]]] = {}
+        for sample_id, product, season, scene_id, sha in self.db.execute(
+            "SELECT s.sample_id, s.product, s.time_index, s.scene_id, s.sha256 FROM scenes s "
+            "JOIN downloads d ON d.sample_id = s.sample_id "
+            "WHERE s.status='ok' AND d.status != 'ok'"
         ):
-            out.setdefault(str(sample_id), {})[(str(product), int(season))] = str(scene_id)
+            out.setdefault(str(sample_id), {})[(str(product), int(season))] = (str(scene_id), sha)
         return out
 
     def record_download(
@@ -335,11 +456,14 @@ class Manifest:
         requests: int,
         scenes: Iterable[tuple[Any, ...]],
     ) -> None:
-        """Scenes rows (product, season, scene_id, acquired, cloud, crs, gap, path) + verdict."""
+        """Scenes rows (product, season, scene_id, acquired, cloud, crs, gap, path, sha256)
+        and the verdict. Files of a failed attempt stay recorded, so the next attempt fetches
+        only what is missing."""
         db.execute("DELETE FROM scenes WHERE sample_id=?", (sample_id,))
         db.executemany(
             "INSERT INTO scenes(sample_id, product, time_index, scene_id, acquired, cloud_pct, "
-            "crs, status, reason, gap_days, path) VALUES(?, ?, ?, ?, ?, ?, ?, 'ok', NULL, ?, ?)",
+            "crs, status, reason, gap_days, path, sha256) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, 'ok', NULL, ?, ?, ?)",
             ((sample_id, *row) for row in scenes),
         )
         db.execute(
@@ -350,40 +474,47 @@ class Manifest:
             (sample_id, status, reason, requests, utc_now()),
         )
 
-    def invalidate_download(self, db: sqlite3.Connection, sample_id: str, reason: str) -> None:
-        """A raw file turned out damaged: the location is downloaded again on the next run."""
-        db.execute("DELETE FROM scenes WHERE sample_id=?", (sample_id,))
+    def invalidate_files(
+        self, db: sqlite3.Connection, sample_id: str, files: Iterable[tuple[str, int]], reason: str
+    ) -> None:
+        """Raw files found damaged: only they are fetched again on the next download run."""
+        db.executemany(
+            "DELETE FROM scenes WHERE sample_id=? AND product=? AND time_index=?",
+            ((sample_id, product, season) for product, season in files),
+        )
         db.execute(
             "UPDATE downloads SET status='failed', reason=?, attempts=0, updated=? "
             "WHERE sample_id=?",
             (reason, utc_now(), sample_id),
         )
+        db.execute("DELETE FROM patches WHERE sample_id=?", (sample_id,))
 
     # -- patches (align) -----------------------------------------------------------------------
 
     def align_candidates(
-        self, max_runs: int
-    ) -> list[tuple[LocationRow, dict[tuple[str, int], tuple[str, int]]]]:
-        """Downloaded locations without a finished patch, with their raw files and CRSs:
-        (product, season) -> (path, EPSG)."""
+        self, max_runs: int, up_to: str | None = None
+    ) -> list[tuple[LocationRow, dict[tuple[str, int], tuple[str, int, str | None]]]]:
+        """Downloaded locations without a finished patch (ids not after ``up_to``), with
+        their raw files: (product, season) -> (path relative to the work dir, EPSG, sha256)."""
         sql = (
             "SELECT l.sample_id, l.lon, l.lat, l.city, l.status, l.reason, l.origin "
             "FROM locations l JOIN downloads d ON d.sample_id = l.sample_id "
             "LEFT JOIN patches p ON p.sample_id = l.sample_id "
             "WHERE l.status = 'ok' AND d.status = 'ok' AND (p.sample_id IS NULL OR "
-            "(p.status IN ('failed', 'pending') AND p.attempts < ?)) ORDER BY l.sample_id"
+            "(p.status IN ('failed', 'pending') AND p.attempts < ?)) AND l.sample_id <= ? "
+            "ORDER BY l.sample_id"
         )
         rows = [
             LocationRow(r[0], LonLat(r[1], r[2]), r[3], r[4], r[5], r[6])
-            for r in self.db.execute(sql, (max_runs,))
+            for r in self.db.execute(sql, (max_runs, _MAX_ID if up_to is None else up_to))
         ]
-        files: dict[str, dict[tuple[str, int], tuple[str, int]]] = {}
-        for sample_id, product, season, path, crs in self.db.execute(
-            "SELECT s.sample_id, s.product, s.time_index, s.path, s.crs FROM scenes s "
+        files: dict[str, dict[tuple[str, int], tuple[str, int, str | None]]] = {}
+        for sample_id, product, season, path, crs, sha in self.db.execute(
+            "SELECT s.sample_id, s.product, s.time_index, s.path, s.crs, s.sha256 FROM scenes s "
             "JOIN downloads d ON d.sample_id = s.sample_id "
             "WHERE d.status = 'ok' AND s.status = 'ok'"
         ):
-            files.setdefault(sample_id, {})[(product, int(season))] = (path, int(crs))
+            files.setdefault(sample_id, {})[(product, int(season))] = (path, int(crs), sha)
         return [(row, files.get(row.sample_id, {})) for row in rows]
 
     def record_patch(
@@ -395,24 +526,32 @@ class Manifest:
         crs: int | None,
         nan_fraction_max: float | None,
         path: str | None,
+        sha256: str | None = None,
     ) -> None:
         db.execute(
-            "INSERT INTO patches(sample_id, status, reason, crs, nan_fraction_max, path, attempts) "
-            "VALUES(?, ?, ?, ?, ?, ?, 1) ON CONFLICT(sample_id) DO UPDATE SET "
+            "INSERT INTO patches(sample_id, status, reason, crs, nan_fraction_max, path, attempts, "
+            "sha256) VALUES(?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT(sample_id) DO UPDATE SET "
             "status=excluded.status, reason=excluded.reason, crs=excluded.crs, "
             "nan_fraction_max=excluded.nan_fraction_max, path=excluded.path, "
-            "attempts=patches.attempts + 1",
-            (sample_id, status, reason, crs, nan_fraction_max, path),
+            "attempts=patches.attempts + 1, sha256=excluded.sha256",
+            (sample_id, status, reason, crs, nan_fraction_max, path, sha256),
+        )
+
+    def redo_patches(self, db: sqlite3.Connection, sample_ids: Iterable[str], reason: str) -> None:
+        """Cubes found missing or damaged: align them again (from the raw files on disk)."""
+        db.executemany(
+            "UPDATE patches SET status='pending', reason=?, attempts=0 WHERE sample_id=?",
+            ((reason, s) for s in sample_ids),
         )
 
     # -- pack ----------------------------------------------------------------------------------
 
-    def packable(self) -> list[tuple[str, float, float, str]]:
-        """(sample_id, lon, lat, cube path) of every aligned location."""
+    def packable(self) -> list[tuple[str, float, float, str, str | None]]:
+        """(sample_id, lon, lat, cube path, cube sha256) of every aligned location."""
         return [
-            (str(r[0]), float(r[1]), float(r[2]), str(r[3]))
+            (str(r[0]), float(r[1]), float(r[2]), str(r[3]), r[4])
             for r in self.db.execute(
-                "SELECT l.sample_id, l.lon, l.lat, p.path FROM patches p "
+                "SELECT l.sample_id, l.lon, l.lat, p.path, p.sha256 FROM patches p "
                 "JOIN locations l ON l.sample_id = p.sample_id WHERE p.status = 'ok' "
                 "ORDER BY l.sample_id"
             )
@@ -457,17 +596,31 @@ class Manifest:
         db.execute("DELETE FROM shards")
         db.execute("DELETE FROM pack_shards")
 
-    def run_counts(self) -> dict[str, int]:
-        """Locations by where they are in the pipeline (for `run`'s top-up arithmetic)."""
-        one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
-        return {
-            "locations": one("SELECT COUNT(*) FROM locations WHERE status='ok'"),
-            "aligned": one("SELECT COUNT(*) FROM patches WHERE status='ok'"),
-            "finished": one(
-                "SELECT (SELECT COUNT(*) FROM downloads WHERE status='rejected') + "
-                "(SELECT COUNT(*) FROM patches WHERE status IN ('ok', 'rejected'))"
-            ),
-        }
+    def outcomes(self, download_runs: int, align_runs: int) -> list[tuple[str, str]]:
+        """(sample_id, outcome) of every sampled location in sampling order, the outcome being
+        ``accepted`` (passed align), ``rejected`` (a final verdict: rejected, or failed as
+        often as the stage allows) or ``open`` (not tried yet, or failed transiently with
+        tries left)."""
+        sql = (
+            "SELECT l.sample_id, d.status, d.attempts, p.status, p.attempts FROM locations l "
+            "LEFT JOIN downloads d ON d.sample_id = l.sample_id "
+            "LEFT JOIN patches p ON p.sample_id = l.sample_id "
+            "WHERE l.status = 'ok' ORDER BY l.sample_id"
+        )
+        out = []
+        for sample_id, d_status, d_attempts, p_status, p_attempts in self.db.execute(sql):
+            if d_status == "rejected" or (d_status == "failed" and d_attempts >= download_runs):
+                outcome = "rejected"
+            elif d_status != "ok" or p_status is None or p_status == "pending":
+                outcome = "open"
+            elif p_status == "ok":
+                outcome = "accepted"
+            elif p_status == "rejected" or p_attempts >= align_runs:
+                outcome = "rejected"
+            else:
+                outcome = "open"
+            out.append((str(sample_id), outcome))
+        return out
 
     # -- reporting -----------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
 from .cube import MODALITIES, AlignedCube, load_cube
-from .files import atomic_target, commit_file, file_sha256
+from .files import atomic_target, commit_file, scratch_dir
+from .raster_io import RawFileError
 
 SPLITS = ("train", "val")
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -150,11 +151,16 @@ def blosc(cname: str, clevel: int) -> numcodecs.Blosc:
 
 
 def write_zarr_zip(
-    ds: xr.Dataset, path: Path, compressor: numcodecs.abc.Codec, chunk_time: bool = True
-) -> None:
-    """Zarr v2 in a zip: build the store in a temporary directory, zip it deterministically,
-    fsync, rename. With ``chunk_time`` (shards: dims sample, time, ...) ``bands`` and
-    ``cloud_mask`` get one chunk per time index; otherwise one chunk each."""
+    ds: xr.Dataset,
+    path: Path,
+    compressor: numcodecs.abc.Codec,
+    chunk_time: bool = True,
+    scratch: Path | None = None,
+) -> str:
+    """Zarr v2 in a zip: build the store in a temporary directory (in ``scratch`` when given),
+    zip it deterministically, fsync, rename; returns the file's sha256. With ``chunk_time``
+    (shards: dims sample, time, ...) ``bands`` and ``cloud_mask`` get one chunk per time
+    index; otherwise one chunk each."""
     encoding: dict[str, dict[str, Any]] = {}
     for name in ("bands", "cloud_mask"):
         if name in ds:
@@ -170,20 +176,21 @@ def write_zarr_zip(
     else:
         extra = {"zarr_format": 2}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pack-") as tmp:
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch or path.parent, prefix=".pack-") as tmp:
         store = Path(tmp) / "store"
         ds.to_zarr(store, mode="w", consolidated=True, encoding=encoding, **extra)
-        target = atomic_target(path)
+        target = atomic_target(path, scratch)
         try:
             with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
                 for file in sorted(p for p in store.rglob("*") if p.is_file()):
                     info = zipfile.ZipInfo(file.relative_to(store).as_posix(), ZIP_EPOCH)
                     info.external_attr = 0o644 << 16
                     archive.writestr(info, file.read_bytes())
-            commit_file(target, path)
+            return commit_file(target, path)
         finally:
-            if target.exists():
-                target.unlink()
+            target.unlink(missing_ok=True)
 
 
 def open_shard(path: str | os.PathLike[str]) -> xr.Dataset:
@@ -284,39 +291,51 @@ class ShardResult:
     files: tuple[tuple[str, str, int, str], ...]  # (relpath, modality, n_samples, sha256)
     metadata: tuple[dict[str, Any], ...]
     stats: dict[str, dict[str, list[float]]]  # modality -> RunningStats.as_dict()
+    damaged: tuple[str, ...] = ()  # sample ids whose cube is missing or damaged: nothing written
+
+
+CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, sha256 or None)
+ModalityWriter = Callable[[list[AlignedCube], str, Path, Codec, Path], str]
 
 
 def write_shard(
-    out_dir: Path,
-    cube_paths: dict[str, str],
-    compressor: dict[str, tuple[str, int]],
-    plan: ShardPlan,
+    out_dir: Path, cubes: CubeFiles, compressor: dict[str, tuple[str, int]], plan: ShardPlan
 ) -> ShardResult:
     """Load the plan's cubes and write its file in every modality folder."""
 
-    def write(cubes: list[AlignedCube], modality: str, path: Path, codec: Codec) -> None:
-        write_zarr_zip(shard_dataset(cubes, modality), path, codec)
+    def write(cubes: list[AlignedCube], modality: str, path: Path, codec: Codec, tmp: Path) -> str:
+        return write_zarr_zip(shard_dataset(cubes, modality), path, codec, scratch=tmp)
 
     name = shard_name(plan.split, plan.number)
-    return _write_modalities(out_dir, cube_paths, compressor, plan, name, write)
+    return _write_modalities(out_dir, cubes, compressor, plan, name, write)
 
 
 def _write_modalities(
     out_dir: Path,
-    cube_paths: dict[str, str],
+    cube_files: CubeFiles,
     compressor: dict[str, tuple[str, int]],
     plan: ShardPlan,
     file_name: str,
-    write: Callable[[list[AlignedCube], str, Path, Codec], None],
+    write: ModalityWriter,
 ) -> ShardResult:
-    """Load the plan's cubes, ``write`` them to ``{split}/{modality}/{file_name}`` for every
-    modality with its compressor, and describe what was written."""
-    cubes = [load_cube(Path(cube_paths[s])) for s in plan.sample_ids]
+    """Load the plan's cubes (each checked against its recorded sha256), ``write`` them to
+    ``{split}/{modality}/{file_name}`` for every modality with its compressor, and describe
+    what was written. A missing or damaged cube writes nothing and is named in the result."""
+    cubes, damaged = [], []
+    for sample_id in plan.sample_ids:
+        path, sha256 = cube_files[sample_id]
+        try:
+            cubes.append(load_cube(Path(path), sha256))
+        except RawFileError:
+            damaged.append(sample_id)
+    if damaged:
+        return ShardResult(plan.split, plan.number, (), (), {}, tuple(damaged))
     files = []
     for modality in MODALITIES:
         rel = f"{plan.split}/{modality}/{file_name}"
-        write(cubes, modality, out_dir / rel, blosc(*compressor[modality]))
-        files.append((rel, modality, len(cubes), file_sha256(out_dir / rel)))
+        codec = blosc(*compressor[modality])
+        sha256 = write(cubes, modality, out_dir / rel, codec, scratch_dir(out_dir))
+        files.append((rel, modality, len(cubes), sha256))
     metadata = tuple(row for c in cubes for row in metadata_rows(c, file_name))
     return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
 
@@ -360,22 +379,21 @@ def sample_dataset(cube: AlignedCube, modality: str) -> xr.Dataset:
 
 
 def write_tar(
-    out_dir: Path,
-    cube_paths: dict[str, str],
-    compressor: dict[str, tuple[str, int]],
-    plan: ShardPlan,
+    out_dir: Path, cubes: CubeFiles, compressor: dict[str, tuple[str, int]], plan: ShardPlan
 ) -> ShardResult:
     """One tar per modality: a ``{sample_id}.zarr.zip`` member per sample, keys aligned."""
     name = tar_name(plan.number)
-    return _write_modalities(out_dir, cube_paths, compressor, plan, name, _write_one_tar)
+    return _write_modalities(out_dir, cubes, compressor, plan, name, _write_one_tar)
 
 
-def _write_one_tar(cubes: list[AlignedCube], modality: str, path: Path, codec: Codec) -> None:
+def _write_one_tar(
+    cubes: list[AlignedCube], modality: str, path: Path, codec: Codec, scratch: Path
+) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    target = atomic_target(path)
+    target = atomic_target(path, scratch)
     try:
         with (
-            tempfile.TemporaryDirectory(dir=path.parent, prefix=".wds-") as tmp,
+            tempfile.TemporaryDirectory(dir=scratch, prefix=".wds-") as tmp,
             tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as archive,
         ):
             for cube in cubes:
@@ -386,10 +404,9 @@ def _write_one_tar(cubes: list[AlignedCube], modality: str, path: Path, codec: C
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 archive.addfile(info, io.BytesIO(data))
                 member.unlink()
-        commit_file(target, path)
+        return commit_file(target, path)
     finally:
-        if target.exists():
-            target.unlink()
+        target.unlink(missing_ok=True)
 
 
 def _band_sums(cubes: Sequence[AlignedCube]) -> dict[str, dict[str, list[float]]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -22,10 +22,17 @@ from .cities import load_cities
 from .config import Config, fingerprint, section_dict
 from .cube import MODALITIES
 from .download import DownloadResult, DownloadTask, download_location, download_on_worker
-from .errors import ConfigChangedError, InputError, UserError
+from .errors import (
+    ConfigChangedError,
+    IncompleteError,
+    InputError,
+    ManifestError,
+    StorageError,
+    UserError,
+)
 from .executor import DaskExecutor, run_pool
-from .files import atomic_target, commit_file, file_sha256
-from .manifest import Manifest
+from .files import SCRATCH, clear_scratch, file_sha256, intact, scratch_dir, write_atomic
+from .manifest import LocationRow, Manifest
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
 from .sources import (
@@ -35,8 +42,11 @@ from .sources import (
     requests_per_location,
     seconds_at_quota,
 )
+from .workdir import WorkDir, owned
 
 log = logging.getLogger(__name__)
+
+CHECKSUMS = "checksums.sha256"
 
 # Sample settings that do not change which locations a given candidate stream accepts.
 _SAMPLE_VOLATILE = ("n", "max_candidates_per_location")
@@ -65,7 +75,7 @@ def run_sample(
     """Top the manifest up to ``n`` locations (default: ``sample.n``), resuming the stream."""
     target = config.sample.n if n is None else n
     cities = load_cities(config.sample.cities)
-    with Manifest.open(work_dir) as manifest:
+    with owned(work_dir), Manifest.open(work_dir) as manifest:
         existing = manifest.locations()
         settings = sample_settings(config)
         manifest.check_stage_config("sample", settings, has_results=bool(existing), force=force)
@@ -120,7 +130,7 @@ def run_sample(
 def import_index(config: Config, work_dir: Path, index_path: Path) -> SampleSummary:
     """``sample --from-index``: add the index's locations and reference times as given."""
     indexed = read_reference_index(index_path)
-    with Manifest.open(work_dir) as manifest:
+    with owned(work_dir), Manifest.open(work_dir) as manifest:
         known = manifest.sample_ids()
         clashes = [loc.sample_id for loc in indexed if loc.sample_id in known]
         if clashes:
@@ -191,7 +201,11 @@ class DownloadSummary:
     seconds_at_quota: float = 0.0
 
 
-def _tasks(manifest: Manifest, rows: list[Any]) -> list[DownloadTask]:
+def _only(rows: list[LocationRow], only: Collection[str] | None) -> list[LocationRow]:
+    return rows if only is None else [r for r in rows if r.sample_id in only]
+
+
+def _tasks(manifest: Manifest, rows: list[LocationRow]) -> list[DownloadTask]:
     # Two queries for all locations; times were normalised to ISO 8601 UTC on import.
     refs = manifest.all_reference_times()
     done = manifest.all_recorded_scenes()
@@ -214,19 +228,24 @@ def run_download(
     force: bool = False,
     progress: bool = True,
     dask: DaskExecutor | None = None,
+    up_to: str | None = None,
+    only: Collection[str] | None = None,
 ) -> DownloadSummary:
-    """Find and fetch scenes for every sampled location without a finished download."""
+    """Find and fetch scenes for every sampled location without a finished download (with
+    ``up_to``, only locations whose id is not after it)."""
     d = config.download
-    with Manifest.open(work_dir, create=False) as manifest:
-        rows = manifest.download_candidates(d.max_runs)[: limit if limit is not None else None]
-        if dry_run:  # no source: a dry run needs neither network nor credentials
-            requests = requests_per_location(config) * len(rows)
-            return DownloadSummary(
-                planned=len(rows),
-                dry_run=True,
-                requests_planned=requests,
-                seconds_at_quota=seconds_at_quota(config, requests),
-            )
+    if dry_run:  # no source, no lock: a dry run needs neither network nor credentials
+        with Manifest.open_readonly(work_dir) as manifest:
+            rows = manifest.download_candidates(d.max_runs, up_to)[:limit]
+        requests = requests_per_location(config) * len(rows)
+        return DownloadSummary(
+            planned=len(rows),
+            dry_run=True,
+            requests_planned=requests,
+            seconds_at_quota=seconds_at_quota(config, requests),
+        )
+    with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
+        rows = _only(manifest.download_candidates(d.max_runs, up_to), only)[:limit]
         settings = download_settings(config)
         has_results = manifest.count("downloads") > 0
         manifest.check_stage_config("download", settings, has_results, force)
@@ -234,19 +253,19 @@ def run_download(
         # Local runs share one source; Dask workers each initialise their own.
         source = make_source(config) if tasks and not dask else None
         run_id = manifest.begin_run("download", settings)
-        raw_dir = Path(work_dir) / "raw"
+        work = WorkDir.at(work_dir)
         limiter = Limiter(d.max_in_flight, d.requests_per_s)
         policy = RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s)
         counts = {"ok": 0, "rejected": 0, "failed": 0}
         requests = 0
 
-        def work(task: DownloadTask) -> DownloadResult:
+        def fetch(task: DownloadTask) -> DownloadResult:
             assert source is not None
-            return download_location(source, config, task, raw_dir, limiter, policy)
+            return download_location(source, config, task, work, limiter, policy)
 
-        remote = partial(download_on_worker, config, raw_dir)
+        remote = partial(download_on_worker, config, work)
         for result in run_pool(
-            remote if dask else work, tasks, d.workers, "download", counts, progress, dask=dask
+            remote if dask else fetch, tasks, d.workers, "download", counts, progress, dask=dask
         ):
             with manifest.transaction() as db:
                 manifest.record_download(
@@ -265,6 +284,7 @@ def run_download(
                             r.scene.epsg,
                             r.gap_days,
                             r.path,
+                            r.sha256,
                         )
                         for r in result.scenes
                     ),
@@ -307,20 +327,33 @@ def run_align(
     progress: bool = True,
     workers: int | None = None,
     dask: DaskExecutor | None = None,
+    up_to: str | None = None,
+    only: Collection[str] | None = None,
 ) -> AlignSummary:
-    """Align every downloaded location without a finished patch (processes, one per core)."""
+    """Align every downloaded location without a finished patch (processes, one per core;
+    with ``up_to``, only locations whose id is not after it). Finished patches whose cube is
+    gone are aligned again; with ``force``, so are those whose cube fails its checksum."""
     a = config.align
-    with Manifest.open(work_dir, create=False) as manifest:
+    with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
         settings = align_settings(config)
         manifest.check_stage_config("align", settings, manifest.count("patches") > 0, force)
-        candidates = manifest.align_candidates(a.max_runs)[: limit if limit is not None else None]
+        work = WorkDir.at(work_dir)
+        _redo_damaged_cubes(manifest, work, verify=force)
+        candidates = manifest.align_candidates(a.max_runs, up_to)
+        candidates = [c for c in candidates if only is None or c[0].sample_id in only][:limit]
         run_id = manifest.begin_run("align", settings)
         tasks = [AlignTask(row.sample_id, row.position, files) for row, files in candidates]
         counts = {"ok": 0, "rejected": 0, "failed": 0}
         n_workers = workers or a.workers or os.cpu_count() or 1
-        work = partial(align_location, config, Path(work_dir) / "aligned")
         results = run_pool(
-            work, tasks, n_workers, "align", counts, progress, processes=n_workers > 1
+            partial(align_location, config, work),
+            tasks,
+            n_workers,
+            "align",
+            counts,
+            progress,
+            processes=n_workers > 1,
+            dask=dask,
         )
         for result in results:
             _record_align(manifest, result)
@@ -328,6 +361,20 @@ def run_align(
         summary = AlignSummary(planned=len(tasks), **counts)
         manifest.finish_run(run_id, summary.__dict__)
         return summary
+
+
+def _redo_damaged_cubes(manifest: Manifest, work: WorkDir, verify: bool) -> None:
+    """Finished patches whose cube is missing (or, with ``verify``, fails its sha256) are
+    aligned again from the raw files."""
+    damaged = [
+        sample_id
+        for sample_id, _, _, path, sha256 in manifest.packable()
+        if not intact(work.path(path), sha256 if verify else None)
+    ]
+    if damaged:
+        log.warning("%d aligned cube(s) missing or damaged; aligning them again", len(damaged))
+        with manifest.transaction() as db:
+            manifest.redo_patches(db, damaged, "cube missing or damaged")
 
 
 def _record_align(manifest: Manifest, result: AlignResult) -> None:
@@ -340,12 +387,13 @@ def _record_align(manifest: Manifest, result: AlignResult) -> None:
             result.epsg,
             result.nan_fraction_max,
             result.path,
+            result.sha256,
         )
-        if result.damaged_raw:
-            # Re-download on the next `download` run; align retries after that.
-            manifest.invalidate_download(db, result.sample_id, result.reason or "damaged raw file")
-            db.execute("DELETE FROM patches WHERE sample_id=?", (result.sample_id,))
-            log.warning("%s: %s; it will be downloaded again", result.sample_id, result.reason)
+        if result.damaged:
+            # Only the damaged files are fetched again by the next `download` run.
+            reason = result.reason or "damaged raw file"
+            manifest.invalidate_files(db, result.sample_id, result.damaged, reason)
+            log.warning("%s: %s; it will be downloaded again", result.sample_id, reason)
 
 
 @dataclass(frozen=True)
@@ -361,6 +409,9 @@ def pack_settings(config: Config) -> dict[str, Any]:
     return {k: v for k, v in section_dict(config.pack).items() if k != "workers"}
 
 
+OWNER_FILE = ".ssl4eo-build.json"  # in a dataset directory: which build wrote it
+
+
 def run_pack(
     config: Config,
     work_dir: Path,
@@ -369,14 +420,28 @@ def run_pack(
     progress: bool = True,
     workers: int | None = None,
     dask: DaskExecutor | None = None,
-    max_samples: int | None = None,
+    sample_ids: Collection[str] | None = None,
 ) -> PackSummary:
-    """Shuffle, split and write the v1.1 shards, split lists, metadata parquet and stats."""
+    """Shuffle, split and write the v1.1 shards, split lists, metadata parquet, stats and
+    ``checksums.sha256`` (of ``sample_ids`` when given, else of every aligned location).
+
+    A shard whose files are missing or no longer match their recorded sha256 is written again;
+    a cube that is missing or damaged is aligned again first (its raw files fetched again only
+    if they are damaged too)."""
     p = config.pack
-    out_dir = Path(out) if out is not None else Path(work_dir) / "dataset"
-    with Manifest.open(work_dir, create=False) as manifest:
-        rows = manifest.packable()[:max_samples]  # by sample id: the first N finished locations
-        cube_paths = {r[0]: r[3] for r in rows}
+    work = WorkDir.at(work_dir)
+    out_dir = (Path(out) if out is not None else work.root / "dataset").absolute()
+    with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
+        _claim_output(out_dir, manifest.build_id, force)
+        rows = manifest.packable()
+        if sample_ids is not None:
+            wanted = set(sample_ids)
+            rows = [r for r in rows if r[0] in wanted]
+            if len(rows) != len(wanted):
+                raise ManifestError(
+                    f"{manifest.path}: {len(wanted) - len(rows)} location(s) to pack have no "
+                    "aligned patch; run `ssl4eo-build align` first."
+                )
         splits = pack.spatial_split(
             [pack.Located(r[0], r[1], r[2]) for r in rows],
             p.val_fraction,
@@ -384,12 +449,13 @@ def run_pack(
             p.seed,
         )
         plans, left = pack.plan_shards(splits, p.shard_size, p.keep_partial)
-        settings = {**pack_settings(config), "out": str(out_dir.resolve())}
+        settings = pack_settings(config)
         plan_key = fingerprint([settings, [[s.split, s.number, list(s.sample_ids)] for s in plans]])
         # The manifest tracks the output directory packed last: another --out starts afresh
         # (the earlier output stays on disk, untracked); the same one with another plan is
         # refused unless --force.
-        same_out = manifest.get_meta("pack.out") == str(out_dir.resolve())
+        out_key = _portable(out_dir, work.root)
+        same_out = manifest.get_meta("pack.out") == out_key
         previous = manifest.get_meta("pack.plan")
         changed = previous is not None and previous != plan_key and manifest.count("shards") > 0
         if same_out and changed and not force:
@@ -401,12 +467,10 @@ def run_pack(
         if not same_out or changed:
             with manifest.transaction() as db:
                 manifest.forget_pack(db)
-        manifest.set_meta("pack.out", str(out_dir.resolve()))
+        manifest.set_meta("pack.out", out_key)
         manifest.set_meta("pack.plan", plan_key)
-        run_id = manifest.begin_run("pack", settings)
-        compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
-        n_workers = workers or p.workers or os.cpu_count() or 1
-        layouts: list[tuple[str, list[pack.ShardPlan], Any, Any]] = []
+        run_id = manifest.begin_run("pack", {**settings, "out": out_key})
+        layouts: list[tuple[str, list[pack.ShardPlan], Any, Callable[[str, str, int], str]]] = []
         if p.format in ("zarr", "both"):
             layouts.append(("zarr", plans, pack.write_shard, pack.shard_relpath))
         if p.format in ("webdataset", "both"):
@@ -414,46 +478,34 @@ def run_pack(
             layouts.append(("webdataset", tars, pack.write_tar, _tar_relpath))
         written = kept = 0
         for layout, layout_plans, writer, relpath in layouts:
+            recorded = manifest.shard_files()
             done = manifest.packed_shards(layout)
             todo = [
                 s
                 for s in layout_plans
                 if (s.split, s.number) not in done
-                or not all((out_dir / relpath(s.split, m, s.number)).exists() for m in MODALITIES)
+                or not all(
+                    intact(out_dir / rel, recorded.get(rel, ""))
+                    for rel in (relpath(s.split, m, s.number) for m in MODALITIES)
+                )
             ]
-            work = partial(writer, out_dir, cube_paths, compressor)
-            counts = {"written": 0}
-            for result in run_pool(
-                work,
-                todo,
-                n_workers,
-                f"pack {layout}",
-                counts,
-                progress,
-                processes=n_workers > 1,
-                dask=dask,
-            ):
-                with manifest.transaction() as db:
-                    manifest.record_shard(
-                        db,
-                        layout,
-                        result.split,
-                        result.number,
-                        [str(m["sample_id"]) for m in result.metadata[::4]],
-                        result.files,
-                        json.dumps(
-                            [{**m, "geometry": m["geometry"].hex()} for m in result.metadata]
-                        ),
-                        json.dumps(result.stats),
-                    )
-                counts["written"] += 1
-            written += len(todo)
             kept += len(layout_plans) - len(todo)
+            written += _write_shards(
+                config, manifest, work, out_dir, layout, todo, writer, workers, dask, progress
+            )
         # Split lists, metadata and stats describe the Zarr shards (the v1.1 layout) when they
         # are written, the tars otherwise.
         layout, layout_plans, _, _ = layouts[0]
         names = pack.shard_name if layout == "zarr" else _tar_name
-        write_pack_sidecars(out_dir, manifest.packed_shards(layout), layout_plans, names)
+        sums = write_pack_sidecars(out_dir, manifest.packed_shards(layout), layout_plans, names)
+        recorded = manifest.shard_files()
+        for _, layout_plans, _, relpath in layouts:
+            for plan in layout_plans:
+                for m in MODALITIES:
+                    rel = relpath(plan.split, m, plan.number)
+                    sums[rel] = recorded[rel]
+        write_checksums(out_dir, sums)
+        clear_scratch(out_dir)
         summary = PackSummary(
             out_dir=str(out_dir),
             shards_written=written,
@@ -463,6 +515,126 @@ def run_pack(
         )
         manifest.finish_run(run_id, summary.__dict__)
         return summary
+
+
+def _write_shards(
+    config: Config,
+    manifest: Manifest,
+    work: WorkDir,
+    out_dir: Path,
+    layout: str,
+    todo: list[pack.ShardPlan],
+    writer: Callable[..., pack.ShardResult],
+    workers: int | None,
+    dask: DaskExecutor | None,
+    progress: bool,
+) -> int:
+    """Write ``todo`` and record each shard; shards with a missing or damaged cube are
+    written again once those cubes are aligned again. Returns the number written."""
+    p = config.pack
+    compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
+    n_workers = workers or p.workers or os.cpu_count() or 1
+    written = 0
+    for attempt in range(2):
+        cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
+        counts = {"written": 0}
+        retry: list[pack.ShardPlan] = []
+        damaged: set[str] = set()
+        for result in run_pool(
+            partial(writer, out_dir, cubes, compressor),
+            todo,
+            n_workers,
+            f"pack {layout}",
+            counts,
+            progress,
+            processes=n_workers > 1,
+            dask=dask,
+        ):
+            if result.damaged:
+                key = (result.split, result.number)
+                retry.append(next(s for s in todo if (s.split, s.number) == key))
+                damaged.update(result.damaged)
+                continue
+            with manifest.transaction() as db:
+                manifest.record_shard(
+                    db,
+                    layout,
+                    result.split,
+                    result.number,
+                    [str(m["sample_id"]) for m in result.metadata[::4]],
+                    result.files,
+                    json.dumps([{**m, "geometry": m["geometry"].hex()} for m in result.metadata]),
+                    json.dumps(result.stats),
+                )
+            counts["written"] += 1
+            written += 1
+        if not damaged:
+            return written
+        if attempt == 0:
+            _repair_cubes(config, manifest, work, sorted(damaged), progress)
+        todo = retry
+    raise IncompleteError(
+        f"{manifest.path}: the aligned cubes of {len(damaged)} location(s) could not be "
+        f"rebuilt (first: {min(damaged)}); see `ssl4eo-build status` for their reasons, then "
+        "run `ssl4eo-build download` and `pack` again."
+    )
+
+
+def _repair_cubes(
+    config: Config, manifest: Manifest, work: WorkDir, sample_ids: list[str], progress: bool
+) -> None:
+    """Align the locations again from their raw files; fetch again only raw files that turn
+    out damaged too."""
+    log.warning(
+        "%d aligned cube(s) missing or damaged (first %s); aligning them again",
+        len(sample_ids),
+        sample_ids[0],
+    )
+    with manifest.transaction() as db:
+        manifest.redo_patches(db, sample_ids, "cube missing or damaged")
+    run_align(config, work.root, progress=progress, only=sample_ids)
+    run_download(config, work.root, progress=progress, only=sample_ids)
+    run_align(config, work.root, progress=progress, only=sample_ids)
+
+
+def _claim_output(out_dir: Path, build_id: str, force: bool) -> None:
+    """Refuse to write into a non-empty directory that another build (or something else)
+    wrote, unless ``force``; mark the directory as this build's."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StorageError(f"--out {out_dir}: is a file, expected a dataset directory.")
+    marker = out_dir / OWNER_FILE
+    try:
+        owner = json.loads(marker.read_text()).get("build_id") if marker.exists() else None
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    others = out_dir.exists() and any(
+        e.name not in (OWNER_FILE, SCRATCH) for e in out_dir.iterdir()
+    )
+    if others and owner != build_id and not force:
+        whose = "another build" if owner else "something other than this build"
+        raise StorageError(
+            f"--out {out_dir}: the directory is not empty and was written by {whose}. Choose "
+            "an empty or new --out, or pass --force to write this build's dataset into it "
+            "(files of the same names are replaced)."
+        )
+    if owner != build_id:
+        write_atomic(
+            marker, json.dumps({"build_id": build_id}).encode() + b"\n", scratch_dir(out_dir)
+        )
+
+
+def _portable(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it (moves with it), else absolute."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def write_checksums(out_dir: Path, sums: dict[str, str]) -> None:
+    """``checksums.sha256`` in the ``sha256sum`` format (``sha256sum -c`` checks it)."""
+    lines = "".join(f"{sha}  {rel}\n" for rel, sha in sorted(sums.items()))
+    write_atomic(out_dir / CHECKSUMS, lines.encode(), scratch_dir(out_dir))
 
 
 def _tar_relpath(split: str, modality: str, number: int) -> str:
@@ -478,10 +650,17 @@ def write_pack_sidecars(
     packed: dict[tuple[str, int], tuple[list[str], str, str]],
     plans: list[pack.ShardPlan],
     file_name: Callable[[str, int], str],
-) -> None:
-    """``splits/ssl4eos12_{split}.txt``, ``splits/{split}_metadata.parquet``, ``stats.json``."""
+) -> dict[str, str]:
+    """``splits/ssl4eos12_{split}.txt``, ``splits/{split}_metadata.parquet``, ``stats.json``;
+    returns their sha256 by path relative to ``out_dir``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    sums: dict[str, str] = {}
+    scratch = scratch_dir(out_dir)
+
+    def write(rel: str, data: bytes) -> None:
+        sums[rel] = write_atomic(out_dir / rel, data, scratch)
 
     splits_dir = out_dir / "splits"
     splits_dir.mkdir(parents=True, exist_ok=True)
@@ -494,7 +673,7 @@ def write_pack_sidecars(
     for split in pack.SPLITS:
         numbers = sorted(s.number for s in plans if s.split == split)
         names = [file_name(split, n) for n in numbers]
-        _write_text(splits_dir / f"ssl4eos12_{split}.txt", "".join(f"{n}\n" for n in names))
+        write(f"splits/ssl4eos12_{split}.txt", "".join(f"{n}\n" for n in names).encode())
         rows = [row for n in numbers for row in json.loads(packed[split, n][1])]
         table = pa.table(
             {
@@ -522,9 +701,9 @@ def write_pack_sidecars(
         table = table.replace_schema_metadata(
             {b"geo": json.dumps(geo).encode(), b"pandas": json.dumps(pandas_meta).encode()}
         )
-        target = atomic_target(splits_dir / f"{split}_metadata.parquet")
-        pq.write_table(table, target)
-        commit_file(target, splits_dir / f"{split}_metadata.parquet")
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer)
+        write(f"splits/{split}_metadata.parquet", buffer.getvalue().to_pybytes())
         if split == "train":
             for n in numbers:
                 for modality, part in json.loads(packed[split, n][2]).items():
@@ -533,15 +712,10 @@ def write_pack_sidecars(
     for modality in MODALITIES:
         mean, std = pack.RunningStats.merged(train_stats.get(modality, [])).mean_std()
         stats[modality] = {"mean": mean, "std": std}
-    _write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    target = atomic_target(path)
-    target.write_text(text)
-    commit_file(target, path)
+    write("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    return sums
 
 
 def status(work_dir: Path) -> dict[str, Any]:
-    with Manifest.open(work_dir, create=False) as manifest:
+    with Manifest.open_readonly(work_dir) as manifest:
         return manifest.status_report()

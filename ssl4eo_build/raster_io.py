@@ -66,8 +66,10 @@ def write_geotiff(
     tags: Mapping[str, str],
     compress: str = "deflate",
     dtype: str = "float32",
-) -> None:
-    """GeoTIFF with band descriptions and tags, written atomically.
+    scratch: Path | None = None,
+) -> str:
+    """GeoTIFF with band descriptions and tags, written atomically (the temporary file in
+    ``scratch`` when given); returns the file's sha256.
 
     ``data`` is float with NaN for missing pixels. As ``float32`` it is stored as is (nodata
     NaN); as ``int16`` it is rounded and clipped to -32767..32767, and NaN is stored as
@@ -78,7 +80,7 @@ def write_geotiff(
     if dtype not in RAW_DTYPES:
         raise ValueError(f"raw dtype {dtype!r}: expected one of {', '.join(RAW_DTYPES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
+    tmp = atomic_target(path, scratch)
     profile = {
         "driver": "GTiff",
         "dtype": dtype,
@@ -103,10 +105,9 @@ def write_geotiff(
             for i, name in enumerate(bands, start=1):
                 dst.set_band_description(i, name)
             dst.update_tags(**dict(tags))
-        commit_file(tmp, path)
+        return commit_file(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def read_geotiff(path: Path, within: PixelGrid | None = None, dtype: str = "float32") -> Raster:

@@ -1,25 +1,93 @@
-"""`run`: sample -> download -> align in rounds until ``target`` locations pass align, then pack.
+"""`run`: sample -> download -> align in rounds until the first ``target`` accepted locations
+are settled, then pack exactly those.
 
-Each round tops the sample up (same seed stream, no overlap with existing locations) by the
-number still missing divided by the yield observed so far (locations that passed align over
-locations that reached a final verdict), so rejected locations are replaced. Every stage is the
-same resumable stage function the single commands run: a killed `run` continues where it
-stopped when started again. The first ``target`` aligned locations (by sample id) are packed,
-so the dataset does not depend on how many rounds or which executor produced them.
+The dataset is defined by sampling order alone: it is the first ``target`` locations (by
+sample id, which follows the seeded candidate stream) whose outcome is *accepted* (passed
+align). Each location's outcome is ``accepted``, ``rejected`` (final: rejected by a stage, or
+failed as often as the stage allows) or ``open`` (not tried yet, or failed transiently with
+tries left). The cut is *settled* when ``target`` locations are accepted and no open location
+comes before the last of them. Transient errors therefore only delay a location, never replace
+it, and the same seed and target give the same dataset with or without them.
+
+Each round (:func:`plan_round`, pure) either works on open locations or, when none is open,
+samples new ones:
+
+- open locations exist: process them in sampling order, as many as the gap needs at the
+  estimated yield, and always every open location before the cut; sample nothing;
+- none is open and the cut is short: sample ``ceil(gap / yield)`` new locations.
+
+The yield is estimated from final outcomes only, ``(accepted + 2 * initial_yield) /
+(final + 2)`` (the configured initial yield counts as two observations, so a handful of early
+rejections cannot explode the top-up). New locations are only sampled when every location is
+final, so a build resumed after an interruption makes the same top-up decisions as an
+uninterrupted one: it samples no more than the uninterrupted build (or what was already
+sampled by hand).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import pipeline
 from .config import Config
+from .errors import IncompleteError
 from .executor import DaskExecutor
 from .manifest import Manifest
+from .sources.base import RetryPolicy
+from .workdir import owned
+
+T = TypeVar("T")
+PRIOR_WEIGHT = 2.0  # observations the configured initial yield is worth
+MIN_YIELD = 0.01
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What one round does: nothing (``settled``: pack ``cut``), process the open locations
+    with ids up to ``up_to``, or sample ``new`` locations."""
+
+    sampled: int
+    accepted: int
+    open: int
+    estimated_yield: float
+    cut: tuple[str, ...] = ()
+    up_to: str | None = None
+    new: int = 0
+
+    @property
+    def settled(self) -> bool:
+        return bool(self.cut)
+
+
+def estimate_yield(accepted: int, final: int, initial: float) -> float:
+    """Share of locations expected to be accepted, from final outcomes only."""
+    if final == 0:
+        return initial
+    return max(MIN_YIELD, (accepted + PRIOR_WEIGHT * initial) / (final + PRIOR_WEIGHT))
+
+
+def plan_round(outcomes: Sequence[tuple[str, str]], target: int, initial: float) -> RoundPlan:
+    """The next round for ``outcomes`` ((sample_id, outcome) in sampling order)."""
+    accepted = [sid for sid, outcome in outcomes if outcome == "accepted"]
+    open_ids = [sid for sid, outcome in outcomes if outcome == "open"]
+    rate = estimate_yield(len(accepted), len(outcomes) - len(open_ids), initial)
+    plan = RoundPlan(len(outcomes), len(accepted), len(open_ids), rate)
+    if len(accepted) >= target:
+        last = accepted[target - 1]
+        before_cut = [sid for sid in open_ids if sid < last]
+        if not before_cut:
+            return replace(plan, cut=tuple(accepted[:target]))
+        return replace(plan, up_to=before_cut[-1])
+    needed = math.ceil((target - len(accepted)) / rate)
+    if open_ids:
+        return replace(plan, up_to=open_ids[min(needed, len(open_ids)) - 1])
+    return replace(plan, new=needed)
 
 
 @dataclass
@@ -27,6 +95,7 @@ class RunSummary:
     target: int
     rounds: int = 0
     aligned: int = 0
+    sampled: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     pack: pipeline.PackSummary | None = None
@@ -39,44 +108,54 @@ def run_all(
     out: Path | None = None,
     dask: DaskExecutor | None = None,
     progress: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> RunSummary:
+    """Rounds until the cut is settled, then pack it; :class:`IncompleteError` when
+    ``run.max_rounds`` rounds did not settle it (everything finished is kept: rerun)."""
     summary = RunSummary(target=target)
+    policy = RetryPolicy(1, config.download.retry_base_s, config.download.retry_max_s)
+    rng = random.Random(0)
 
-    def timed(stage: str, call: Any) -> Any:
+    def timed(stage: str, call: Callable[..., T], **options: Any) -> T:
         t0 = time.perf_counter()
-        result = call()
+        result = call(config, work_dir, **options)
         summary.seconds[stage] = summary.seconds.get(stage, 0.0) + time.perf_counter() - t0
         return result
 
-    while summary.rounds < config.run.max_rounds:
-        counts = _counts(work_dir)
-        if counts["aligned"] >= target:
-            break
-        in_flight = counts["locations"] - counts["finished"]
-        observed = counts["aligned"] / counts["finished"] if counts["finished"] else None
-        rate = max(observed if observed is not None else config.run.initial_yield, 0.05)
-        wanted = math.ceil((target - counts["aligned"]) / rate)
-        new = max(0, wanted - in_flight)
-        timed(
-            "sample", lambda n=counts["locations"] + new: pipeline.run_sample(config, work_dir, n=n)
+    with owned(work_dir):
+        plan = _plan(config, work_dir, target)
+        retrying = False
+        while not plan.settled and summary.rounds < config.run.max_rounds:
+            if retrying:  # transient failures only: back off before trying them again
+                sleep(policy.delay(summary.rounds, rng))
+            if plan.new:
+                timed("sample", pipeline.run_sample, n=plan.sampled + plan.new)
+            stage = {"progress": progress, "dask": dask, "up_to": plan.up_to}
+            timed("download", pipeline.run_download, **stage)
+            timed("align", pipeline.run_align, **stage)
+            summary.rounds += 1
+            previous, plan = plan, _plan(config, work_dir, target)
+            retrying = not plan.new and (plan.accepted, plan.open) == (
+                previous.accepted,
+                previous.open,
+            )
+        summary.aligned = plan.accepted
+        summary.sampled = plan.sampled
+        if not plan.settled:
+            raise IncompleteError(
+                f"{work_dir}: after {summary.rounds} round(s) {plan.accepted} of {target} "
+                f"location(s) are accepted and {plan.open} are still open (failing "
+                "transiently or not tried); nothing finished is lost. Run the same command "
+                "again to continue (run.max_rounds sets the rounds per command)."
+            )
+        summary.pack = timed(
+            "pack", pipeline.run_pack, out=out, progress=progress, dask=dask, sample_ids=plan.cut
         )
-        timed(
-            "download",
-            lambda: pipeline.run_download(config, work_dir, progress=progress, dask=dask),
-        )
-        timed("align", lambda: pipeline.run_align(config, work_dir, progress=progress, dask=dask))
-        summary.rounds += 1
-    summary.aligned = _counts(work_dir)["aligned"]
-    summary.pack = timed(
-        "pack",
-        lambda: pipeline.run_pack(
-            config, work_dir, out=out, progress=progress, dask=dask, max_samples=target
-        ),
-    )
-    summary.report = pipeline.status(work_dir)
+        summary.report = pipeline.status(work_dir)
     return summary
 
 
-def _counts(work_dir: Path) -> dict[str, int]:
+def _plan(config: Config, work_dir: Path, target: int) -> RoundPlan:
     with Manifest.open(work_dir) as manifest:
-        return manifest.run_counts()
+        outcomes = manifest.outcomes(config.download.max_runs, config.align.max_runs)
+    return plan_round(outcomes, target, config.run.initial_yield)

@@ -71,7 +71,13 @@ def band_code(band: str) -> int:
 
 
 def truth(band: str, ix: NDArray[np.int64], iy: NDArray[np.int64]) -> NDArray[np.float32]:
-    """The fake archive's value at world pixel (ix, iy): one step per column is 10, per row 1."""
+    """The fake archive's value at world pixel (ix, iy), inside the product's hard limits:
+    S-2 bands 1000 per band code, one step per column is 10, per row 1; SCL a class 0..11;
+    S-1 dB from -50 (quarter dB per column, sixteenth per row)."""
+    if band == "SCL":
+        return ((ix + iy) % 12).astype(np.float32)
+    if band in ("VV", "VH"):
+        return (-50 + band_code(band) + 0.25 * (ix % 90) + (iy % 10) / 16).astype(np.float32)
     return (1000 * band_code(band) + 10 * (ix % 90) + (iy % 10)).astype(np.float32)
 
 

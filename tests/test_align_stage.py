@@ -79,7 +79,7 @@ def test_every_timestamp_and_s1_agree_with_truth(aligned: tuple[Config, Path]) -
     assert len(rows) >= 6
     offsets, two_zone = [], 0
     for _, _, _, crs, _, path in rows:
-        cube = load_cube(Path(path))
+        cube = load_cube(work / path)
         assert cube.epsg == crs
         xs, ys = np.meshgrid(cube.x, cube.y)
         lon, lat = transformer(crs, 4326).transform(xs, ys)
@@ -109,7 +109,7 @@ def test_every_timestamp_and_s1_agree_with_truth(aligned: tuple[Config, Path]) -
 def test_cube_layout(aligned: tuple[Config, Path]) -> None:
     _, work = aligned
     _, _, _, _, nan_max, path = next(r for r in patches(work) if r[1] == "ok")
-    cube = load_cube(Path(path))
+    cube = load_cube(work / path)
     assert cube.modalities["S2L1C"].bands.shape == (4, 13, 264, 264)
     assert cube.modalities["S2L1C"].bands.dtype == np.int16
     assert cube.modalities["S2L2A"].bands.shape == (4, 12, 264, 264)
@@ -153,8 +153,8 @@ def test_damaged_raw_file_fails_the_location_and_redownloads(tmp_path: Path) -> 
     sample_id, path = db.execute(
         "SELECT sample_id, path FROM scenes WHERE product='S2L2A' ORDER BY 1 LIMIT 1"
     ).fetchone()
-    data = Path(path).read_bytes()
-    Path(path).write_bytes(data[: len(data) // 3])  # truncated
+    data = (work / path).read_bytes()
+    (work / path).write_bytes(data[: len(data) // 3])  # truncated
     summary = pipeline.run_align(cfg, work, progress=False, workers=1)
     assert summary.failed == 1 and summary.ok == 2
     status, reason = db.execute(

@@ -42,7 +42,7 @@ def test_bad_config_exits_2_with_one_paragraph(tmp_path: Path) -> None:
 
 
 def test_bad_override_exits_2(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["sample", "--n", "0", "--work-dir", str(tmp_path / "w")])
+    result = runner.invoke(app, ["sample", "--n", "20000000", "--work-dir", str(tmp_path / "w")])
     assert result.exit_code == 2
     assert "sample.n" in result.output
 

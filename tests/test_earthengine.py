@@ -30,6 +30,7 @@ from ssl4eo_build.raster_io import read_geotiff
 from ssl4eo_build.sources import SOURCES, Limiter, RetryPolicy, Scene, TimeWindow
 from ssl4eo_build.sources import earthengine as eesrc
 from ssl4eo_build.sources.chunks import ResponseLimits, plan_chunks
+from ssl4eo_build.workdir import WorkDir
 
 from .conftest import write_toml
 from .fake_earthengine import (
@@ -267,7 +268,12 @@ def test_download_location_rides_out_every_transient_fault_and_slows_on_429(
     )  # fmt: skip
     limiter = Limiter(8, 1000.0)
     result = download_location(
-        src, cfg, DownloadTask("s1", MUNICH), tmp_path, limiter, RetryPolicy(6, 0.001, 0.01)
+        src,
+        cfg,
+        DownloadTask("s1", MUNICH),
+        WorkDir.at(tmp_path),
+        limiter,
+        RetryPolicy(6, 0.001, 0.01),
     )
     assert result.status == "ok", result.reason
     assert result.requests == 3 + 12 + 6
@@ -275,7 +281,7 @@ def test_download_location_rides_out_every_transient_fault_and_slows_on_429(
     by_product = {(r.product, r.season): r for r in result.scenes}
     assert by_product[("S2L2A", 0)].scene.cloud_pct == 4.0
     assert by_product[("S1GRD", 3)].gap_days == 2.0
-    raster = read_geotiff(Path(by_product[("S2L1C", 2)].path))
+    raster = read_geotiff(tmp_path / by_product[("S2L1C", 2)].path)
     assert raster.tags["scene_id"].endswith("_T32UPU")
     bands = [eesrc.ee_band(b) for b in raster.bands]
     np.testing.assert_array_equal(raster.data, expected_pixels(raster.grid, bands))
@@ -285,7 +291,7 @@ def test_final_errors_reject_the_location_with_the_reason(tmp_path: Path) -> Non
     fake = FakeEarthEngine(archive())
     fake.fail_next("computePixels", Fault("status", 404, message="Image asset not found"))
     result = download_location(
-        source(fake), load_config(None), DownloadTask("s1", MUNICH), tmp_path,
+        source(fake), load_config(None), DownloadTask("s1", MUNICH), WorkDir.at(tmp_path),
         Limiter(4, 1000.0), RetryPolicy(4, 0.001, 0.01),
     )  # fmt: skip
     assert result.status == "rejected"
@@ -352,7 +358,7 @@ def test_download_and_align_stages_on_the_earthengine_source(
     assert verdicts == [("ok", 3)], "20% transient errors lose nothing"
     assert len(paths) == 36
     for path in paths[:6]:
-        raster = read_geotiff(Path(path))
+        raster = read_geotiff(work / path)
         bands = [eesrc.ee_band(b) for b in raster.bands]
         np.testing.assert_array_equal(raster.data, expected_pixels(raster.grid, bands))
     # A rerun finds everything done: no search, no pixels.

@@ -17,11 +17,12 @@ import pytest
 from ssl4eo_build import pipeline
 from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import Config, load_config, override
-from ssl4eo_build.cube import cube_path, load_cube
+from ssl4eo_build.cube import load_cube
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.files import file_sha256
 from ssl4eo_build.pack import Located, open_shard, plan_shards, spatial_split
 from ssl4eo_build.validate import validate_dataset
+from ssl4eo_build.workdir import WorkDir
 
 from .conftest import write_toml
 
@@ -101,7 +102,7 @@ def test_pixels_are_the_aligned_cubes(packed: tuple[Config, Path]) -> None:
     _, work = packed
     ds = open_shard(work / "dataset/train/S1GRD/ssl4eos12_train_seasonal_data_000002.zarr.zip")
     sample = str(ds["sample"].values[2])
-    cube = load_cube(cube_path(work / "aligned", sample))
+    cube = load_cube(WorkDir.at(work).cube(sample))
     assert np.array_equal(ds["bands"].values[2], cube.modalities["S1GRD"].bands)
     assert np.array_equal(ds["x_"].values[2], cube.x)
     assert int(ds["crs"].values[2]) == cube.epsg
@@ -303,7 +304,7 @@ def test_webdataset_layout_reads_with_webdataset(packed: tuple[Config, Path], tm
         assert ds["bands"].encoding["chunks"] == (4, 12, 264, 264), "one chunk"
         assert ds["time"].dtype == np.int64 and ds["cloud_mask"].dims == ("time", "y", "x")
         assert {"center_lon", "center_lat", "file_id"} <= set(ds.data_vars)
-        cube = load_cube(cube_path(work / "aligned", sample["__key__"]))
+        cube = load_cube(WorkDir.at(work).cube(sample["__key__"]))
         assert np.array_equal(ds["bands"].values, cube.modalities["S2L2A"].bands)
         seen += 1
     assert seen == 3

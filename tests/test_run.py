@@ -98,7 +98,7 @@ def test_killed_run_resumes_to_the_same_dataset(
     proc = subprocess.Popen([*CMD, "run", "-c", str(slow), "-w", str(killed), "-q"])
     kill_when(proc, killed / "manifest.sqlite", f"SELECT COUNT(*) FROM {stage}", 0)
     db = sqlite3.connect(killed / "manifest.sqlite")
-    done_files = [Path(r[0]) for r in db.execute("SELECT path FROM scenes")]
+    done_files = [killed / r[0] for r in db.execute("SELECT path FROM scenes")]
     db.close()
     before = {p: p.stat().st_mtime_ns for p in done_files if p.exists()}
     subprocess.run([*CMD, "run", "-c", str(slow), "-w", str(killed), "-q"], check=True)
