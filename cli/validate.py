@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ssl4eo_build.validate import validate_dataset
+from ssl4eo_build.errors import UserError
+from ssl4eo_build.validate import check_dataset
 
-from .options import QuietOpt, VerboseOpt, setup_logging
+from .options import QuietOpt, VerboseOpt, guarded, setup_logging
 
 
 def validate(
@@ -17,14 +18,32 @@ def validate(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Print every deviation from the v1.1 layout; exit code 1 if there is any."""
+    """Check the layout, decode every chunk and verify checksums.sha256. Exit code 1 for
+    deviations from the v1.1 layout, 2 for damaged or unreadable files."""
     setup_logging(verbose, quiet)
-    problems = validate_dataset(directory)
-    for problem in problems:
+    guarded(verbose, lambda: _check_directory(directory))
+    report = check_dataset(directory)
+    for problem in report.findings:
         typer.echo(problem)
-    files = len(list(directory.glob("*/*/*.zarr.zip")))
-    if problems:
-        typer.echo(f"validate: {len(problems)} deviation(s) in {directory}", err=True)
-        raise typer.Exit(code=1)
+    if report.findings:
+        typer.echo(
+            f"validate: {len(report.damaged)} damaged file finding(s), "
+            f"{len(report.deviations)} deviation(s) in {directory}",
+            err=True,
+        )
+        raise typer.Exit(code=2 if report.damaged else 1)
     if not quiet:
-        typer.echo(f"validate: {directory} matches the v1.1 layout ({files} shard files)")
+        typer.echo(
+            f"validate: {directory} matches the v1.1 layout ({report.files} shard files, every "
+            "chunk decoded, every file matches checksums.sha256)"
+        )
+
+
+def _check_directory(directory: Path) -> None:
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such dataset directory.")
+    if (directory / "manifest.sqlite").exists() and not (directory / "stats.json").exists():
+        raise UserError(
+            f"{directory}: this is a work directory, not a packed dataset; validate "
+            f"{directory / 'dataset'} (or the --out the build packed into)."
+        )

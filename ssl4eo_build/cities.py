@@ -45,10 +45,22 @@ class CityTable:
 def load_cities(path: Path) -> CityTable:
     """Read and validate a cities CSV; every bad row is reported with its line number."""
     try:
-        handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        return _read_cities(path)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not a text CSV (byte {exc.start} is not UTF-8); expected a header with "
+            f"{','.join(COLUMNS)}."
+        ) from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc}).") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; expected the cities CSV file.") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read the cities table ({exc.strerror}).") from None
-    with handle:
+
+
+def _read_cities(path: Path) -> CityTable:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

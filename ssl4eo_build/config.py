@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 import types
 import typing
@@ -227,9 +228,18 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     table: dict[str, Any] = {}
     if path is not None:
         try:
-            table = tomllib.loads(Path(path).read_text())
+            table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found.") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory; --config expects a TOML file.") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not a text file (byte {exc.start} is not UTF-8); --config expects a "
+                "TOML file."
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}).") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
     base_dir = Path(path).resolve().parent if path else Path.cwd()
@@ -321,6 +331,8 @@ def _scalar(value: Any, hint: Any, key: str, where: str, base_dir: Path) -> Any:
     elif hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"{where}: key {key!r}: expected a finite number, found {value!r}.")
     elif hint is str:
         ok = isinstance(value, str)
     else:  # pragma: no cover - a programming error in the dataclasses above

@@ -10,6 +10,11 @@ which alone writes the manifest.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -19,11 +24,6 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
-import os
-import re
-import signal
-import threading
-import time
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 

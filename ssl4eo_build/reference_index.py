@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import InputError
 from .geo import LonLat
 
@@ -48,15 +50,29 @@ def read_reference_index(path: Path) -> list[IndexedLocation]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: reference index not found.")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; expected a reference index file.")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return _read_parquet(path)
-    if suffix in (".csv", ".txt"):
-        return _read_csv(path)
-    raise InputError(
-        f"{path}: unknown reference index format {suffix!r}; expected a .parquet "
-        "(v1.1 metadata layout) or a .csv with sample_id,lon,lat[,t0,t1,t2,t3]."
-    )
+        found = _read_parquet(path)
+    elif suffix in (".csv", ".txt"):
+        try:
+            found = _read_csv(path)
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{path}: not a text CSV (byte {exc.start} is not UTF-8); expected a header "
+                "sample_id,lon,lat[,t0,t1,t2,t3]."
+            ) from None
+        except csv.Error as exc:
+            raise InputError(f"{path}: not a readable CSV ({exc}).") from None
+    else:
+        raise InputError(
+            f"{path}: unknown reference index format {suffix!r}; expected a .parquet "
+            "(v1.1 metadata layout) or a .csv with sample_id,lon,lat[,t0,t1,t2,t3]."
+        )
+    if not found:
+        raise InputError(f"{path}: the reference index has no rows; nothing to import.")
+    return found
 
 
 class _Errors:
@@ -116,7 +132,7 @@ def _read_csv(path: Path) -> list[IndexedLocation]:
     errors = _Errors(path)
     out: list[IndexedLocation] = []
     seen: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a UTF-8 BOM is fine
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         missing = [c for c in ("sample_id", "lon", "lat") if c not in header]
@@ -159,7 +175,6 @@ def _number(text: str | None, key: str) -> float:
 
 def _read_parquet(path: Path) -> list[IndexedLocation]:
     import pyarrow.parquet as pq
-    import shapely
 
     try:
         table = pq.read_table(path)
@@ -175,7 +190,7 @@ def _read_parquet(path: Path) -> list[IndexedLocation]:
         )
     cols = {c: table.column(c).to_pylist() for c in names if c != "__index_level_0__"}
     errors = _Errors(path)
-    centres: dict[str, list[tuple[float, float]]] = {}
+    centres: dict[str, tuple[LonLat, int]] = {}  # sample id -> (centre, first row)
     seasons: dict[str, dict[int, ReferenceTime]] = {}
     first_row: dict[tuple[str, int], int] = {}
     get: Callable[[str, int], Any] = lambda c, i: cols[c][i] if c in cols else None  # noqa: E731
@@ -190,11 +205,7 @@ def _read_parquet(path: Path) -> list[IndexedLocation]:
             wkb = get("geometry", i)
             if not isinstance(wkb, bytes | bytearray):
                 raise ValueError("geometry is not WKB bytes")
-            try:
-                centroid = shapely.from_wkb(bytes(wkb)).centroid
-            except shapely.errors.GEOSException as exc:
-                raise ValueError(f"geometry is not valid WKB ({exc})") from None
-            position = _check_position(float(centroid.x), float(centroid.y))
+            position = footprint_centre(bytes(wkb))
             crs = get(crs_col, i) if crs_col else None
             if crs is not None and not isinstance(crs, int):
                 raise ValueError(f"{crs_col} {crs!r} is not an EPSG integer")
@@ -208,12 +219,57 @@ def _read_parquet(path: Path) -> list[IndexedLocation]:
             )
             continue
         first_row[key] = i
-        centres.setdefault(sample_id, []).append((position.lon, position.lat))
+        first = centres.setdefault(sample_id, (position, i))
+        if distance_m(first[0], position) > MAX_FOOTPRINT_DISAGREEMENT_M:
+            errors.add(
+                where,
+                f"footprint of {sample_id} season {time_id} is centred "
+                f"{distance_m(first[0], position):.0f} m from the one at row {first[1]}; every "
+                "season of a sample must have the same footprint",
+            )
+            continue
         seasons.setdefault(sample_id, {})[time_id] = ReferenceTime(when, get("tile_id", i), crs)
     errors.raise_if_any()
-    out = []
-    for sample_id, points in centres.items():
-        lon = sum(p[0] for p in points) / len(points)
-        lat = sum(p[1] for p in points) / len(points)
-        out.append(IndexedLocation(sample_id, LonLat(lon, lat), seasons[sample_id]))
-    return out
+    return [
+        IndexedLocation(sample_id, position, seasons[sample_id])
+        for sample_id, (position, _) in centres.items()
+    ]
+
+
+# Footprints of one sample's seasons are one patch: centres further apart than two 10 m
+# pixels are different patches, not rounding.
+MAX_FOOTPRINT_DISAGREEMENT_M = 20.0
+
+
+def distance_m(a: LonLat, b: LonLat) -> float:
+    """Great-circle distance (spherical; exact enough to tell 20 m from rounding)."""
+    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
+    dlon = math.radians((b.lon - a.lon + 180.0) % 360.0 - 180.0)
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def footprint_centre(wkb: bytes) -> LonLat:
+    """Centre of a footprint polygon in lon/lat; one that crosses the antimeridian (its
+    longitudes span more than 180 degrees) is unwrapped first, so its centre stays on it."""
+    import shapely
+
+    try:
+        geometry = shapely.from_wkb(wkb)
+    except (shapely.errors.GEOSException, TypeError, ValueError) as exc:
+        raise ValueError(f"geometry is not valid WKB ({exc})") from None
+    if geometry.is_empty:
+        raise ValueError("geometry is empty (no footprint)")
+    coords = shapely.get_coordinates(geometry)
+    if not np.isfinite(coords).all():
+        raise ValueError("geometry has non-finite coordinates")
+    if np.ptp(coords[:, 0]) > 180.0:
+        geometry = shapely.transform(
+            geometry,
+            lambda xy: np.column_stack(
+                [np.where(xy[:, 0] < 0, xy[:, 0] + 360, xy[:, 0]), xy[:, 1]]
+            ),
+        )
+    centroid = geometry.centroid
+    lon = (float(centroid.x) + 180.0) % 360.0 - 180.0
+    return _check_position(lon, float(centroid.y))

@@ -9,19 +9,14 @@ tries left). The cut is *settled* when ``target`` locations are accepted and no 
 comes before the last of them. Transient errors therefore only delay a location, never replace
 it, and the same seed and target give the same dataset with or without them.
 
-Each round (:func:`plan_round`, pure) either works on open locations or, when none is open,
-samples new ones:
-
-- open locations exist: process them in sampling order, as many as the gap needs at the
-  estimated yield, and always every open location before the cut; sample nothing;
-- none is open and the cut is short: sample ``ceil(gap / yield)`` new locations.
-
-The yield is estimated from final outcomes only, ``(accepted + 2 * initial_yield) /
-(final + 2)`` (the configured initial yield counts as two observations, so a handful of early
-rejections cannot explode the top-up). New locations are only sampled when every location is
-final, so a build resumed after an interruption makes the same top-up decisions as an
-uninterrupted one: it samples no more than the uninterrupted build (or what was already
-sampled by hand).
+Each round (:func:`plan_round`, pure) replays the decisions of an uninterrupted build from
+the recorded outcomes: the first round samples ``ceil(target / initial_yield)`` locations;
+once all of them are final, the next samples ``ceil(gap / yield)`` more, the yield estimated
+from final outcomes only (``(accepted + 2 * initial_yield) / (final + 2)``: the configured
+initial yield counts as two observations, so a few early rejections cannot explode the
+top-up). Open locations of a round are processed (retried) before anything new is sampled. An
+interrupted build, or one started on a sample made by hand, therefore samples what the
+uninterrupted build samples, or what was already there, and never more.
 """
 
 from __future__ import annotations
@@ -73,21 +68,38 @@ def estimate_yield(accepted: int, final: int, initial: float) -> float:
 
 
 def plan_round(outcomes: Sequence[tuple[str, str]], target: int, initial: float) -> RoundPlan:
-    """The next round for ``outcomes`` ((sample_id, outcome) in sampling order)."""
+    """The next round for ``outcomes`` ((sample_id, outcome) in sampling order).
+
+    The sample sizes an uninterrupted build decides on depend only on the outcomes of the
+    locations it sampled before each decision: ``g1 = ceil(target / initial)``, then
+    ``g(k+1) = g(k) + ceil(gap(k) / yield(k))`` from the first ``g(k)`` outcomes. Those are
+    replayed here from the recorded outcomes, so an interrupted build, or one that starts from
+    a sample made by hand, samples and processes exactly what the uninterrupted build would
+    (never more than that, or than what was already sampled)."""
     accepted = [sid for sid, outcome in outcomes if outcome == "accepted"]
     open_ids = [sid for sid, outcome in outcomes if outcome == "open"]
-    rate = estimate_yield(len(accepted), len(outcomes) - len(open_ids), initial)
-    plan = RoundPlan(len(outcomes), len(accepted), len(open_ids), rate)
+    plan = RoundPlan(
+        len(outcomes),
+        len(accepted),
+        len(open_ids),
+        estimate_yield(len(accepted), len(outcomes) - len(open_ids), initial),
+    )
     if len(accepted) >= target:
         last = accepted[target - 1]
-        before_cut = [sid for sid in open_ids if sid < last]
-        if not before_cut:
+        if not any(sid < last for sid in open_ids):
             return replace(plan, cut=tuple(accepted[:target]))
-        return replace(plan, up_to=before_cut[-1])
-    needed = math.ceil((target - len(accepted)) / rate)
-    if open_ids:
-        return replace(plan, up_to=open_ids[min(needed, len(open_ids)) - 1])
-    return replace(plan, new=needed)
+    goal = math.ceil(target / initial)
+    while True:
+        if len(outcomes) < goal:
+            return replace(plan, new=goal - len(outcomes))
+        prefix = [outcome for _, outcome in outcomes[:goal]]
+        if "open" in prefix:
+            last_open = max(i for i, outcome in enumerate(prefix) if outcome == "open")
+            return replace(plan, up_to=outcomes[last_open][0])
+        got = prefix.count("accepted")
+        if got >= target:  # settled above unless an open location after the prefix precedes
+            return replace(plan, up_to=accepted[target - 1])  # the cut: process up to it
+        goal += math.ceil((target - got) / estimate_yield(got, goal, initial))
 
 
 @dataclass

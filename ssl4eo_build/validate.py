@@ -1,10 +1,20 @@
-"""`validate`: check a packed dataset against the v1.1 layout and list every deviation."""
+"""`validate`: check a packed dataset against the v1.1 layout and list every deviation.
+
+Two kinds of findings: *deviations* from the layout (a wrong dtype, a missing variable, a split
+list that does not match) and *damage* (a file that fails its sha256 in ``checksums.sha256``, a
+zip entry with a bad CRC, a chunk that does not decode, unreadable JSON or parquet). Every
+chunk of every shard is read and decoded.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import tarfile
+import tempfile
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +44,45 @@ VARIABLES = {
 PARQUET_COLUMNS = ("sample_id", "time_id", "time", "tile_id", "geometry", "tile_crs", "file")
 
 
+CHECKSUMS = "checksums.sha256"
+
+
+class Damage(str):
+    """A finding that means a file is damaged or unreadable (not merely off-layout)."""
+
+
+@dataclass
+class Report:
+    deviations: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    files: int = 0  # shard files (Zarr zips and tars) found
+
+    @property
+    def findings(self) -> list[str]:
+        return self.damaged + self.deviations
+
+
+def check_dataset(root: Path) -> Report:
+    """Every deviation and every damaged file under ``root``."""
+    root = Path(root)
+    report = Report()
+    for finding in _deviations(root):
+        (report.damaged if isinstance(finding, Damage) else report.deviations).append(finding)
+    report.files = len(list(root.glob("*/*/*.zarr.zip"))) + len(list(root.glob("*/*/*.tar")))
+    return report
+
+
 def validate_dataset(root: Path) -> list[str]:
-    """Every deviation from the v1.1 layout found under ``root`` (empty: valid)."""
-    return list(_deviations(Path(root)))
+    """Every deviation from the v1.1 layout and every damaged file under ``root`` (empty:
+    valid)."""
+    return check_dataset(root).findings
 
 
 def _deviations(root: Path) -> Iterator[str]:
     if not root.is_dir():
-        yield f"{root}: not a directory"
+        yield Damage(f"{root}: not a directory")
         return
+    yield from _check_checksums(root)
     for split in SPLITS:
         numbers: dict[str, set[str]] = {}
         for modality in MODALITIES:
@@ -73,15 +113,67 @@ def _deviations(root: Path) -> Iterator[str]:
         elif set(listed.read_text().split()) != described:
             yield f"{listed}: does not list exactly the {len(described)} file(s) of {split}"
         yield from _check_parquet(root / "splits" / f"{split}_metadata.parquet", described)
-    stats = root / "stats.json"
+    yield from _check_stats(root / "stats.json")
+
+
+def _check_stats(stats: Path) -> Iterator[str]:
     if not stats.exists():
         yield f"{stats}: missing"
-    else:
-        content = json.loads(stats.read_text())
-        for modality in MODALITIES:
-            entry = content.get(modality, {})
-            if len(entry.get("mean", [])) != len(BANDS[modality]):
-                yield f"{stats}: {modality}: expected {len(BANDS[modality])} means"
+        return
+    try:
+        content = json.loads(stats.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        yield Damage(f"{stats}: not readable JSON ({exc})")
+        return
+    if not isinstance(content, dict):
+        yield f"{stats}: expected an object {{modality: {{mean, std}}}}"
+        return
+    for modality in MODALITIES:
+        entry = content.get(modality)
+        if not isinstance(entry, dict):
+            yield f"{stats}: {modality} missing"
+            continue
+        for key in ("mean", "std"):
+            values = entry.get(key)
+            if not isinstance(values, list) or len(values) != len(BANDS[modality]):
+                yield f"{stats}: {modality}: expected {len(BANDS[modality])} values in {key!r}"
+            elif not all(isinstance(v, int | float) and np.isfinite(v) for v in values):
+                yield f"{stats}: {modality}: {key!r} holds values that are not finite numbers"
+
+
+def _check_checksums(root: Path) -> Iterator[str]:
+    """Every file against ``checksums.sha256`` (``sha256sum`` format), and nothing unlisted."""
+    from .files import file_sha256
+
+    listing = root / CHECKSUMS
+    if not listing.exists():
+        yield f"{listing}: missing (no checksums to verify the files against)"
+        return
+    listed: dict[str, str] = {}
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        yield Damage(f"{listing}: unreadable ({exc})")
+        return
+    for number, line in enumerate(lines, start=1):
+        match = re.match(r"^([0-9a-f]{64}) [ *](.+)$", line)
+        if match is None:
+            yield Damage(f"{listing}: line {number} is not '<sha256>  <path>'")
+            continue
+        listed[match.group(2)] = match.group(1)
+    for rel, sha in sorted(listed.items()):
+        path = root / rel
+        if not path.is_file():
+            yield Damage(f"{path}: missing (listed in {CHECKSUMS})")
+        elif file_sha256(path) != sha:
+            yield Damage(f"{path}: damaged (sha256 differs from {CHECKSUMS})")
+    present = {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
+    for rel in sorted(present - listed.keys() - {CHECKSUMS}):
+        yield f"{root / rel}: not listed in {CHECKSUMS}"
 
 
 TAR_RE = re.compile(r"^ssl4eos12_shard_(\d{6})\.tar$")
@@ -89,8 +181,6 @@ TAR_RE = re.compile(r"^ssl4eos12_shard_(\d{6})\.tar$")
 
 def _check_tars(root: Path, split: str) -> Iterator[str]:
     """WebDataset layout: per-sample ``{key}.zarr.zip`` members, keys aligned across modalities."""
-    import tarfile
-
     keys: dict[str, dict[str, list[str]]] = {}
     for modality in MODALITIES:
         for tar in sorted((root / split / modality).glob("*.tar")):
@@ -98,10 +188,17 @@ def _check_tars(root: Path, split: str) -> Iterator[str]:
                 yield f"{tar}: file name does not follow ssl4eos12_shard_NNNNNN.tar"
                 continue
             try:
+                names = []
                 with tarfile.open(tar) as archive:
-                    names = archive.getnames()
+                    for member in archive:
+                        names.append(member.name)
+                        handle = archive.extractfile(member)
+                        data = handle.read() if handle is not None else b""
+                        problem = _zip_damage(data)
+                        if problem:
+                            yield Damage(f"{tar}: member {member.name}: {problem}")
             except (tarfile.TarError, OSError) as exc:
-                yield f"{tar}: unreadable tar ({exc})"
+                yield Damage(f"{tar}: unreadable tar ({exc})")
                 continue
             bad = [n for n in names if not n.endswith(".zarr.zip")]
             if bad:
@@ -121,10 +218,9 @@ def _check_file_group(root: Path, split: str, name: str) -> Iterator[str]:
         path = root / split / modality / name
         if not path.exists():
             continue
-        try:
-            ds = open_shard(path)
-        except Exception as exc:  # any failure to open is a deviation to report
-            yield f"{path}: does not open with xarray ({exc})"
+        ds, problem = _decoded(path)
+        if ds is None:
+            yield Damage(f"{path}: {problem}")
             continue
         yield from _check_dataset(path, ds, modality)
         ids = [str(s) for s in ds["sample"].values] if "sample" in ds.coords else []
@@ -132,6 +228,34 @@ def _check_file_group(root: Path, split: str, name: str) -> Iterator[str]:
             samples = ids
         elif ids != samples:
             yield f"{path}: samples differ from the other modalities' file {name}"
+
+
+def _decoded(path: Path) -> tuple[xr.Dataset | None, str | None]:
+    """Open a Zarr-in-zip after checking every entry's CRC, and decode every chunk of every
+    variable (one time index at a time); (None, why) when it is damaged."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            return None, f"damaged: zip entry {bad} fails its CRC"
+        ds = open_shard(path)
+        for variable in ds.variables.values():
+            if "time" in variable.dims and variable.ndim > 2:
+                for t in range(variable.sizes["time"]):
+                    variable.isel(time=t).values  # noqa: B018 - decoding is the check
+            else:
+                variable.values  # noqa: B018
+    except Exception as exc:  # zip, zarr and codec errors have no common base class
+        return None, f"damaged or unreadable ({type(exc).__name__}: {exc})"
+    return ds, None
+
+
+def _zip_damage(data: bytes) -> str | None:
+    """Why a Zarr-in-zip given as bytes (a WebDataset member) is damaged, or None."""
+    with tempfile.NamedTemporaryFile(suffix=".zarr.zip") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return _decoded(Path(tmp.name))[1]
 
 
 def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
@@ -190,7 +314,11 @@ def _check_parquet(path: Path, files: set[str]) -> Iterator[str]:
     if not path.exists():
         yield f"{path}: missing"
         return
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
+        yield Damage(f"{path}: not a readable parquet file ({exc})")
+        return
     missing = [c for c in PARQUET_COLUMNS if c not in table.column_names]
     if missing:
         yield f"{path}: missing column(s) {', '.join(missing)}"
@@ -203,6 +331,10 @@ def _check_parquet(path: Path, files: set[str]) -> Iterator[str]:
     if not names <= files:
         yield f"{path}: refers to files not in the split: {sorted(names - files)[:3]}"
     for wkb in table.column("geometry").to_pylist()[:1]:
-        geom = shapely.from_wkb(wkb)
+        try:
+            geom = shapely.from_wkb(wkb)
+        except (shapely.errors.GEOSException, TypeError) as exc:
+            yield f"{path}: geometry is not WKB ({exc})"
+            continue
         if geom.geom_type != "Polygon":
             yield f"{path}: geometry is {geom.geom_type}, expected Polygon"

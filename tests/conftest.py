@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from ssl4eo_build.cities import write_cities
-from ssl4eo_build.config import REPO_ROOT
+from ssl4eo_build.config import REPO_ROOT, load_config
+from ssl4eo_build.files import file_sha256
+from ssl4eo_build.run import run_all
 
 CONFIGS = REPO_ROOT / "configs"
 
@@ -54,3 +56,36 @@ def kill_when(proc: subprocess.Popen[bytes], manifest: Path, sql: str, more_than
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+# A small two-city build (some locations rejected), shared by the run and resume tests.
+@pytest.fixture(scope="session")
+def cfg_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("run-config")
+    cities = tmp_path / "cities.csv"
+    write_cities(
+        cities, [(1, "Munich", "DE", 48.137, 11.575, 1), (2, "Lima", "PE", -12.05, -77.04, 1)]
+    )
+    return write_toml(
+        tmp_path / "run.toml",
+        f'[sample]\nn = 8\nseed = 5\nsigma_m = 20000.0\ncities = "{cities}"\n'
+        "[download]\nworkers = 2\nretry_base_s = 0.001\nretry_max_s = 0.01\n"
+        "[synthetic]\npartial_prob = 0.3\n"
+        "[align]\nworkers = 2\n[pack]\nshard_size = 4\nval_fraction = 0.25\nsplit_block_deg = 5.0\n"
+        "workers = 2\nkeep_partial = true\n",
+    )
+
+
+@pytest.fixture(scope="session")
+def clean_run(cfg_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run, the reference for the fault tests."""
+    work = tmp_path_factory.mktemp("clean-run")
+    run_all(load_config(cfg_path), work, target=8, progress=False)
+    return work
+
+
+def shard_digests(dataset: Path) -> dict[str, str]:
+    """sha256 of every shard of a dataset, by relative path."""
+    return {
+        str(p.relative_to(dataset)): file_sha256(p) for p in sorted(dataset.glob("*/*/*.zarr.zip"))
+    }

@@ -13,47 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import load_config, override
 from ssl4eo_build.executor import DaskExecutor
-from ssl4eo_build.files import file_sha256
 from ssl4eo_build.pack import open_shard
 from ssl4eo_build.run import run_all
 
-from .conftest import kill_when, write_toml
+from .conftest import kill_when, shard_digests, write_toml
 
 CMD = [sys.executable, "-m", "ssl4eo_build.cli.app"]
-
-
-@pytest.fixture(scope="module")
-def cfg_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp_path = tmp_path_factory.mktemp("run-config")
-    cities = tmp_path / "cities.csv"
-    write_cities(
-        cities, [(1, "Munich", "DE", 48.137, 11.575, 1), (2, "Lima", "PE", -12.05, -77.04, 1)]
-    )
-    return write_toml(
-        tmp_path / "run.toml",
-        f'[sample]\nn = 8\nseed = 5\nsigma_m = 20000.0\ncities = "{cities}"\n'
-        "[download]\nworkers = 2\nretry_base_s = 0.001\nretry_max_s = 0.01\n"
-        "[synthetic]\npartial_prob = 0.3\n"
-        "[align]\nworkers = 2\n[pack]\nshard_size = 4\nval_fraction = 0.25\nsplit_block_deg = 5.0\n"
-        "workers = 2\nkeep_partial = true\n",
-    )
-
-
-@pytest.fixture(scope="module")
-def clean_run(cfg_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uninterrupted run, the reference for the fault tests."""
-    work = tmp_path_factory.mktemp("clean-run")
-    run_all(load_config(cfg_path), work, target=8, progress=False)
-    return work
-
-
-def shard_digests(dataset: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(dataset)): file_sha256(p) for p in sorted(dataset.glob("*/*/*.zarr.zip"))
-    }
 
 
 def test_run_tops_up_until_the_target_passes_align(cfg_path: Path, clean_run: Path) -> None:
@@ -105,13 +72,6 @@ def test_killed_run_resumes_to_the_same_dataset(
     assert {p: p.stat().st_mtime_ns for p in before} == before, "finished downloads not redone"
     assert shard_digests(killed / "dataset") == shard_digests(clean_run / "dataset")
     assert shard_digests(clean_run / "dataset")
-
-
-def test_transient_errors_lose_nothing(tmp_path: Path, cfg_path: Path, clean_run: Path) -> None:
-    flaky = override(load_config(cfg_path), "synthetic.error_rate", 0.2)
-    flaky = override(flaky, "download.max_attempts", 10)  # ~1e-7 per request to fail for good
-    run_all(flaky, tmp_path / "flaky", target=8, progress=False)
-    assert shard_digests(tmp_path / "flaky" / "dataset") == shard_digests(clean_run / "dataset")
 
 
 def test_dask_worker_killed_mid_stage_is_redone(tmp_path: Path, cfg_path: Path) -> None:
