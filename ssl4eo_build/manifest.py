@@ -28,7 +28,7 @@ import errno
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -129,6 +129,21 @@ CREATE TABLE IF NOT EXISTS shards(
     sha256 TEXT NOT NULL
 );
 """
+
+
+def settled_cut(outcomes: Sequence[tuple[str, str]], target: int) -> tuple[str, ...] | None:
+    """The first ``target`` accepted locations of ``outcomes`` ((sample_id, outcome) in
+    sampling order, see :meth:`Manifest.outcomes`), or None while fewer are accepted or an open
+    location comes before the last of them (it may still be accepted)."""
+    accepted: list[str] = []
+    for sample_id, outcome in outcomes:
+        if outcome == "open":
+            return None
+        if outcome == "accepted":
+            accepted.append(sample_id)
+            if len(accepted) == target:
+                return tuple(accepted)
+    return None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from .errors import (
 )
 from .executor import DaskExecutor, run_pool
 from .files import SCRATCH, clear_scratch, file_sha256, intact, scratch_dir, write_atomic
-from .manifest import LocationRow, Manifest
+from .manifest import LocationRow, Manifest, settled_cut
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
 from .sources import (
@@ -430,10 +430,12 @@ def run_pack(
     if they are damaged too)."""
     p = config.pack
     work = WorkDir.at(work_dir)
-    out_dir = (Path(out) if out is not None else work.root / "dataset").absolute()
+    out_dir = Path(os.path.abspath(out if out is not None else work.root / "dataset"))
     with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
         _claim_output(out_dir, manifest.build_id, force)
         rows = manifest.packable()
+        if sample_ids is None:
+            sample_ids = _run_selection(config, manifest)
         if sample_ids is not None:
             wanted = set(sample_ids)
             rows = [r for r in rows if r[0] in wanted]
@@ -595,6 +597,23 @@ def _repair_cubes(
     run_align(config, work.root, progress=progress, only=sample_ids)
     run_download(config, work.root, progress=progress, only=sample_ids)
     run_align(config, work.root, progress=progress, only=sample_ids)
+
+
+def _run_selection(config: Config, manifest: Manifest) -> tuple[str, ...] | None:
+    """After `run --target N`, `pack` alone packs the same N locations (the run's settled
+    cut); without a run, every aligned location."""
+    target = manifest.get_meta("run.target")
+    if target is None:
+        return None
+    outcomes = manifest.outcomes(config.download.max_runs, config.align.max_runs)
+    cut = settled_cut(outcomes, int(target))
+    if cut is None:
+        raise IncompleteError(
+            f"{manifest.path}: `run --target {target}` has not settled its first {target} "
+            "accepted locations (some before the cut are still open); run it again before "
+            "packing."
+        )
+    return cut
 
 
 def _claim_output(out_dir: Path, build_id: str, force: bool) -> None:

@@ -33,7 +33,7 @@ from . import pipeline
 from .config import Config
 from .errors import IncompleteError
 from .executor import DaskExecutor
-from .manifest import Manifest
+from .manifest import Manifest, settled_cut
 from .sources.base import RetryPolicy
 from .workdir import owned
 
@@ -84,10 +84,9 @@ def plan_round(outcomes: Sequence[tuple[str, str]], target: int, initial: float)
         len(open_ids),
         estimate_yield(len(accepted), len(outcomes) - len(open_ids), initial),
     )
-    if len(accepted) >= target:
-        last = accepted[target - 1]
-        if not any(sid < last for sid in open_ids):
-            return replace(plan, cut=tuple(accepted[:target]))
+    cut = settled_cut(outcomes, target)
+    if cut is not None:
+        return replace(plan, cut=cut)
     goal = math.ceil(target / initial)
     while True:
         if len(outcomes) < goal:
@@ -160,11 +159,16 @@ def run_all(
                 "transiently or not tried); nothing finished is lost. Run the same command "
                 "again to continue (run.max_rounds sets the rounds per command)."
             )
+        with Manifest.open(work_dir) as manifest:  # `pack` alone packs the same locations
+            manifest.set_meta(RUN_TARGET, str(target))
         summary.pack = timed(
             "pack", pipeline.run_pack, out=out, progress=progress, dask=dask, sample_ids=plan.cut
         )
         summary.report = pipeline.status(work_dir)
     return summary
+
+
+RUN_TARGET = "run.target"
 
 
 def _plan(config: Config, work_dir: Path, target: int) -> RoundPlan:

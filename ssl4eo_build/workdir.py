@@ -50,7 +50,7 @@ class WorkDir:
 
     @classmethod
     def at(cls, path: Path) -> WorkDir:
-        return cls(Path(path).absolute())
+        return cls(Path(os.path.abspath(path)))
 
     @property
     def scratch(self) -> Path:
@@ -85,7 +85,7 @@ def _holder(lock_file: Path) -> str:
 @contextmanager
 def owned(work_dir: Path) -> Iterator[None]:
     """Hold the work directory's lock for the duration (re-entrant within one process)."""
-    root = Path(work_dir).absolute()
+    root = Path(os.path.abspath(work_dir))
     with _held_guard:
         depth = _held.get(root, 0)
         if depth:
