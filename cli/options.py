@@ -76,6 +76,8 @@ DEFAULT_WORK_DIR = Path("work")
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # Dask's own start-up chatter only at -vv.
+    logging.getLogger("distributed").setLevel(level if verbose > 1 else logging.WARNING)
 
 
 def on_executor(scheduler: str | None, call: Callable[[DaskExecutor | None], T]) -> T:
