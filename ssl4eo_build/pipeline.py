@@ -433,6 +433,7 @@ def run_pack(
     out_dir = Path(os.path.abspath(out if out is not None else work.root / "dataset"))
     with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
         _claim_output(out_dir, manifest.build_id, force)
+        clear_scratch(out_dir)  # what a killed pack left half-written
         rows = manifest.packable()
         if sample_ids is None:
             sample_ids = _run_selection(config, manifest)

@@ -263,7 +263,8 @@ def footprint_centre(wkb: bytes) -> LonLat:
     coords = shapely.get_coordinates(geometry)
     if not np.isfinite(coords).all():
         raise ValueError("geometry has non-finite coordinates")
-    if np.ptp(coords[:, 0]) > 180.0:
+    unwrap = bool(np.ptp(coords[:, 0]) > 180.0)
+    if unwrap:
         geometry = shapely.transform(
             geometry,
             lambda xy: np.column_stack(
@@ -271,5 +272,12 @@ def footprint_centre(wkb: bytes) -> LonLat:
             ),
         )
     centroid = geometry.centroid
-    lon = (float(centroid.x) + 180.0) % 360.0 - 180.0
-    return _check_position(lon, float(centroid.y))
+    lon = float(centroid.x)
+    centre = _check_position(lon - 360.0 if unwrap and lon > 180.0 else lon, float(centroid.y))
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    if low[0] < -180 or high[0] > 180 or low[1] < -90 or high[1] > 90:
+        raise ValueError(
+            f"footprint reaches lon {low[0]:g}..{high[0]:g}, lat {low[1]:g}..{high[1]:g}, "
+            "outside [-180, 180] x [-90, 90]"
+        )
+    return centre

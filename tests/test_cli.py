@@ -65,8 +65,8 @@ def test_bad_index_exits_2(tmp_path: Path) -> None:
 
 def test_validate_exit_codes(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(tmp_path / "missing")])
-    assert result.exit_code == 1
-    assert "not a directory" in result.output
+    assert result.exit_code == 2
+    assert "no such dataset directory" in result.output
 
 
 def test_unknown_source_is_a_clear_error(tmp_path: Path, few_cities: Path) -> None:

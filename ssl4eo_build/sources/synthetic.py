@@ -191,7 +191,9 @@ class SyntheticSource:
     def __init__(self, params: SyntheticConfig | None = None) -> None:
         self.params = params or SyntheticConfig()
         self._truth_cache: OrderedDict[PixelGrid, Truth] = OrderedDict()
-        self._cloud_cache: OrderedDict[tuple[str, PixelGrid], NDArray[np.float32]] = OrderedDict()
+        self._cloud_cache: OrderedDict[tuple[str, PixelGrid, float | None], NDArray[np.float32]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
         self._rng = random.Random()
         self.calls = {"search": 0, "fetch": 0}
@@ -357,9 +359,11 @@ class SyntheticSource:
     def _clouds(self, scene: Scene, grid: PixelGrid, key: int) -> NDArray[np.float32]:
         """Cloud thickness on the 60 m lattice, > 0 where cloudy, on about cloud_pct % of pixels.
 
-        L1C and L2A of a granule share the id, hence the same clouds.
+        L1C and L2A of a granule share the id, hence the same cloud field; each is thresholded
+        at its own product's cloud percentage. The cache key holds that percentage, so the
+        pixels never depend on which product was fetched first (retries change the order).
         """
-        cache_key = (scene.scene_id, grid)
+        cache_key = (scene.scene_id, grid, scene.cloud_pct)
         with self._lock:
             cached = self._cloud_cache.get(cache_key)
         if cached is not None:
