@@ -191,9 +191,10 @@ class SyntheticSource:
     def __init__(self, params: SyntheticConfig | None = None) -> None:
         self.params = params or SyntheticConfig()
         self._truth_cache: OrderedDict[PixelGrid, Truth] = OrderedDict()
-        self._cloud_cache: OrderedDict[tuple[str, PixelGrid, float | None], NDArray[np.float32]] = (
-            OrderedDict()
-        )
+        self._cloud_cache: OrderedDict[tuple[str, PixelGrid], NDArray[np.float32]] = OrderedDict()
+        # granule -> its cloud cover before the per-product jitter (filled by searches, which
+        # always precede fetches; bounded like the caches)
+        self._granule_cover: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._rng = random.Random()
         self.calls = {"search": 0, "fetch": 0}
@@ -260,6 +261,7 @@ class SyntheticSource:
                 continue
             datatake = f"{_ts(sensing)}_{_ts(sensing - timedelta(seconds=6))}"
             cloud_base = 100.0 * _scalar_unit(self.params.seed, 22, track, k) ** gamma
+            self._remember_cover(datatake, cloud_base)
             for epsg in self.covering_zones(point):
                 tile = mgrs_tile(point.lon, point.lat, epsg)
                 granule = f"{datatake}_{tile}"
@@ -359,11 +361,11 @@ class SyntheticSource:
     def _clouds(self, scene: Scene, grid: PixelGrid, key: int) -> NDArray[np.float32]:
         """Cloud thickness on the 60 m lattice, > 0 where cloudy, on about cloud_pct % of pixels.
 
-        L1C and L2A of a granule share the id, hence the same cloud field; each is thresholded
-        at its own product's cloud percentage. The cache key holds that percentage, so the
-        pixels never depend on which product was fetched first (retries change the order).
+        L1C and L2A of a granule share the id and the granule's cloud cover (before the small
+        per-product jitter of their cloud percentages), hence the same clouds, whichever is
+        fetched first.
         """
-        cache_key = (scene.scene_id, grid, scene.cloud_pct)
+        cache_key = (scene.scene_id, grid)
         with self._lock:
             cached = self._cloud_cache.get(cache_key)
         if cached is not None:
@@ -371,7 +373,10 @@ class SyntheticSource:
         lon, lat = lonlat_of_pixels(self._coarse_grid(grid, 6))
         u, v = metric_frame(lon, lat)
         field = value_noise(u, v, key % 1_000_003, 3000.0, 4)
-        cover = (scene.cloud_pct or 0.0) / 100.0
+        datatake = scene.scene_id.rsplit("_", 1)[0]
+        with self._lock:
+            pct = self._granule_cover.get(datatake, scene.cloud_pct or 0.0)
+        cover = min(pct, 100.0) / 100.0
         # value_noise is roughly uniform-ish with std ~0.3: threshold at the matching quantile.
         threshold = float(np.quantile(field, 1.0 - cover)) if cover > 0 else np.inf
         clouds = np.where(field > threshold, field - threshold + 0.2, 0.0).astype(np.float32)
@@ -380,6 +385,13 @@ class SyntheticSource:
             while len(self._cloud_cache) > 64:
                 self._cloud_cache.popitem(last=False)
         return clouds
+
+    def _remember_cover(self, datatake: str, cloud_pct: float) -> None:
+        with self._lock:
+            self._granule_cover[datatake] = cloud_pct
+            self._granule_cover.move_to_end(datatake)
+            while len(self._granule_cover) > 100_000:
+                self._granule_cover.popitem(last=False)
 
     def _band(
         self, scene: Scene, band: str, fields: Truth, clouds: NDArray[np.float32] | None
