@@ -5,11 +5,15 @@ times :func:`align_location` in one process per case, and the whole stage with o
 core: once with the raw files in the page cache (just written), once from disk (cache dropped;
 needs root).
 
-    .venv/bin/python -m bench.bench_align [N]   (default 120)
+It also times the one-core pass with the raw files' recorded sha256 checked (the default)
+and without (as for a work dir from before checksums), side by side.
+
+    .venv/bin/python -m bench.bench_align [N] [--json]   (default 120)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -53,11 +57,18 @@ def prepare(case: str, n: int, compress: str) -> tuple[Path, Path]:
     return work, config
 
 
-def time_single(work: Path, config: Path) -> dict[str, float]:
+def time_single(work: Path, config: Path, verify: bool = True) -> dict[str, float]:
     cfg = load_config(config)
     with Manifest.open(work) as m:
         candidates = m.align_candidates(cfg.align.max_runs)
-    tasks = [AlignTask(r.sample_id, r.position, f) for r, f in candidates]
+    tasks = [
+        AlignTask(
+            r.sample_id,
+            r.position,
+            f if verify else {k: (path, epsg, None) for k, (path, epsg, _) in f.items()},
+        )
+        for r, f in candidates
+    ]
     seconds: dict[str, float] = {}
     zones = 0
     t0 = time.perf_counter()
@@ -99,10 +110,12 @@ def _copy_db(src: Path, dst: Path) -> None:
         a.backup(b)
 
 
-def main(n: int = 120) -> None:
+def main(n: int = 120, as_json: bool = False) -> dict[str, float | None]:
+    figures: dict[str, float | None] = {}
     for compress in ("zstd", "none"):
         for case in CASES:
             work, config = prepare(case, n, compress)
+            unverified = time_single(work, config, verify=False) if compress == "zstd" else None
             single = time_single(work, config)
             warm = time_stage(work, config, cold=False)
             cold = time_stage(work, config, cold=True)
@@ -117,7 +130,30 @@ def main(n: int = 120) -> None:
                 f"{'n/a (needs root)' if cold is None else f'{cold:.1f} loc/s'}; "
                 f"per location: {parts}"
             )
+            key = f"{case}_{compress}"
+            figures.update(
+                {
+                    f"{key}_one_core_loc_s": single["per_core_loc_s"],
+                    f"{key}_stage_loc_s": warm,
+                    f"{key}_stage_cold_loc_s": cold,
+                    f"{key}_read_ms": single["read_ms"],
+                }
+            )
+            if unverified is not None:
+                ratio = single["per_core_loc_s"] / unverified["per_core_loc_s"]
+                print(
+                    f"  checksums: one core {single['per_core_loc_s']:.1f} loc/s with the raw "
+                    f"files' sha256 checked, {unverified['per_core_loc_s']:.1f} without "
+                    f"(ratio {ratio:.2f}); read {single['read_ms']:.0f} vs "
+                    f"{unverified['read_ms']:.0f} ms"
+                )
+                figures[f"{key}_one_core_unverified_loc_s"] = unverified["per_core_loc_s"]
+                figures[f"{key}_checksum_speed_ratio"] = ratio
+    if as_json:
+        print(json.dumps(figures))
+    return figures
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 120)
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    main(int(args[0]) if args else 120, as_json="--json" in sys.argv[1:])

@@ -165,8 +165,6 @@ class Manifest:
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.work_dir = self.path.parent
-        self.readonly = readonly
         try:
             if readonly:
                 self.db = sqlite3.connect(

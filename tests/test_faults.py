@@ -310,6 +310,7 @@ def test_kill_9_leaves_no_process_and_no_temporary_file(
     assert done.returncode == 0, done.stderr
     assert not (work / ".tmp").exists() and not (work / "dataset" / ".tmp").exists()
     assert shard_digests(work / "dataset") == shard_digests(clean_run / "dataset")
+    assert sampled(work) <= sampled(clean_run), "no more locations than an uninterrupted build"
 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes_the_same_dataset(
@@ -327,6 +328,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes_the_same_dataset(
     done = cli("run", "-c", str(slow_cfg), "-w", str(work), "-q")
     assert done.returncode == 0, done.stderr
     assert shard_digests(work / "dataset") == shard_digests(clean_run / "dataset")
+    assert sampled(work) <= sampled(clean_run), "no more locations than an uninterrupted build"
+
+
+def sampled(work: Path) -> int:
+    return int(query(work, "SELECT COUNT(*) FROM locations")[0][0])  # type: ignore[call-overload]
 
 
 # -------------------------------------------------------------------------------- full disk

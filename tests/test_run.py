@@ -72,6 +72,11 @@ def test_killed_run_resumes_to_the_same_dataset(
     assert {p: p.stat().st_mtime_ns for p in before} == before, "finished downloads not redone"
     assert shard_digests(killed / "dataset") == shard_digests(clean_run / "dataset")
     assert shard_digests(clean_run / "dataset")
+    counts = [
+        sqlite3.connect(w / "manifest.sqlite").execute("SELECT COUNT(*) FROM locations").fetchone()
+        for w in (killed, clean_run)
+    ]
+    assert counts[0] <= counts[1], "a resumed build samples no more than an uninterrupted one"
 
 
 def test_dask_worker_killed_mid_stage_is_redone(tmp_path: Path, cfg_path: Path) -> None:
