@@ -25,7 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from .config import Config
 from .errors import FinalSourceError, RetryableSourceError
@@ -218,7 +221,9 @@ class CorruptDataError(RetryableSourceError):
     fetched again; if the source keeps sending them, the location is rejected."""
 
 
-def fetch_checked(source: Source, scene: Scene, grid: PixelGrid, product: str) -> Any:
+def fetch_checked(
+    source: Source, scene: Scene, grid: PixelGrid, product: str
+) -> NDArray[np.float32]:
     """The scene's pixels, refused (retryably) when they break the product's hard limits."""
     pixels = source.fetch(scene, grid, PRODUCTS[product].bands)
     problem = PRODUCTS[product].value_problem(pixels)
