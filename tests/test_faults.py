@@ -313,14 +313,15 @@ def test_kill_9_leaves_no_process_and_no_temporary_file(
     assert sampled(work) <= sampled(clean_run), "no more locations than an uninterrupted build"
 
 
+@pytest.mark.parametrize("table", ["downloads", "patches"])
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes_the_same_dataset(
-    tmp_path: Path, slow_cfg: Path, clean_run: Path
+    tmp_path: Path, slow_cfg: Path, clean_run: Path, table: str
 ) -> None:
     work = tmp_path / "interrupted"
     proc = subprocess.Popen(
         [*CMD, "run", "-c", str(slow_cfg), "-w", str(work), "-q"], stderr=subprocess.PIPE
     )
-    wait_for(work, "SELECT COUNT(*) FROM downloads", 1, proc)
+    wait_for(work, f"SELECT COUNT(*) FROM {table}", 0, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
