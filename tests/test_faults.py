@@ -72,7 +72,11 @@ def test_copied_work_dir_used_from_another_directory_fetches_nothing_and_packs(
     tmp_path: Path, cfg_path: Path, built: Path, clean_run: Path
 ) -> None:
     paths = [
-        str(r[0]) for r in query(built, "SELECT path FROM scenes UNION SELECT path FROM patches")
+        str(r[0])
+        for r in query(
+            built,
+            "SELECT path FROM scenes UNION SELECT path FROM patches WHERE path IS NOT NULL",
+        )
     ]
     assert paths and all(not p.startswith("/") for p in paths), "paths relative to the work dir"
     shutil.rmtree(built / "dataset")
@@ -394,3 +398,30 @@ def test_status_of_a_manifest_in_use_is_read_only(built: Path) -> None:
     assert pipeline.status(built)["stages"]["align"]["counts"]["ok"] >= 8
     assert (built / "manifest.sqlite").stat().st_mtime_ns == before
     assert file_sha256(built / "manifest.sqlite")
+
+
+def test_a_version_1_manifest_is_upgraded_and_nothing_is_fetched_again(
+    cfg_path: Path, built: Path, clean_run: Path
+) -> None:
+    """Version 1 stored paths as typed on the command line and no checksums."""
+    with sqlite3.connect(built / "manifest.sqlite") as db:
+        db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        db.execute("UPDATE scenes SET path='../somewhere/else/' || path, sha256=NULL")
+        db.execute("UPDATE patches SET path='/old/abs/' || path, sha256=NULL")
+    old = cli("status", "-w", str(built))
+    assert old.returncode == 2 and "upgrade" in old.stderr, "read-only commands do not upgrade"
+    spent = requests_spent(built)
+    shutil.rmtree(built / "dataset")
+    done = cli("run", "-c", str(cfg_path), "-w", str(built), "-q")
+    assert done.returncode == 0, done.stderr
+    assert requests_spent(built) == spent
+    assert query(built, "SELECT value FROM meta WHERE key='schema_version'") == [("2",)]
+    paths = [
+        str(r[0])
+        for r in query(
+            built,
+            "SELECT path FROM scenes UNION SELECT path FROM patches WHERE path IS NOT NULL",
+        )
+    ]
+    assert all(p.startswith(("raw/", "aligned/")) for p in paths)
+    assert shard_digests(built / "dataset") == shard_digests(clean_run / "dataset")
