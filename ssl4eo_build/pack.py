@@ -123,7 +123,7 @@ def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
         ),
         "time_": (
             ("sample", "time"),
-            np.stack([c.modalities[modality].time for c in cubes]).astype("datetime64[ns]"),
+            whole_seconds(np.stack([c.modalities[modality].time for c in cubes])),
         ),
         "x_": (("sample", "x"), np.stack([c.x for c in cubes]).astype(np.float64)),
         "y_": (("sample", "y"), np.stack([c.y for c in cubes]).astype(np.float64)),
@@ -250,19 +250,50 @@ class RunningStats:
 
 
 def footprint_wkb(cube: AlignedCube) -> bytes:
-    """The patch footprint (pixel edges) as a WKB polygon in EPSG:4326, 8 points per side."""
+    """The patch footprint as published: the rectangle of its pixel edges, its four corners
+    transformed to EPSG:4326, as a five-point counter-clockwise WKB polygon."""
     import shapely
+    from shapely.geometry.polygon import orient
 
     from .grid import transformer
 
     half = abs(float(cube.x[1] - cube.x[0])) / 2.0
     x0, x1 = float(cube.x[0]) - half, float(cube.x[-1]) + half
     y0, y1 = float(cube.y[-1]) - half, float(cube.y[0]) + half
-    t = np.linspace(0.0, 1.0, 9)[:-1]
-    xs = np.concatenate([x0 + (x1 - x0) * t, np.full(8, x1), x1 - (x1 - x0) * t, np.full(8, x0)])
-    ys = np.concatenate([np.full(8, y1), y1 - (y1 - y0) * t, np.full(8, y0), y0 + (y1 - y0) * t])
-    lon, lat = transformer(cube.epsg, 4326).transform(xs, ys)
-    return bytes(shapely.to_wkb(shapely.Polygon(np.column_stack([lon, lat]))))
+    # Lower left, lower right, upper right, upper left: counter-clockwise with y up, and the
+    # transform to lon/lat keeps the orientation.
+    lon, lat = transformer(cube.epsg, 4326).transform([x0, x1, x1, x0], [y0, y0, y1, y1])
+    polygon = orient(shapely.Polygon(np.column_stack([lon, lat])), sign=1.0)
+    return bytes(shapely.to_wkb(polygon))
+
+
+def geoparquet_metadata(footprints: Sequence[bytes]) -> dict[str, Any]:
+    """GeoParquet 1.1 ``geo`` metadata for the footprint column: WKB polygons in EPSG:4326
+    (explicit PROJJSON ``crs``) and the ``bbox`` of them all."""
+    import shapely
+    from pyproj import CRS
+
+    column: dict[str, Any] = {
+        "encoding": "WKB",
+        "geometry_types": ["Polygon"],
+        "crs": CRS.from_epsg(4326).to_json_dict(),
+        "edges": "planar",
+        "orientation": "counterclockwise",
+    }
+    if footprints:
+        bounds = shapely.bounds(shapely.from_wkb(list(footprints)))
+        column["bbox"] = [
+            float(bounds[:, 0].min()),
+            float(bounds[:, 1].min()),
+            float(bounds[:, 2].max()),
+            float(bounds[:, 3].max()),
+        ]
+    return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+
+
+def whole_seconds(times: NDArray[Any]) -> NDArray[np.datetime64]:
+    """Timestamps truncated to whole seconds, as datetime64[ns] (the published ``time_``)."""
+    return np.asarray(times).astype("datetime64[s]").astype("datetime64[ns]")
 
 
 def metadata_rows(cube: AlignedCube, file_name: str) -> list[dict[str, Any]]:
@@ -373,7 +404,7 @@ def sample_dataset(cube: AlignedCube, modality: str) -> xr.Dataset:
         data_vars,
         coords={
             "band": np.array(m.band_names),
-            "time": m.time.astype("datetime64[ns]").astype(np.int64),
+            "time": whole_seconds(m.time).astype(np.int64),
         },
     )
 

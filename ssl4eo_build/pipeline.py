@@ -684,11 +684,6 @@ def write_pack_sidecars(
 
     splits_dir = out_dir / "splits"
     splits_dir.mkdir(parents=True, exist_ok=True)
-    geo = {
-        "version": "1.0.0",
-        "primary_column": "geometry",
-        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}},
-    }
     train_stats: dict[str, list[dict[str, list[float]]]] = {}
     for split in pack.SPLITS:
         numbers = sorted(s.number for s in plans if s.split == split)
@@ -718,6 +713,7 @@ def write_pack_sidecars(
                 for c in table.column_names
             ],
         }  # fmt: skip
+        geo = pack.geoparquet_metadata([bytes.fromhex(r["geometry"]) for r in rows])
         table = table.replace_schema_metadata(
             {b"geo": json.dumps(geo).encode(), b"pandas": json.dumps(pandas_meta).encode()}
         )

@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -301,6 +302,8 @@ def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
         times = ds["time_"].values
         if np.any(np.diff(times, axis=1) < np.timedelta64(0)):
             yield f"{path}: timestamps of a sample are not sorted by date"
+        if np.any(times.astype("datetime64[ns]").astype(np.int64) % 1_000_000_000):
+            yield f"{path}: time_ has sub-second parts; the published values are whole seconds"
     if "sample_id" in ds and "sample" in ds.coords:
         want = np.array([[f"{s}_{t}" for t in range(4)] for s in ds["sample"].values])
         if ds["sample_id"].shape != want.shape or not np.array_equal(ds["sample_id"].values, want):
@@ -325,16 +328,63 @@ def _check_parquet(path: Path, files: set[str]) -> Iterator[str]:
         return
     if "idx" not in table.column_names:
         yield f"{path}: index 'idx' missing"
-    if b"geo" not in (table.schema.metadata or {}):
-        yield f"{path}: no GeoParquet 'geo' metadata (geopandas cannot read the geometry)"
     names = set(table.column("file").to_pylist())
     if not names <= files:
         yield f"{path}: refers to files not in the split: {sorted(names - files)[:3]}"
-    for wkb in table.column("geometry").to_pylist()[:1]:
-        try:
-            geom = shapely.from_wkb(wkb)
-        except (shapely.errors.GEOSException, TypeError) as exc:
-            yield f"{path}: geometry is not WKB ({exc})"
-            continue
-        if geom.geom_type != "Polygon":
-            yield f"{path}: geometry is {geom.geom_type}, expected Polygon"
+    try:
+        geometries = shapely.from_wkb(table.column("geometry").to_pylist())
+    except (shapely.errors.GEOSException, TypeError) as exc:
+        yield f"{path}: geometry is not WKB ({exc})"
+        return
+    yield from _check_footprints(path, geometries)
+    yield from _check_geo_metadata(path, table.schema.metadata or {}, geometries)
+
+
+def _check_footprints(path: Path, geometries: Any) -> Iterator[str]:
+    """Each footprint is the published five-point counter-clockwise patch rectangle."""
+    for row, geom in enumerate(geometries):
+        if geom is None or geom.geom_type != "Polygon":
+            kind = "missing" if geom is None else geom.geom_type
+            yield f"{path}: row {row}: geometry is {kind}, expected Polygon"
+            return
+        ring = geom.exterior
+        if len(ring.coords) != 5 or not ring.is_ccw:
+            yield (
+                f"{path}: row {row}: footprint has {len(ring.coords)} points"
+                f"{'' if ring.is_ccw else ', clockwise'}; expected the five-point "
+                "counter-clockwise patch rectangle"
+            )
+            return
+
+
+def _check_geo_metadata(path: Path, metadata: dict[bytes, bytes], geometries: Any) -> Iterator[str]:
+    """GeoParquet 1.1 ``geo`` metadata with an explicit ``crs`` and a ``bbox`` that holds every
+    footprint."""
+    import shapely
+
+    if b"geo" not in metadata:
+        yield f"{path}: no GeoParquet 'geo' metadata (geopandas cannot read the geometry)"
+        return
+    try:
+        geo = json.loads(metadata[b"geo"])
+        column = geo["columns"][geo["primary_column"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        yield f"{path}: GeoParquet 'geo' metadata unreadable ({exc})"
+        return
+    if not str(geo.get("version", "")).startswith("1.1"):
+        yield f"{path}: GeoParquet version {geo.get('version')!r}, expected 1.1"
+    if not isinstance(column.get("crs"), dict):
+        yield f"{path}: GeoParquet metadata has no explicit 'crs' (PROJJSON of EPSG:4326)"
+    bbox = column.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        yield f"{path}: GeoParquet metadata has no 'bbox'"
+    elif len(geometries):
+        bounds = shapely.bounds(geometries)
+        inside = (
+            bounds[:, 0].min() >= bbox[0] - 1e-9
+            and bounds[:, 1].min() >= bbox[1] - 1e-9
+            and bounds[:, 2].max() <= bbox[2] + 1e-9
+            and bounds[:, 3].max() <= bbox[3] + 1e-9
+        )
+        if not inside:
+            yield f"{path}: GeoParquet 'bbox' {bbox} does not hold every footprint"

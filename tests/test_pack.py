@@ -313,3 +313,47 @@ def test_webdataset_layout_reads_with_webdataset(packed: tuple[Config, Path], tm
     assert names[0] == "ssl4eos12_shard_000001.tar"
     (out / "train/S1GRD" / tars[0].name).unlink()
     assert any("missing in some modality" in p for p in validate_dataset(out))
+
+
+def test_metadata_has_the_published_form(packed: tuple[Config, Path], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    import geopandas
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+
+    _, work = packed
+    path = work / "dataset/splits/train_metadata.parquet"
+    frame = geopandas.read_parquet(path)
+    assert frame.crs is not None and frame.crs.to_epsg() == 4326
+    for geom in frame.geometry:
+        assert len(geom.exterior.coords) == 5 and geom.exterior.is_ccw, "five-point, CCW"
+    geo = json.loads(pq.read_schema(path).metadata[b"geo"])
+    column = geo["columns"]["geometry"]
+    assert geo["version"] == "1.1.0" and column["crs"]["id"]["code"] == 4326
+    np.testing.assert_allclose(column["bbox"], frame.total_bounds)
+    # The corners are the shard's pixel-edge corners, in EPSG:4326.
+    row = frame.iloc[0]
+    ds = open_shard(work / "dataset/train/S2L2A" / row["file"])
+    i = list(ds["sample"].values).index(row["sample_id"])
+    x, y = ds["x_"].values[i], ds["y_"].values[i]
+    from ssl4eo_build.grid import transformer
+
+    lon, lat = transformer(int(ds["crs"].values[i]), 4326).transform(x[0] - 5.0, y[-1] - 5.0)
+    np.testing.assert_allclose(row.geometry.exterior.coords[0], (lon, lat), atol=1e-9)
+    assert not np.any(ds["time_"].values.astype(np.int64) % 1_000_000_000), "whole seconds"
+    # validate names a footprint of the old form (33-point clockwise ring).
+    broken = tmp_path / "dataset"
+    shutil.copytree(work / "dataset", broken)
+    table = pq.read_table(broken / "splits/train_metadata.parquet")
+    ring = shapely.Polygon(
+        shapely.get_coordinates(shapely.from_wkb(table["geometry"][0].as_py())).tolist()[::-1]
+    ).segmentize(0.001)
+    column_index = table.column_names.index("geometry")
+    values = [shapely.to_wkb(ring), *table["geometry"].to_pylist()[1:]]
+    table = table.set_column(column_index, "geometry", pa.array(values))
+    pq.write_table(table, broken / "splits/train_metadata.parquet")
+    problems = validate_dataset(broken)
+    assert any("five-point counter-clockwise" in p for p in problems), problems
