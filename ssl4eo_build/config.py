@@ -170,6 +170,10 @@ class PackConfig:
     blosc_clevel: int = field(default=5, metadata=_rng(0, 9))
     format: str = field(default="zarr", metadata=_choice("zarr", "webdataset", "both"))
     samples_per_tar: int = field(default=512, metadata=_rng(1, 1_000_000))
+    # Added to S-2 digital numbers (S2L1C, S2L2A) as each published layout stores them: the
+    # v1.1 Zarr shards carry +1000, the 2026 WebDataset release none.
+    s2_offset_zarr: int = field(default=1000, metadata=_rng(0, 10_000))
+    s2_offset_webdataset: int = field(default=0, metadata=_rng(0, 10_000))
     workers: int = field(default=0, metadata=_rng(0, 1024))  # 0: one process per core
 
 

@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -326,37 +326,75 @@ class ShardResult:
 
 
 CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, sha256 or None)
-ModalityWriter = Callable[[list[AlignedCube], str, Path, Codec, Path], str]
+ModalityWriter = Callable[[list[AlignedCube], str, Path, Codec, Path, dict[str, Any]], str]
+S2_DN = ("S2L1C", "S2L2A")  # modalities holding Sentinel-2 digital numbers
+INT16_MAX = 32767
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a layout stores values: the Blosc codec per modality and the offset added to S-2
+    digital numbers (the published Zarr shards carry +1000, the WebDataset members none)."""
+
+    compressor: dict[str, tuple[str, int]]
+    s2_offset: int = 0
+
+    def attrs(self, modality: str) -> dict[str, Any]:
+        """What the file says about its values (``bands`` attribute ``dn_offset``; not the CF
+        ``add_offset``, which readers would apply)."""
+        return {"dn_offset": self.s2_offset} if modality in S2_DN else {}
+
+
+def with_offset(cube: AlignedCube, s2_offset: int) -> AlignedCube:
+    """``cube`` with ``s2_offset`` added to its S-2 digital numbers, saturating at 32767."""
+    if not s2_offset:
+        return cube
+    modalities = dict(cube.modalities)
+    for name in S2_DN:
+        m = modalities[name]
+        shifted = np.minimum(m.bands.astype(np.int32) + s2_offset, INT16_MAX).astype(np.int16)
+        modalities[name] = replace(m, bands=shifted)
+    return replace(cube, modalities=modalities)
 
 
 def write_shard(
-    out_dir: Path, cubes: CubeFiles, compressor: dict[str, tuple[str, int]], plan: ShardPlan
+    out_dir: Path, cubes: CubeFiles, encoding: Encoding, plan: ShardPlan
 ) -> ShardResult:
     """Load the plan's cubes and write its file in every modality folder."""
 
-    def write(cubes: list[AlignedCube], modality: str, path: Path, codec: Codec, tmp: Path) -> str:
-        return write_zarr_zip(shard_dataset(cubes, modality), path, codec, scratch=tmp)
+    def write(
+        cubes: list[AlignedCube],
+        modality: str,
+        path: Path,
+        codec: Codec,
+        tmp: Path,
+        attrs: dict[str, Any],
+    ) -> str:
+        ds = shard_dataset(cubes, modality)
+        ds["bands"].attrs.update(attrs)
+        return write_zarr_zip(ds, path, codec, scratch=tmp)
 
     name = shard_name(plan.split, plan.number)
-    return _write_modalities(out_dir, cubes, compressor, plan, name, write)
+    return _write_modalities(out_dir, cubes, encoding, plan, name, write)
 
 
 def _write_modalities(
     out_dir: Path,
     cube_files: CubeFiles,
-    compressor: dict[str, tuple[str, int]],
+    encoding: Encoding,
     plan: ShardPlan,
     file_name: str,
     write: ModalityWriter,
 ) -> ShardResult:
     """Load the plan's cubes (each checked against its recorded sha256), ``write`` them to
-    ``{split}/{modality}/{file_name}`` for every modality with its compressor, and describe
-    what was written. A missing or damaged cube writes nothing and is named in the result."""
+    ``{split}/{modality}/{file_name}`` for every modality as the layout stores them, and
+    describe what was written (band sums of the stored values). A missing or damaged cube
+    writes nothing and is named in the result."""
     cubes, damaged = [], []
     for sample_id in plan.sample_ids:
         path, sha256 = cube_files[sample_id]
         try:
-            cubes.append(load_cube(Path(path), sha256))
+            cubes.append(with_offset(load_cube(Path(path), sha256), encoding.s2_offset))
         except RawFileError:
             damaged.append(sample_id)
     if damaged:
@@ -364,8 +402,10 @@ def _write_modalities(
     files = []
     for modality in MODALITIES:
         rel = f"{plan.split}/{modality}/{file_name}"
-        codec = blosc(*compressor[modality])
-        sha256 = write(cubes, modality, out_dir / rel, codec, scratch_dir(out_dir))
+        codec = blosc(*encoding.compressor[modality])
+        sha256 = write(
+            cubes, modality, out_dir / rel, codec, scratch_dir(out_dir), encoding.attrs(modality)
+        )
         files.append((rel, modality, len(cubes), sha256))
     metadata = tuple(row for c in cubes for row in metadata_rows(c, file_name))
     return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
@@ -409,16 +449,19 @@ def sample_dataset(cube: AlignedCube, modality: str) -> xr.Dataset:
     )
 
 
-def write_tar(
-    out_dir: Path, cubes: CubeFiles, compressor: dict[str, tuple[str, int]], plan: ShardPlan
-) -> ShardResult:
+def write_tar(out_dir: Path, cubes: CubeFiles, encoding: Encoding, plan: ShardPlan) -> ShardResult:
     """One tar per modality: a ``{sample_id}.zarr.zip`` member per sample, keys aligned."""
     name = tar_name(plan.number)
-    return _write_modalities(out_dir, cubes, compressor, plan, name, _write_one_tar)
+    return _write_modalities(out_dir, cubes, encoding, plan, name, _write_one_tar)
 
 
 def _write_one_tar(
-    cubes: list[AlignedCube], modality: str, path: Path, codec: Codec, scratch: Path
+    cubes: list[AlignedCube],
+    modality: str,
+    path: Path,
+    codec: Codec,
+    scratch: Path,
+    attrs: dict[str, Any],
 ) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     target = atomic_target(path, scratch)
@@ -429,7 +472,9 @@ def _write_one_tar(
         ):
             for cube in cubes:
                 member = Path(tmp) / f"{cube.sample_id}.zarr.zip"
-                write_zarr_zip(sample_dataset(cube, modality), member, codec, chunk_time=False)
+                ds = sample_dataset(cube, modality)
+                ds["bands"].attrs.update(attrs)
+                write_zarr_zip(ds, member, codec, chunk_time=False)
                 info = tarfile.TarInfo(member.name)
                 data = member.read_bytes()
                 info.size, info.mtime, info.mode = len(data), 0, 0o644

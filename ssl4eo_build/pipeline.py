@@ -434,6 +434,7 @@ def run_pack(
     with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
         _claim_output(out_dir, manifest.build_id, force)
         clear_scratch(out_dir)  # what a killed pack left half-written
+        clear_scratch(out_dir / WEBDATASET_DIR)
         rows = manifest.packable()
         if sample_ids is None:
             sample_ids = _run_selection(config, manifest)
@@ -473,42 +474,32 @@ def run_pack(
         manifest.set_meta("pack.out", out_key)
         manifest.set_meta("pack.plan", plan_key)
         run_id = manifest.begin_run("pack", {**settings, "out": out_key})
-        layouts: list[tuple[str, list[pack.ShardPlan], Any, Callable[[str, str, int], str]]] = []
-        if p.format in ("zarr", "both"):
-            layouts.append(("zarr", plans, pack.write_shard, pack.shard_relpath))
-        if p.format in ("webdataset", "both"):
-            tars = pack.plan_tars(splits, p.samples_per_tar)
-            layouts.append(("webdataset", tars, pack.write_tar, _tar_relpath))
         written = kept = 0
-        for layout, layout_plans, writer, relpath in layouts:
+        for layout in _layouts(config, out_dir, plans, splits):
             recorded = manifest.shard_files()
-            done = manifest.packed_shards(layout)
+            done = manifest.packed_shards(layout.name)
             todo = [
                 s
-                for s in layout_plans
+                for s in layout.plans
                 if (s.split, s.number) not in done
                 or not all(
                     intact(out_dir / rel, recorded.get(rel, ""))
-                    for rel in (relpath(s.split, m, s.number) for m in MODALITIES)
+                    for rel in layout.files(s.split, s.number)
                 )
             ]
-            kept += len(layout_plans) - len(todo)
-            written += _write_shards(
-                config, manifest, work, out_dir, layout, todo, writer, workers, dask, progress
+            kept += len(layout.plans) - len(todo)
+            written += _write_shards(config, manifest, work, layout, todo, workers, dask, progress)
+            # Each layout's root is complete on its own: split lists, metadata and stats of
+            # its own files and values, and checksums of everything in it.
+            sums = write_pack_sidecars(
+                layout.root, manifest.packed_shards(layout.name), layout.plans, layout.file_name
             )
-        # Split lists, metadata and stats describe the Zarr shards (the v1.1 layout) when they
-        # are written, the tars otherwise.
-        layout, layout_plans, _, _ = layouts[0]
-        names = pack.shard_name if layout == "zarr" else _tar_name
-        sums = write_pack_sidecars(out_dir, manifest.packed_shards(layout), layout_plans, names)
-        recorded = manifest.shard_files()
-        for _, layout_plans, _, relpath in layouts:
-            for plan in layout_plans:
-                for m in MODALITIES:
-                    rel = relpath(plan.split, m, plan.number)
-                    sums[rel] = recorded[rel]
-        write_checksums(out_dir, sums)
-        clear_scratch(out_dir)
+            recorded = manifest.shard_files()
+            for plan in layout.plans:
+                for rel in layout.files(plan.split, plan.number):
+                    sums[rel[len(layout.prefix) :]] = recorded[rel]
+            write_checksums(layout.root, sums)
+            clear_scratch(layout.root)
         summary = PackSummary(
             out_dir=str(out_dir),
             shards_written=written,
@@ -524,19 +515,15 @@ def _write_shards(
     config: Config,
     manifest: Manifest,
     work: WorkDir,
-    out_dir: Path,
-    layout: str,
+    layout: Layout,
     todo: list[pack.ShardPlan],
-    writer: Callable[..., pack.ShardResult],
     workers: int | None,
     dask: DaskExecutor | None,
     progress: bool,
 ) -> int:
     """Write ``todo`` and record each shard; shards with a missing or damaged cube are
     written again once those cubes are aligned again. Returns the number written."""
-    p = config.pack
-    compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
-    n_workers = workers or p.workers or os.cpu_count() or 1
+    n_workers = workers or config.pack.workers or os.cpu_count() or 1
     written = 0
     for attempt in range(2):
         cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
@@ -544,10 +531,10 @@ def _write_shards(
         retry: list[pack.ShardPlan] = []
         damaged: set[str] = set()
         for result in run_pool(
-            partial(writer, out_dir, cubes, compressor),
+            partial(layout.writer, layout.root, cubes, layout.encoding),
             todo,
             n_workers,
-            f"pack {layout}",
+            f"pack {layout.name}",
             counts,
             progress,
             processes=n_workers > 1,
@@ -561,11 +548,11 @@ def _write_shards(
             with manifest.transaction() as db:
                 manifest.record_shard(
                     db,
-                    layout,
+                    layout.name,
                     result.split,
                     result.number,
                     [str(m["sample_id"]) for m in result.metadata[::4]],
-                    result.files,
+                    [(layout.prefix + rel, m, n, sha) for rel, m, n, sha in result.files],
                     json.dumps([{**m, "geometry": m["geometry"].hex()} for m in result.metadata]),
                     json.dumps(result.stats),
                 )
@@ -581,6 +568,50 @@ def _write_shards(
         f"rebuilt (first: {min(damaged)}); see `ssl4eo-build status` for their reasons, then "
         "run `ssl4eo-build download` and `pack` again."
     )
+
+
+WEBDATASET_DIR = "webdataset"  # with --format both, the tar layout's own root inside OUT
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One published layout being written: its files, root, encoding and writer."""
+
+    name: str  # zarr | webdataset
+    root: Path
+    prefix: str  # the root relative to the output directory ("" or "webdataset/")
+    plans: list[pack.ShardPlan]
+    encoding: pack.Encoding
+    writer: Callable[..., pack.ShardResult]
+    file_name: Callable[[str, int], str]
+
+    def files(self, split: str, number: int) -> list[str]:
+        """The shard's files, relative to the output directory."""
+        name = self.file_name(split, number)
+        return [f"{self.prefix}{split}/{m}/{name}" for m in MODALITIES]
+
+
+def _layouts(
+    config: Config, out_dir: Path, plans: list[pack.ShardPlan], splits: dict[str, list[str]]
+) -> list[Layout]:
+    """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
+    published and OUT/webdataset the tar layout."""
+    p = config.pack
+    compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
+    out: list[Layout] = []
+    if p.format in ("zarr", "both"):
+        encoding = pack.Encoding(compressor, p.s2_offset_zarr)
+        out.append(Layout("zarr", out_dir, "", plans, encoding, pack.write_shard, pack.shard_name))
+    if p.format in ("webdataset", "both"):
+        prefix = f"{WEBDATASET_DIR}/" if p.format == "both" else ""
+        tars = pack.plan_tars(splits, p.samples_per_tar)
+        encoding = pack.Encoding(compressor, p.s2_offset_webdataset)
+        out.append(
+            Layout(
+                "webdataset", out_dir / prefix, prefix, tars, encoding, pack.write_tar, _tar_name
+            )
+        )
+    return out
 
 
 def _repair_cubes(
@@ -655,10 +686,6 @@ def write_checksums(out_dir: Path, sums: dict[str, str]) -> None:
     """``checksums.sha256`` in the ``sha256sum`` format (``sha256sum -c`` checks it)."""
     lines = "".join(f"{sha}  {rel}\n" for rel, sha in sorted(sums.items()))
     write_atomic(out_dir / CHECKSUMS, lines.encode(), scratch_dir(out_dir))
-
-
-def _tar_relpath(split: str, modality: str, number: int) -> str:
-    return f"{split}/{modality}/{pack.tar_name(number)}"
 
 
 def _tar_name(split: str, number: int) -> str:

@@ -13,16 +13,17 @@ import re
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from .cube import MODALITIES
-from .pack import SPLITS, open_shard
+from .pack import INT16_MAX, S2_DN, SPLITS, RunningStats, open_shard
 from .products import PRODUCTS
 
 FILE_RE = re.compile(r"^ssl4eos12_(train|val)_seasonal_data_(\d{6})\.zarr\.zip$")
@@ -84,7 +85,10 @@ def _deviations(root: Path) -> Iterator[str]:
         yield Damage(f"{root}: not a directory")
         return
     yield from _check_checksums(root)
+    # Band sums of the training split as decoded, to hold stats.json against.
+    train = {m: RunningStats() for m in MODALITIES}
     for split in SPLITS:
+        sums = train if split == "train" else None
         numbers: dict[str, set[str]] = {}
         for modality in MODALITIES:
             folder = root / split / modality
@@ -104,8 +108,8 @@ def _deviations(root: Path) -> Iterator[str]:
             for missing in sorted(all_names - names):
                 yield f"{root / split / modality / missing}: missing (present in another modality)"
         for name in sorted(all_names):
-            yield from _check_file_group(root, split, name)
-        yield from _check_tars(root, split)
+            yield from _check_file_group(root, split, name, sums)
+        yield from _check_tars(root, split, sums)
         # Split lists and metadata describe the Zarr shards, or the tars when only those exist.
         described = all_names or {t.name for t in (root / split).glob("*/*.tar")}
         listed = root / "splits" / f"ssl4eos12_{split}.txt"
@@ -114,10 +118,10 @@ def _deviations(root: Path) -> Iterator[str]:
         elif set(listed.read_text().split()) != described:
             yield f"{listed}: does not list exactly the {len(described)} file(s) of {split}"
         yield from _check_parquet(root / "splits" / f"{split}_metadata.parquet", described)
-    yield from _check_stats(root / "stats.json")
+    yield from _check_stats(root / "stats.json", train)
 
 
-def _check_stats(stats: Path) -> Iterator[str]:
+def _check_stats(stats: Path, train: dict[str, RunningStats]) -> Iterator[str]:
     if not stats.exists():
         yield f"{stats}: missing"
         return
@@ -140,6 +144,27 @@ def _check_stats(stats: Path) -> Iterator[str]:
                 yield f"{stats}: {modality}: expected {len(BANDS[modality])} values in {key!r}"
             elif not all(isinstance(v, int | float) and np.isfinite(v) for v in values):
                 yield f"{stats}: {modality}: {key!r} holds values that are not finite numbers"
+        yield from _stats_match(stats, modality, entry, train[modality])
+
+
+def _stats_match(
+    stats: Path, modality: str, entry: dict[str, Any], decoded: RunningStats
+) -> Iterator[str]:
+    """The published mean/std must be those of the values the training split holds."""
+    mean, std = decoded.mean_std()
+    if not mean:
+        return
+    for key, values in (("mean", mean), ("std", std)):
+        written = entry.get(key)
+        if not isinstance(written, list) or len(written) != len(values):
+            return
+        for band, (a, b) in enumerate(zip(written, values, strict=True)):
+            if not isinstance(a, int | float) or abs(a - b) > 2e-3 + 1e-6 * abs(b):
+                yield (
+                    f"{stats}: {modality} {key} of band {BANDS[modality][band]} is {a}, the "
+                    f"training split's values give {b}"
+                )
+                return
 
 
 def _check_checksums(root: Path) -> Iterator[str]:
@@ -168,10 +193,14 @@ def _check_checksums(root: Path) -> Iterator[str]:
             yield Damage(f"{path}: missing (listed in {CHECKSUMS})")
         elif file_sha256(path) != sha:
             yield Damage(f"{path}: damaged (sha256 differs from {CHECKSUMS})")
+    # A nested dataset root (OUT/webdataset with --format both) has checksums of its own.
+    nested = {p.parent for p in root.glob(f"*/{CHECKSUMS}")}
     present = {
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and not any(parent in nested for parent in p.parents)
     }
     for rel in sorted(present - listed.keys() - {CHECKSUMS}):
         yield f"{root / rel}: not listed in {CHECKSUMS}"
@@ -180,7 +209,7 @@ def _check_checksums(root: Path) -> Iterator[str]:
 TAR_RE = re.compile(r"^ssl4eos12_shard_(\d{6})\.tar$")
 
 
-def _check_tars(root: Path, split: str) -> Iterator[str]:
+def _check_tars(root: Path, split: str, sums: dict[str, RunningStats] | None) -> Iterator[str]:
     """WebDataset layout: per-sample ``{key}.zarr.zip`` members, keys aligned across modalities."""
     keys: dict[str, dict[str, list[str]]] = {}
     for modality in MODALITIES:
@@ -195,9 +224,13 @@ def _check_tars(root: Path, split: str) -> Iterator[str]:
                         names.append(member.name)
                         handle = archive.extractfile(member)
                         data = handle.read() if handle is not None else b""
-                        problem = _zip_damage(data)
+                        watch = _BandsWatch(sums[modality] if sums is not None else None)
+                        problem, attrs = _zip_damage(data, watch)
                         if problem:
                             yield Damage(f"{tar}: member {member.name}: {problem}")
+                        else:
+                            where = Path(f"{tar}:{member.name}")
+                            yield from _check_offset(where, attrs, modality, watch)
             except (tarfile.TarError, OSError) as exc:
                 yield Damage(f"{tar}: unreadable tar ({exc})")
                 continue
@@ -213,17 +246,21 @@ def _check_tars(root: Path, split: str) -> Iterator[str]:
             yield f"{root / split}/*/{name}: member keys differ across modalities"
 
 
-def _check_file_group(root: Path, split: str, name: str) -> Iterator[str]:
+def _check_file_group(
+    root: Path, split: str, name: str, sums: dict[str, RunningStats] | None
+) -> Iterator[str]:
     samples = None
     for modality in MODALITIES:
         path = root / split / modality / name
         if not path.exists():
             continue
-        ds, problem = _decoded(path)
+        watch = _BandsWatch(sums[modality] if sums is not None else None)
+        ds, problem = _decoded(path, watch)
         if ds is None:
             yield Damage(f"{path}: {problem}")
             continue
         yield from _check_dataset(path, ds, modality)
+        yield from _check_offset(path, ds["bands"].attrs if "bands" in ds else {}, modality, watch)
         ids = [str(s) for s in ds["sample"].values] if "sample" in ds.coords else []
         if samples is None:
             samples = ids
@@ -231,19 +268,24 @@ def _check_file_group(root: Path, split: str, name: str) -> Iterator[str]:
             yield f"{path}: samples differ from the other modalities' file {name}"
 
 
-def _decoded(path: Path) -> tuple[xr.Dataset | None, str | None]:
+def _decoded(
+    path: Path, on_bands: Callable[[NDArray[Any]], None] | None = None
+) -> tuple[xr.Dataset | None, str | None]:
     """Open a Zarr-in-zip after checking every entry's CRC, and decode every chunk of every
-    variable (one time index at a time); (None, why) when it is damaged."""
+    variable (one time index at a time; ``on_bands`` sees each decoded part of ``bands`` as
+    (sample, time, band, y, x)); (None, why) when it is damaged."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
         if bad is not None:
             return None, f"damaged: zip entry {bad} fails its CRC"
         ds = open_shard(path)
-        for variable in ds.variables.values():
+        for name, variable in ds.variables.items():
             if "time" in variable.dims and variable.ndim > 2:
                 for t in range(variable.sizes["time"]):
-                    variable.isel(time=t).values  # noqa: B018 - decoding is the check
+                    part = variable.isel(time=[t]).values  # decoding is the check
+                    if name == "bands" and on_bands is not None:
+                        on_bands(part if part.ndim == 5 else part[None])
             else:
                 variable.values  # noqa: B018
     except Exception as exc:  # zip, zarr and codec errors have no common base class
@@ -251,12 +293,50 @@ def _decoded(path: Path) -> tuple[xr.Dataset | None, str | None]:
     return ds, None
 
 
-def _zip_damage(data: bytes) -> str | None:
-    """Why a Zarr-in-zip given as bytes (a WebDataset member) is damaged, or None."""
+def _zip_damage(
+    data: bytes, on_bands: Callable[[NDArray[Any]], None]
+) -> tuple[str | None, dict[str, Any]]:
+    """Why a Zarr-in-zip given as bytes (a WebDataset member) is damaged (or None), and the
+    attributes of its ``bands``."""
     with tempfile.NamedTemporaryFile(suffix=".zarr.zip") as tmp:
         tmp.write(data)
         tmp.flush()
-        return _decoded(Path(tmp.name))[1]
+        ds, problem = _decoded(Path(tmp.name), on_bands)
+        attrs = dict(ds["bands"].attrs) if ds is not None and "bands" in ds else {}
+        return problem, attrs
+
+
+class _BandsWatch:
+    """Sees every decoded part of ``bands``: adds it to the split's sums and keeps its range."""
+
+    def __init__(self, sums: RunningStats | None) -> None:
+        self.sums = sums
+        self.low, self.high = np.inf, -np.inf
+
+    def __call__(self, part: NDArray[Any]) -> None:
+        if self.sums is not None:
+            self.sums.add(part)
+        if part.size:
+            self.low = min(self.low, float(part.min()))
+            self.high = max(self.high, float(part.max()))
+
+
+def _check_offset(
+    path: Path, attrs: dict[str, Any], modality: str, watch: _BandsWatch
+) -> Iterator[str]:
+    """S-2 digital numbers say their offset (``dn_offset``) and respect it: DN >= 0, so the
+    stored values lie in offset..32767 (the top saturates)."""
+    if modality not in S2_DN:
+        return
+    offset = attrs.get("dn_offset")
+    if not isinstance(offset, int | np.integer):
+        yield f"{path}: bands has no integer 'dn_offset' attribute (the S-2 offset it stores)"
+        return
+    if watch.low < offset or watch.high > INT16_MAX:
+        yield (
+            f"{path}: S-2 values {watch.low:g}..{watch.high:g} do not fit dn_offset {offset} "
+            f"(expected {offset}..{INT16_MAX})"
+        )
 
 
 def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:

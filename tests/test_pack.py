@@ -357,3 +357,50 @@ def test_metadata_has_the_published_form(packed: tuple[Config, Path], tmp_path: 
     pq.write_table(table, broken / "splits/train_metadata.parquet")
     problems = validate_dataset(broken)
     assert any("five-point counter-clockwise" in p for p in problems), problems
+
+
+def test_both_layouts_each_complete_with_their_own_s2_offset(
+    packed: tuple[Config, Path], tmp_path: Path
+) -> None:
+    import tarfile
+
+    import xarray as xr
+    import zarr
+
+    cfg, work = packed
+    out = tmp_path / "both"
+    both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 3)
+    both = override(both, "pack.keep_partial", True)  # the same samples in both layouts
+    pipeline.run_pack(both, work, out=out, progress=False)
+    wds_root = out / "webdataset"
+    for root in (out, wds_root):
+        assert validate_dataset(root) == [], root
+        for name in ("stats.json", "checksums.sha256", "splits/train_metadata.parquet"):
+            assert (root / name).is_file(), (root, name)
+    assert not list(out.glob("train/*/*.tar")) and not list(wds_root.glob("train/*/*.zarr.zip"))
+    shard = open_shard(sorted(out.glob("train/S2L1C/*.zarr.zip"))[0])
+    assert shard["bands"].attrs["dn_offset"] == 1000
+    sample = str(shard["sample"].values[0])
+    member = None
+    for tar in sorted(wds_root.glob("train/S2L1C/*.tar")):
+        with tarfile.open(tar) as archive:
+            if f"{sample}.zarr.zip" in archive.getnames():
+                data = archive.extractfile(f"{sample}.zarr.zip").read()  # type: ignore[union-attr]
+                member_path = tmp_path / "member.zarr.zip"
+                member_path.write_bytes(data)
+                member = xr.open_zarr(zarr.storage.ZipStore(str(member_path), mode="r"))
+    assert member is not None and member["bands"].attrs["dn_offset"] == 0
+    zarr_values = shard["bands"].values[0].astype(np.int32)
+    wds_values = member["bands"].values.astype(np.int32)
+    assert np.array_equal(zarr_values, np.minimum(wds_values + 1000, 32767)), "+1000, saturating"
+    stats = {r: json.loads((r / "stats.json").read_text()) for r in (out, wds_root)}
+    for modality in ("S2L1C", "S2L2A"):
+        diff = np.subtract(stats[out][modality]["mean"], stats[wds_root][modality]["mean"])
+        np.testing.assert_allclose(diff, 1000.0, atol=0.01)
+    assert stats[out]["S1GRD"] == stats[wds_root]["S1GRD"]
+    # validate holds stats.json against the values.
+    edited = json.loads((out / "stats.json").read_text())
+    edited["S2L2A"]["mean"][3] -= 1000.0
+    (out / "stats.json").write_text(json.dumps(edited))
+    problems = validate_dataset(out)
+    assert any("S2L2A mean of band B04" in p for p in problems), problems
