@@ -1,8 +1,9 @@
 """Stage `align`, pure part: one UTM grid per location (SPEC section 5). No file I/O here.
 
 1. Majority CRS over the S-2 L2A timestamps; a tie goes to the zone holding the centre.
-2. Reference grid: 264 x 264 px at 10 m centred on the location, edges on the 60 m lattice of
-   that CRS (the first timestamp by date in that CRS is the reference).
+2. Reference grid: 264 x 264 px at 10 m centred on the location, edges on the ``lattice_m``
+   lattice of that CRS (10 m, the native pixel lattice, by default; the raw files' 60 m
+   lattice is a sub-lattice of it, so timestamps in that CRS are still sliced).
 3. Timestamps on the same lattice are sliced (no resampling); others, and S-1, are reprojected
    onto the reference grid (nearest by default).
 4. NaN policy: a location is rejected when any (modality, timestamp, band) has more than
@@ -30,7 +31,7 @@ from scipy import ndimage
 
 from .config import AlignConfig
 from .geo import LonLat, utm_epsg
-from .grid import PixelGrid, centred_grid
+from .grid import PixelGrid, centred_grid, transformer
 from .products import INT16_MISSING
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
@@ -65,6 +66,22 @@ def majority_crs(epsgs: Sequence[int], centre: LonLat) -> int:
 def reference_grid(epsg: int, centre: LonLat, size_px: int, res_m: float, lattice_m: float):
     """The 264 x 264 crop: centred on the location, edges on the lattice of ``epsg``."""
     return centred_grid(epsg, centre, size_px, res_m, lattice_m)
+
+
+def footprint_grid(wkb: bytes, epsg: int, res_m: float, lattice_m: float) -> PixelGrid:
+    """The patch a published footprint describes: its corners transformed to ``epsg`` (the
+    index's tile CRS) give the edges, snapped to the ``lattice_m`` lattice (a footprint made
+    from a patch on that lattice comes back exactly)."""
+    import shapely
+
+    corners = shapely.get_coordinates(shapely.from_wkb(wkb))
+    xs, ys = transformer(4326, epsg).transform(corners[:, 0], corners[:, 1])
+    left = round(float(np.min(xs)) / lattice_m) * lattice_m
+    right = round(float(np.max(xs)) / lattice_m) * lattice_m
+    top = round(float(np.max(ys)) / lattice_m) * lattice_m
+    bottom = round(float(np.min(ys)) / lattice_m) * lattice_m
+    width, height = round((right - left) / res_m), round((top - bottom) / res_m)
+    return PixelGrid(epsg, float(left), float(top), res_m, res_m, width, height)
 
 
 def missing_value(dtype: np.dtype[Any]) -> float:

@@ -48,6 +48,8 @@ class AlignTask:
     position: LonLat
     # (product, season) -> (raw GeoTIFF relative to the work dir, EPSG, sha256 or None)
     files: dict[tuple[str, int], tuple[str, int, str | None]]
+    # Reference-index mode: the published patch to reproduce (its footprint in its tile CRS).
+    patch: PixelGrid | None = None
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,13 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
     watch = _Stopwatch()
     try:
         l2a_crs = [task.files["S2L2A", s][1] for s in range(N_SEASONS)]
-        epsg = majority_crs(l2a_crs, centre)
-        grid = reference_grid(
-            epsg, centre, cfg.sample.patch_px, cfg.sample.pixel_m, cfg.download.lattice_m
-        )
+        if task.patch is not None:
+            grid, epsg = task.patch, task.patch.epsg
+        else:
+            epsg = majority_crs(l2a_crs, centre)
+            grid = reference_grid(
+                epsg, centre, cfg.sample.patch_px, cfg.sample.pixel_m, cfg.align.lattice_m
+            )
     except KeyError as exc:
         key = (str(exc.args[0][0]), int(exc.args[0][1]))
         reason = f"raw file: {task.sample_id}: no raw file for {key[0]} season {key[1]}"

@@ -142,6 +142,10 @@ class AlignConfig:
     """Stage `align`: one UTM grid per location (SPEC section 5)."""
 
     nan_threshold: float = field(default=0.01, metadata=_rng(0.0, 1.0))
+    # Patch edges on this lattice of the chosen UTM zone: 10 m, the native pixel lattice the
+    # published patches sit on; 60 m makes 10/20/60 m pixels nest but moves a patch up to 30 m
+    # off its location and off the published one.
+    lattice_m: float = field(default=10.0, metadata=_rng(1.0, 10_000.0))
     s1_resampling: str = field(default="nearest", metadata=_choice("nearest", "bilinear"))
     s2_resampling: str = field(default="nearest", metadata=_choice("nearest", "bilinear"))
     rgb_clip_low_q: float = field(default=0.02, metadata=_rng(0.0, 1.0))

@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS reference_times(
     tile_crs INTEGER,
     PRIMARY KEY(sample_id, time_index)
 );
+CREATE TABLE IF NOT EXISTS footprints(
+    sample_id TEXT PRIMARY KEY REFERENCES locations(sample_id),
+    wkb BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS downloads(
     sample_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -413,6 +417,24 @@ class Manifest:
             "VALUES(?, ?, ?, ?, ?)",
             rows,
         )
+
+    def insert_footprints(self, db: sqlite3.Connection, rows: Iterable[tuple[str, bytes]]) -> None:
+        db.executemany("INSERT INTO footprints(sample_id, wkb) VALUES(?, ?)", rows)
+
+    def reference_patches(self) -> dict[str, tuple[bytes, int]]:
+        """sample_id -> (footprint WKB, the index's tile CRS) of locations imported with a
+        footprint: their patch reproduces it. The CRS is the one most seasons name."""
+        crs: dict[str, list[int]] = {}
+        for sample_id, tile_crs in self.db.execute(
+            "SELECT sample_id, tile_crs FROM reference_times WHERE tile_crs IS NOT NULL "
+            "ORDER BY sample_id, time_index"
+        ):
+            crs.setdefault(str(sample_id), []).append(int(tile_crs))
+        return {
+            str(sample_id): (bytes(wkb), max(crs[sample_id], key=crs[sample_id].count))
+            for sample_id, wkb in self.db.execute("SELECT sample_id, wkb FROM footprints")
+            if sample_id in crs
+        }
 
     def reference_times(self, sample_id: str) -> dict[int, str]:
         return {

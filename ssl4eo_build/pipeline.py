@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pack
+from .align import footprint_grid
 from .align_worker import AlignResult, AlignTask, align_location
 from .cities import load_cities
 from .config import Config, fingerprint, section_dict
@@ -155,6 +156,9 @@ def import_index(config: Config, work_dir: Path, index_path: Path) -> SampleSumm
                     for loc in indexed
                     for season, ref in sorted(loc.seasons.items())
                 ),
+            )
+            manifest.insert_footprints(
+                db, ((loc.sample_id, loc.footprint) for loc in indexed if loc.footprint)
             )
         summary = SampleSummary(
             existing=len(known),
@@ -315,7 +319,7 @@ def align_settings(config: Config) -> dict[str, Any]:
         k: v for k, v in section_dict(config.align).items() if k not in ("workers", "max_runs")
     }
     settings.update(patch_px=config.sample.patch_px, pixel_m=config.sample.pixel_m)
-    settings["lattice_m"] = config.download.lattice_m
+    settings["download_lattice_m"] = config.download.lattice_m
     return settings
 
 
@@ -342,7 +346,18 @@ def run_align(
         candidates = manifest.align_candidates(a.max_runs, up_to)
         candidates = [c for c in candidates if only is None or c[0].sample_id in only][:limit]
         run_id = manifest.begin_run("align", settings)
-        tasks = [AlignTask(row.sample_id, row.position, files) for row, files in candidates]
+        published = manifest.reference_patches()
+        tasks = [
+            AlignTask(
+                row.sample_id,
+                row.position,
+                files,
+                footprint_grid(*published[row.sample_id], config.sample.pixel_m, a.lattice_m)
+                if row.sample_id in published
+                else None,
+            )
+            for row, files in candidates
+        ]
         counts = {"ok": 0, "rejected": 0, "failed": 0}
         n_workers = workers or a.workers or os.cpu_count() or 1
         results = run_pool(

@@ -44,6 +44,7 @@ class IndexedLocation:
     sample_id: str
     position: LonLat
     seasons: dict[int, ReferenceTime] = field(default_factory=dict)
+    footprint: bytes | None = None  # WKB polygon (EPSG:4326) of the published patch
 
 
 def read_reference_index(path: Path) -> list[IndexedLocation]:
@@ -191,6 +192,7 @@ def _read_parquet(path: Path) -> list[IndexedLocation]:
     cols = {c: table.column(c).to_pylist() for c in names if c != "__index_level_0__"}
     errors = _Errors(path)
     centres: dict[str, tuple[LonLat, int]] = {}  # sample id -> (centre, first row)
+    footprints: dict[str, bytes] = {}
     seasons: dict[str, dict[int, ReferenceTime]] = {}
     first_row: dict[tuple[str, int], int] = {}
     get: Callable[[str, int], Any] = lambda c, i: cols[c][i] if c in cols else None  # noqa: E731
@@ -220,6 +222,7 @@ def _read_parquet(path: Path) -> list[IndexedLocation]:
             continue
         first_row[key] = i
         first = centres.setdefault(sample_id, (position, i))
+        footprints.setdefault(sample_id, bytes(wkb))
         if distance_m(first[0], position) > MAX_FOOTPRINT_DISAGREEMENT_M:
             errors.add(
                 where,
@@ -231,7 +234,7 @@ def _read_parquet(path: Path) -> list[IndexedLocation]:
         seasons.setdefault(sample_id, {})[time_id] = ReferenceTime(when, get("tile_id", i), crs)
     errors.raise_if_any()
     return [
-        IndexedLocation(sample_id, position, seasons[sample_id])
+        IndexedLocation(sample_id, position, seasons[sample_id], footprints[sample_id])
         for sample_id, (position, _) in centres.items()
     ]
 

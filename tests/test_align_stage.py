@@ -120,7 +120,7 @@ def test_cube_layout(aligned: tuple[Config, Path]) -> None:
     assert cube.cloud_mask.shape == (4, 264, 264)
     times = cube.modalities["S2L2A"].time
     assert np.all(np.diff(times) > np.timedelta64(0)), "timestamps sorted by date"
-    assert (cube.x[0] - 5) % 60 == 0 and (cube.y[0] + 5) % 60 == 0, "pixel centres on the lattice"
+    assert (cube.x[0] - 5) % 10 == 0 and (cube.y[0] + 5) % 10 == 0, "edges on the 10 m lattice"
     assert np.allclose(np.diff(cube.x), 10) and np.allclose(np.diff(cube.y), -10)
     for m in cube.modalities.values():
         assert not np.isnan(m.bands.astype(np.float32)).any(), "NaNs filled"
@@ -164,3 +164,26 @@ def test_damaged_raw_file_fails_the_location_and_redownloads(tmp_path: Path) -> 
     redo = pipeline.run_download(cfg, work, progress=False)
     assert redo.planned == 1 and redo.ok == 1
     assert pipeline.run_align(cfg, work, progress=False, workers=1).ok == 1
+
+
+def test_patches_sit_on_the_10_m_lattice_centred_on_the_location(
+    aligned: tuple[Config, Path],
+) -> None:
+    from ssl4eo_build.grid import transformer
+    from ssl4eo_build.manifest import Manifest
+
+    _, work = aligned
+    with Manifest.open(work) as m:
+        where = {r.sample_id: r.position for r in m.locations()}
+    rows = [r for r in patches(work) if r[1] == "ok"]
+    assert rows
+    snapped_finer_than_60 = 0
+    for sample_id, _, _, crs, _, path in rows:
+        cube = load_cube(work / path)
+        left, top = cube.x[0] - 5.0, cube.y[0] + 5.0
+        assert left % 10 == 0 and top % 10 == 0, "edges on the native 10 m lattice"
+        snapped_finer_than_60 += bool(left % 60 or top % 60)
+        x, y = transformer(4326, crs).transform(where[sample_id].lon, where[sample_id].lat)
+        centre_x, centre_y = left + 1320.0, top - 1320.0
+        assert abs(centre_x - x) <= 5.0 and abs(centre_y - y) <= 5.0, "centred within 5 m"
+    assert snapped_finer_than_60, "not the 60 m lattice"

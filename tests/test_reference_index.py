@@ -2,12 +2,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import shapely
 
+from ssl4eo_build import pipeline
+from ssl4eo_build.config import load_config, override
+from ssl4eo_build.cube import load_cube
 from ssl4eo_build.errors import InputError
+from ssl4eo_build.grid import transformer
 from ssl4eo_build.reference_index import read_reference_index
+from ssl4eo_build.workdir import WorkDir
 
 
 def footprint(lon: float, lat: float, half: float = 0.0119) -> bytes:
@@ -113,3 +119,41 @@ def test_unknown_format(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(InputError, match="unknown reference index format"):
         read_reference_index(path)
+
+
+def test_index_patches_are_rebuilt_with_the_footprints_edges(tmp_path: Path) -> None:
+    """Footprints made from 10 m-lattice patches (as the published ones are) come back with
+    exactly those edges, in the index's tile CRS."""
+    # Munich, UTM 32N; edges on the 10 m lattice but not on the 60 m one.
+    corners = {"0000001": (690_130.0, 5_335_670.0), "0000002": (700_250.0, 5_331_010.0)}
+    rows = []
+    for sample_id, (left, top) in corners.items():
+        right, bottom = left + 2640.0, top - 2640.0
+        lon, lat = transformer(32632, 4326).transform(
+            [left, right, right, left], [bottom, bottom, top, top]
+        )
+        ring = shapely.Polygon(list(zip(lon, lat, strict=True)))
+        for t in range(4):
+            rows.append(
+                {
+                    "sample_id": sample_id,
+                    "time_id": t,
+                    "time": pd.Timestamp(f"2021-{3 * t + 2:02d}-15 10:20:31"),
+                    "tile_id": "T32UPU",
+                    "geometry": shapely.to_wkb(ring),
+                    "tile_crs": 32632,
+                    "file": "ssl4eos12_val_seasonal_data_000001.zarr.zip",
+                }
+            )
+    index = write_v11_parquet(tmp_path / "index.parquet", rows)
+    cfg = override(load_config(None), "synthetic.partial_prob", 0.0)
+    cfg = override(cfg, "download.workers", 2)
+    work = tmp_path / "w"
+    pipeline.import_index(cfg, work, index)
+    assert pipeline.run_download(cfg, work, progress=False).ok == 2
+    assert pipeline.run_align(cfg, work, progress=False, workers=1).ok == 2
+    for sample_id, (left, top) in corners.items():
+        cube = load_cube(WorkDir.at(work).cube(sample_id))
+        assert cube.epsg == 32632
+        assert cube.x[0] - 5.0 == left and cube.y[0] + 5.0 == top
+        assert cube.x.shape == (264,) and np.all(np.diff(cube.x) == 10.0)
