@@ -378,6 +378,12 @@ def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
             yield f"{path}: {name} dims {ds[name].dims}, expected {dims}"
         if not str(ds[name].dtype).startswith(dtype):
             yield f"{path}: {name} dtype {ds[name].dtype}, expected {dtype}"
+    if "x_" in ds and "y_" in ds:
+        xs, ys = ds["x_"].values, ds["y_"].values
+        steps = np.all(np.diff(xs, axis=1) == 10.0) and np.all(np.diff(ys, axis=1) == -10.0)
+        lattice = np.all((xs[:, 0] - 5.0) % 10.0 == 0) and np.all((ys[:, 0] + 5.0) % 10.0 == 0)
+        if not (steps and lattice):
+            yield f"{path}: x_/y_ are not 10 m pixel centres on the native 10 m UTM lattice"
     if "time_" in ds:
         times = ds["time_"].values
         if np.any(np.diff(times, axis=1) < np.timedelta64(0)):
