@@ -49,7 +49,7 @@ def _setup(
     latency_s: float, error_rate: float
 ) -> tuple[Config, FakeEarthEngine, EarthEngineSource]:
     ee.Reset()
-    cfg = load_config(None)
+    cfg = load_config(None, {"download.date_rule": "fixed_year"})  # the scripted archive
     cfg = dataclasses.replace(
         cfg,
         sample=dataclasses.replace(cfg.sample, patch_px=24),

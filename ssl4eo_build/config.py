@@ -71,6 +71,19 @@ class DownloadConfig:
     """Stage `download`: scene choice and fetching (SPEC section 4)."""
 
     source: str = field(default="synthetic", metadata=_choice("synthetic", "earthengine"))
+    # Fresh-mode date rule. v1_shift (v1's downloader): one shift of 0..max_shift_days per
+    # location, seeded by its sample id; each season's window is its v1 reference date minus
+    # the shift, +/- window_days. fixed_year: windows around season_dates in `years` order.
+    date_rule: str = field(default="v1_shift", metadata=_choice("v1_shift", "fixed_year"))
+    # v1's reference dates, per season in season_dates order (Mar, Jun, Sep, Dec): four
+    # consecutive seasons, 2020-12-21 .. 2021-09-22 (zhu-xlab/SSL4EO-S12 downloader).
+    v1_dates: tuple[str, ...] = ("2021-03-20", "2021-06-21", "2021-09-22", "2020-12-21")
+    max_shift_days: int = field(default=364, metadata=_rng(0, 3650))
+    # A location whose seasons cannot all be filled draws a new shift this many times in all
+    # (choice of this project; the search already holds every candidate, so it costs nothing).
+    shift_tries: int = field(default=5, metadata=_rng(1, 100))
+    # Which usable granule of a window v1_shift takes: v1 took the most recent.
+    choose: str = field(default="latest", metadata=_choice("latest", "closest", "least_cloudy"))
     years: tuple[int, ...] = field(default=(2021, 2020, 2019), metadata=_rng(2015, 2100, min_len=1))
     season_dates: tuple[str, ...] = ("03-20", "06-21", "09-22", "12-21")
     window_days: float = field(default=15.0, metadata=_rng(0.5, 180.0))
@@ -103,6 +116,17 @@ class DownloadConfig:
             except ValueError:
                 raise ConfigError(
                     f"key 'download.season_dates': expected 'MM-DD' dates, found {text!r}."
+                ) from None
+        if len(self.v1_dates) != 4:
+            raise ConfigError(
+                f"key 'download.v1_dates': expected 4 dates, found {self.v1_dates!r}."
+            )
+        for text in self.v1_dates:
+            try:
+                datetime.fromisoformat(text)
+            except ValueError:
+                raise ConfigError(
+                    f"key 'download.v1_dates': expected 'YYYY-MM-DD' dates, found {text!r}."
                 ) from None
 
 

@@ -21,6 +21,7 @@ coordinator writes the manifest.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ from .workdir import WorkDir, raw_relpath
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DAY_S = 86_400.0
+EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,33 @@ def gap_days(a: datetime, b: datetime) -> float:
     return abs((a - b).total_seconds()) / DAY_S
 
 
+def shift_days(cfg: Config, sample_id: str, attempt: int = 0) -> int:
+    """v1's per-location shift (0 .. ``max_shift_days``), seeded by the sample id and the try."""
+    seed = zlib.crc32(sample_id.encode())
+    return int(np.random.default_rng([seed, attempt]).integers(0, cfg.download.max_shift_days + 1))
+
+
+def v1_reference(cfg: Config, season: int) -> datetime:
+    return datetime.fromisoformat(cfg.download.v1_dates[season]).replace(hour=12)
+
+
+def shifted_window(cfg: Config, season: int, shift: int) -> tuple[datetime, datetime]:
+    """v1's window of ``season``: its reference date minus the shift, +/- ``window_days``."""
+    return window(v1_reference(cfg, season) - timedelta(days=shift), cfg.download.window_days)
+
+
 def s2_windows(cfg: Config, refs: Mapping[int, datetime]) -> list[TimeWindow]:
-    """Every time window the S-2 search must cover, all seasons and years (one request)."""
+    """Every time window the S-2 search must cover, all seasons, years and shifts (one
+    request: redrawing a shift needs no new search)."""
     d = cfg.download
-    out = []
-    for season in range(N_SEASONS):
-        if season in refs:
-            out.append(TimeWindow(*window(refs[season], d.reference_max_gap_days)))
-        else:
+    out = [TimeWindow(*window(refs[s], d.reference_max_gap_days)) for s in sorted(refs)]
+    fresh = [s for s in range(N_SEASONS) if s not in refs]
+    if fresh and d.date_rule == "v1_shift":
+        start = min(shifted_window(cfg, s, d.max_shift_days)[0] for s in fresh)
+        end = max(shifted_window(cfg, s, 0)[1] for s in fresh)
+        out.append(TimeWindow(start, end))
+    elif fresh:
+        for season in fresh:
             for year in d.years:
                 centre = season_reference(season, year, d.season_dates)
                 out.append(TimeWindow(*window(centre, d.window_days)))
@@ -145,26 +166,76 @@ def pick_s1(s1: Sequence[Scene], when: datetime, max_gap_days: float) -> tuple[S
     return best, gap_days(best.acquired, when)
 
 
+Ranking = list[tuple[Scene, Scene]]
+
+
+def rank_shifted(
+    pairs: Sequence[tuple[Scene, Scene]], season: int, cfg: Config, shift: int
+) -> Ranking:
+    """v1's rule: usable granules in the season's shifted window, in ``download.choose``
+    order (v1: the most recent first)."""
+    start, end = shifted_window(cfg, season, shift)
+    centre = start + (end - start) / 2
+    inside = [p for p in pairs if start <= p[1].acquired <= end]
+    keys: dict[str, Callable[[tuple[Scene, Scene]], tuple[float, float, str]]] = {
+        "latest": lambda p: (-(p[1].acquired - EPOCH).total_seconds(), _cloud(p), p[1].scene_id),
+        "closest": lambda p: (gap_days(p[1].acquired, centre), _cloud(p), p[1].scene_id),
+        "least_cloudy": partial(_fresh_preference, centre),
+    }
+    return sorted(inside, key=keys[cfg.download.choose])
+
+
 def choose_scenes(
     l1c: Sequence[Scene],
     l2a: Sequence[Scene],
     s1: Sequence[Scene],
     cfg: Config,
     refs: Mapping[int, datetime],
+    sample_id: str = "",
 ) -> list[SeasonPick] | NoScene:
-    """One S-2 granule (L1C + L2A) and one S-1 scene per season, or why not."""
+    """One S-2 granule (L1C + L2A) and one S-1 scene per season, or why not. Under v1's
+    date rule a location that cannot fill every season draws a new shift, up to
+    ``download.shift_tries`` times in all."""
     d = cfg.download
     pairs = usable_pairs(l1c, l2a, d.max_cloud_pct)
+    if d.date_rule == "fixed_year" or len(refs) == N_SEASONS:
+        return _fill_seasons(pairs, s1, cfg, refs, None)
+    failure: NoScene | None = None
+    for attempt in range(d.shift_tries):
+        result = _fill_seasons(pairs, s1, cfg, refs, shift_days(cfg, sample_id, attempt))
+        if not isinstance(result, NoScene):
+            return result
+        failure = failure or result
+    assert failure is not None
+    tries = f" ({d.shift_tries} shift(s) tried)" if d.shift_tries > 1 else ""
+    return NoScene(failure.season, failure.product, failure.detail + tries)
+
+
+def _fill_seasons(
+    pairs: Sequence[tuple[Scene, Scene]],
+    s1: Sequence[Scene],
+    cfg: Config,
+    refs: Mapping[int, datetime],
+    shift: int | None,
+) -> list[SeasonPick] | NoScene:
+    """Every season from its ranking (reference time, shifted window, or fixed years)."""
+    d = cfg.download
     picks = []
     for season in range(N_SEASONS):
-        ranked = rank_s2(pairs, season, cfg, refs.get(season))
+        if season in refs or shift is None:
+            ranked = rank_s2(pairs, season, cfg, refs.get(season))
+        else:
+            ranked = rank_shifted(pairs, season, cfg, shift)
         if not ranked:
-            where = (
-                f"within {d.reference_max_gap_days:g} d of {refs[season].isoformat()}"
-                if season in refs
-                else f"within {d.window_days:g} d of {d.season_dates[season]} in "
-                + "/".join(map(str, d.years))
-            )
+            if season in refs:
+                where = f"within {d.reference_max_gap_days:g} d of {refs[season].isoformat()}"
+            elif shift is not None:
+                start, end = shifted_window(cfg, season, shift)
+                where = f"between {start:%Y-%m-%d} and {end:%Y-%m-%d} (shift {shift} d)"
+            else:
+                where = f"within {d.window_days:g} d of {d.season_dates[season]} in " + "/".join(
+                    map(str, d.years)
+                )
             return NoScene(season, "S2", f"no granule under {d.max_cloud_pct:g}% cloud {where}")
         for a, b in ranked:
             partner = pick_s1(s1, b.acquired, d.s1_max_gap_days)
@@ -275,7 +346,9 @@ def download_location(
             product: call(partial(source.search, task.position, product, windows[product[:2]]))
             for product in FETCH_PRODUCTS
         }
-        choice = choose_scenes(found["S2L1C"], found["S2L2A"], found["S1GRD"], cfg, task.refs)
+        choice = choose_scenes(
+            found["S2L1C"], found["S2L2A"], found["S1GRD"], cfg, task.refs, task.sample_id
+        )
         if isinstance(choice, NoScene):
             return result("rejected", choice.reason)
         for pick in choice:

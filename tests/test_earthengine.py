@@ -76,6 +76,10 @@ def s2_scene(product: str = "S2L2A") -> Scene:
                  32632, 3.5, "20210321T120000_20210321T120000_T32UPU", "T32UPU")  # fmt: skip
 
 
+# The scripted archive holds one clear granule per season of 2021: the fixed-year date rule.
+FIXED_YEAR = {"download.date_rule": "fixed_year"}
+
+
 # ------------------------------------------------------------------- initialisation and search
 
 
@@ -139,7 +143,7 @@ def test_search_skips_results_without_an_epsg_crs() -> None:
 def test_fetch_sends_the_native_grid_and_decodes_npy_with_nan_for_masked() -> None:
     fake = FakeEarthEngine(mask_every=50)
     src = source(fake)
-    cfg = load_config(None)
+    cfg = load_config(None, FIXED_YEAR)
     scene = s2_scene()
     grid = fetch_grid(cfg, scene, MUNICH)
     bands = ("B01", "B02", "B8A", "B10", "B12", "SCL")
@@ -171,7 +175,7 @@ def test_fetch_sends_the_native_grid_and_decodes_npy_with_nan_for_masked() -> No
 
 def test_fetch_splits_requests_over_the_response_limit_and_reassembles() -> None:
     fake = FakeEarthEngine()
-    cfg = load_config(None)
+    cfg = load_config(None, FIXED_YEAR)
     scene = s2_scene("S2L1C")
     grid = fetch_grid(cfg, scene, MUNICH)
     bands = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10")
@@ -260,7 +264,7 @@ def test_download_location_rides_out_every_transient_fault_and_slows_on_429(
 ) -> None:
     fake = FakeEarthEngine(archive())
     src = source(fake)
-    cfg = load_config(None)
+    cfg = load_config(None, FIXED_YEAR)
     fake.fail_next("computeFeatures", Fault("status", 429), Fault("timeout"))
     fake.fail_next(
         "computePixels", Fault("reset"), Fault("status", 503), Fault("malformed"),
@@ -291,8 +295,8 @@ def test_final_errors_reject_the_location_with_the_reason(tmp_path: Path) -> Non
     fake = FakeEarthEngine(archive())
     fake.fail_next("computePixels", Fault("status", 404, message="Image asset not found"))
     result = download_location(
-        source(fake), load_config(None), DownloadTask("s1", MUNICH), WorkDir.at(tmp_path),
-        Limiter(4, 1000.0), RetryPolicy(4, 0.001, 0.01),
+        source(fake), load_config(None, FIXED_YEAR), DownloadTask("s1", MUNICH),
+        WorkDir.at(tmp_path), Limiter(4, 1000.0), RetryPolicy(4, 0.001, 0.01),
     )  # fmt: skip
     assert result.status == "rejected"
     assert result.reason is not None and "HTTP 404" in result.reason
@@ -303,7 +307,7 @@ def test_limiter_bounds_requests_in_flight_across_threads(tmp_path: Path) -> Non
     fake = FakeEarthEngine(latency_s=0.02)
     src = source(fake)
     limiter = Limiter(4, 10_000.0)
-    grid = fetch_grid(load_config(None), s2_scene(), MUNICH).crop(0, 0, 16, 16)
+    grid = fetch_grid(load_config(None, FIXED_YEAR), s2_scene(), MUNICH).crop(0, 0, 16, 16)
 
     def worker() -> None:
         for _ in range(5):
@@ -330,7 +334,8 @@ def ee_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
     cfg = write_toml(
         tmp_path / "ee.toml",
         f'[sample]\nn = 3\nseed = 1\nsigma_m = 3000.0\ncities = "{cities}"\n'
-        '[download]\nsource = "earthengine"\nworkers = 4\nretry_base_s = 0.001\n'
+        '[download]\ndate_rule = "fixed_year"\nsource = "earthengine"\nworkers = 4\n'
+        "retry_base_s = 0.001\n"
         'retry_max_s = 0.01\nmax_attempts = 10\n[earthengine]\nproject = "test-project"\n',
     )
     fake = FakeEarthEngine(archive(), error_rate=0.2, seed=5)
@@ -377,7 +382,8 @@ def test_dry_run_needs_no_credentials_and_estimates_time(tmp_path: Path) -> None
     write_cities(cities, [(1, "Munich", "DE", 48.137, 11.575, 1)])
     cfg = write_toml(
         tmp_path / "c.toml",
-        f'[sample]\nn = 40\ncities = "{cities}"\n[download]\nrequests_per_s = 10.0\n'
+        f'[sample]\nn = 40\ncities = "{cities}"\n[download]\ndate_rule = "fixed_year"\n'
+        "requests_per_s = 10.0\n"
         "[earthengine]\nmax_response_mb = 2.0\n",
     )
     work = tmp_path / "w"

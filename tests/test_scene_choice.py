@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from ssl4eo_build.config import Config, override
-from ssl4eo_build.download import NoScene, choose_scenes, pick_s1, rank_s2, usable_pairs
+import numpy as np
+
+from ssl4eo_build.config import Config, SyntheticConfig, override
+from ssl4eo_build.download import (
+    NoScene,
+    choose_scenes,
+    pick_s1,
+    rank_s2,
+    s1_windows,
+    s2_windows,
+    shift_days,
+    shifted_window,
+    usable_pairs,
+)
+from ssl4eo_build.geo import LonLat
 from ssl4eo_build.sources.base import Scene
+from ssl4eo_build.sources.synthetic import SyntheticSource
 
-CFG = Config()
+CFG = override(Config(), "download.date_rule", "fixed_year")  # the rule tested here
 
 
 def s2(when: datetime, cloud: float, cloud_l1c: float | None = None, tile: str = "T32UPU"):
@@ -116,3 +130,84 @@ def test_configured_years_are_used() -> None:
     pairs = all_seasons(2021)
     result = choose_scenes(*split(pairs), s1_for(pairs), cfg, {})
     assert isinstance(result, NoScene) and "2019" in result.reason
+
+
+# ---------------------------------------------------------------------- v1's date rule
+
+
+V1 = Config()  # the default: v1_shift, most recent granule in the window
+
+
+def every_five_days(start: datetime, end: datetime, cloud: float = 5.0):
+    out, when = [], start
+    while when <= end:
+        out.append(s2(when, cloud))
+        when += timedelta(days=5)
+    return out
+
+
+ARCHIVE = every_five_days(datetime(2019, 11, 1, 10), datetime(2021, 11, 1, 10))
+
+
+def test_shift_is_uniform_over_the_year_and_seeded_by_the_sample_id() -> None:
+    shifts = [shift_days(V1, f"{i:07d}") for i in range(600)]
+    assert shifts == [shift_days(V1, f"{i:07d}") for i in range(600)], "deterministic"
+    assert 0 <= min(shifts) < 10 and 355 < max(shifts) <= 364
+    counts = np.histogram(shifts, bins=4, range=(0, 365))[0]
+    assert all(110 <= c <= 190 for c in counts), counts  # about 150 in each quarter
+    assert shift_days(V1, "0000001", 0) != shift_days(V1, "0000001", 1), "a new draw per try"
+
+
+def test_v1_windows_take_the_latest_granule_of_each_shifted_window() -> None:
+    picks = choose_scenes(*split(ARCHIVE), s1_for(ARCHIVE), V1, {}, "0000042")
+    assert not isinstance(picks, NoScene)
+    shift = shift_days(V1, "0000042")
+    for pick in picks:
+        start, end = shifted_window(V1, pick.season, shift)
+        inside = [p[1].acquired for p in ARCHIVE if start <= p[1].acquired <= end]
+        assert pick.l2a.acquired == max(inside), "the most recent, as v1 took"
+    dates = sorted(p.l2a.acquired for p in picks)
+    assert (dates[-1] - dates[0]).days < 365, "a sample's four dates lie within one year"
+    windows = s2_windows(V1, {})
+    assert len(windows) == 1, "one search covers every shift"
+    # 2020-12-21 minus 364 days (2020 is a leap year) minus 15; 2021-09-22 plus 15.
+    assert windows[0].start.date() == date(2019, 12, 8)
+    assert windows[0].end.date() == date(2021, 10, 7)
+
+
+def test_a_season_that_cannot_be_filled_draws_a_new_shift_then_rejects() -> None:
+    first, second = shift_days(V1, "0000007", 0), shift_days(V1, "0000007", 1)
+    start, end = shifted_window(V1, 2, first)
+    holes = [p for p in ARCHIVE if not start <= p[1].acquired <= end]
+    picks = choose_scenes(*split(holes), s1_for(holes), V1, {}, "0000007")
+    assert not isinstance(picks, NoScene)
+    second_start, second_end = shifted_window(V1, 2, second)
+    assert second_start <= picks[2].l2a.acquired <= second_end
+    cloudy = every_five_days(datetime(2019, 11, 1, 10), datetime(2021, 11, 1, 10), cloud=50.0)
+    result = choose_scenes(*split(cloudy), s1_for(cloudy), V1, {}, "0000007")
+    assert isinstance(result, NoScene) and "(5 shift(s) tried)" in result.reason
+
+
+def test_simulated_archive_dates_follow_v1s_rule_over_hundreds_of_locations() -> None:
+    """Scene choice (searches only, no pixels) for 300 locations around three cities."""
+    source = SyntheticSource(SyntheticConfig())
+    spans, months, filled = [], set(), 0
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        base = [(11.57, 48.14), (-77.04, -12.05), (139.69, 35.69)][i % 3]
+        point = LonLat(base[0] + rng.normal(0, 0.3), base[1] + rng.normal(0, 0.3))
+        found = {
+            p: source.search(point, p, (s1_windows if p == "S1GRD" else s2_windows)(V1, {}))
+            for p in ("S2L1C", "S2L2A", "S1GRD")
+        }
+        picks = choose_scenes(found["S2L1C"], found["S2L2A"], found["S1GRD"], V1, {}, f"{i:07d}")
+        if isinstance(picks, NoScene):
+            continue
+        filled += 1
+        dates = sorted(p.l2a.acquired for p in picks)
+        spans.append((dates[-1] - dates[0]).days)
+        months.update(d.month for d in dates)
+        assert date(2019, 12, 7) <= dates[0].date() and dates[-1].date() <= date(2021, 10, 7)
+    assert filled > 150
+    assert max(spans) < 365, "every sample within one year"
+    assert months == set(range(1, 13)), "dates spread over the whole year"
