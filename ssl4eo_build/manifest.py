@@ -388,6 +388,12 @@ class Manifest:
             for r in self.db.execute(sql + " ORDER BY sample_id", args)
         ]
 
+    def imported_ids(self) -> set[str]:
+        """Locations imported from a reference index (their dates follow its times)."""
+        return {
+            r[0] for r in self.db.execute("SELECT sample_id FROM locations WHERE origin='index'")
+        }
+
     def sample_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT sample_id FROM locations")}
 

@@ -326,7 +326,6 @@ class ShardResult:
 
 
 CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, sha256 or None)
-ModalityWriter = Callable[[list[AlignedCube], str, Path, Codec, Path, dict[str, Any]], str]
 S2_DN = ("S2L1C", "S2L2A")  # modalities holding Sentinel-2 digital numbers
 INT16_MAX = 32767
 
@@ -338,11 +337,24 @@ class Encoding:
 
     compressor: dict[str, tuple[str, int]]
     s2_offset: int = 0
+    # "v1_shift" when every sample's dates come from v1's rule (so they lie within a year)
+    date_rule: str | None = None
 
-    def attrs(self, modality: str) -> dict[str, Any]:
-        """What the file says about its values (``bands`` attribute ``dn_offset``; not the CF
-        ``add_offset``, which readers would apply)."""
-        return {"dn_offset": self.s2_offset} if modality in S2_DN else {}
+    def codec(self, modality: str) -> Codec:
+        return blosc(*self.compressor[modality])
+
+    def label(self, ds: xr.Dataset, modality: str) -> xr.Dataset:
+        """What the file says about its values: ``bands`` attribute ``dn_offset`` on S-2
+        digital numbers (not the CF ``add_offset``, which readers would apply), and the date
+        rule of its samples."""
+        if modality in S2_DN:
+            ds["bands"].attrs["dn_offset"] = self.s2_offset
+        if self.date_rule:
+            ds.attrs["date_rule"] = self.date_rule
+        return ds
+
+
+ModalityWriter = Callable[[list[AlignedCube], str, Path, Encoding, Path], str]
 
 
 def with_offset(cube: AlignedCube, s2_offset: int) -> AlignedCube:
@@ -363,16 +375,10 @@ def write_shard(
     """Load the plan's cubes and write its file in every modality folder."""
 
     def write(
-        cubes: list[AlignedCube],
-        modality: str,
-        path: Path,
-        codec: Codec,
-        tmp: Path,
-        attrs: dict[str, Any],
+        cubes: list[AlignedCube], modality: str, path: Path, encoding: Encoding, tmp: Path
     ) -> str:
-        ds = shard_dataset(cubes, modality)
-        ds["bands"].attrs.update(attrs)
-        return write_zarr_zip(ds, path, codec, scratch=tmp)
+        ds = encoding.label(shard_dataset(cubes, modality), modality)
+        return write_zarr_zip(ds, path, encoding.codec(modality), scratch=tmp)
 
     name = shard_name(plan.split, plan.number)
     return _write_modalities(out_dir, cubes, encoding, plan, name, write)
@@ -402,10 +408,7 @@ def _write_modalities(
     files = []
     for modality in MODALITIES:
         rel = f"{plan.split}/{modality}/{file_name}"
-        codec = blosc(*encoding.compressor[modality])
-        sha256 = write(
-            cubes, modality, out_dir / rel, codec, scratch_dir(out_dir), encoding.attrs(modality)
-        )
+        sha256 = write(cubes, modality, out_dir / rel, encoding, scratch_dir(out_dir))
         files.append((rel, modality, len(cubes), sha256))
     metadata = tuple(row for c in cubes for row in metadata_rows(c, file_name))
     return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
@@ -456,12 +459,7 @@ def write_tar(out_dir: Path, cubes: CubeFiles, encoding: Encoding, plan: ShardPl
 
 
 def _write_one_tar(
-    cubes: list[AlignedCube],
-    modality: str,
-    path: Path,
-    codec: Codec,
-    scratch: Path,
-    attrs: dict[str, Any],
+    cubes: list[AlignedCube], modality: str, path: Path, encoding: Encoding, scratch: Path
 ) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     target = atomic_target(path, scratch)
@@ -472,9 +470,8 @@ def _write_one_tar(
         ):
             for cube in cubes:
                 member = Path(tmp) / f"{cube.sample_id}.zarr.zip"
-                ds = sample_dataset(cube, modality)
-                ds["bands"].attrs.update(attrs)
-                write_zarr_zip(ds, member, codec, chunk_time=False)
+                ds = encoding.label(sample_dataset(cube, modality), modality)
+                write_zarr_zip(ds, member, encoding.codec(modality), chunk_time=False)
                 info = tarfile.TarInfo(member.name)
                 data = member.read_bytes()
                 info.size, info.mtime, info.mode = len(data), 0, 0o644

@@ -489,8 +489,13 @@ def run_pack(
         manifest.set_meta("pack.out", out_key)
         manifest.set_meta("pack.plan", plan_key)
         run_id = manifest.begin_run("pack", {**settings, "out": out_key})
+        # The shards say "date_rule = v1_shift" when every sample's dates come from that rule.
+        packed_ids = {sid for plan in plans for sid in plan.sample_ids}
+        v1_dates = config.download.date_rule == "v1_shift" and not (
+            packed_ids & manifest.imported_ids()
+        )
         written = kept = 0
-        for layout in _layouts(config, out_dir, plans, splits):
+        for layout in _layouts(config, out_dir, plans, splits, "v1_shift" if v1_dates else None):
             recorded = manifest.shard_files()
             done = manifest.packed_shards(layout.name)
             todo = [
@@ -607,7 +612,11 @@ class Layout:
 
 
 def _layouts(
-    config: Config, out_dir: Path, plans: list[pack.ShardPlan], splits: dict[str, list[str]]
+    config: Config,
+    out_dir: Path,
+    plans: list[pack.ShardPlan],
+    splits: dict[str, list[str]],
+    date_rule: str | None,
 ) -> list[Layout]:
     """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
     published and OUT/webdataset the tar layout."""
@@ -615,12 +624,12 @@ def _layouts(
     compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
     out: list[Layout] = []
     if p.format in ("zarr", "both"):
-        encoding = pack.Encoding(compressor, p.s2_offset_zarr)
+        encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule)
         out.append(Layout("zarr", out_dir, "", plans, encoding, pack.write_shard, pack.shard_name))
     if p.format in ("webdataset", "both"):
         prefix = f"{WEBDATASET_DIR}/" if p.format == "both" else ""
         tars = pack.plan_tars(splits, p.samples_per_tar)
-        encoding = pack.Encoding(compressor, p.s2_offset_webdataset)
+        encoding = pack.Encoding(compressor, p.s2_offset_webdataset, date_rule)
         out.append(
             Layout(
                 "webdataset", out_dir / prefix, prefix, tars, encoding, pack.write_tar, _tar_name

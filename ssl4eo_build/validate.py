@@ -231,6 +231,9 @@ def _check_tars(root: Path, split: str, sums: dict[str, RunningStats] | None) ->
                         else:
                             where = Path(f"{tar}:{member.name}")
                             yield from _check_offset(where, attrs, modality, watch)
+                            if "_times" in attrs:
+                                times = attrs["_times"][None]
+                                yield from _check_date_span(where, attrs, times)
             except (tarfile.TarError, OSError) as exc:
                 yield Damage(f"{tar}: unreadable tar ({exc})")
                 continue
@@ -302,7 +305,11 @@ def _zip_damage(
         tmp.write(data)
         tmp.flush()
         ds, problem = _decoded(Path(tmp.name), on_bands)
-        attrs = dict(ds["bands"].attrs) if ds is not None and "bands" in ds else {}
+        if ds is None or "bands" not in ds:
+            return problem, {}
+        attrs = {**ds.attrs, **ds["bands"].attrs}
+        if "time" in ds.coords:
+            attrs["_times"] = ds["time"].values.astype("datetime64[ns]")
         return problem, attrs
 
 
@@ -390,10 +397,23 @@ def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
             yield f"{path}: timestamps of a sample are not sorted by date"
         if np.any(times.astype("datetime64[ns]").astype(np.int64) % 1_000_000_000):
             yield f"{path}: time_ has sub-second parts; the published values are whole seconds"
+        yield from _check_date_span(path, ds.attrs, times.astype("datetime64[ns]"))
     if "sample_id" in ds and "sample" in ds.coords:
         want = np.array([[f"{s}_{t}" for t in range(4)] for s in ds["sample"].values])
         if ds["sample_id"].shape != want.shape or not np.array_equal(ds["sample_id"].values, want):
             yield f"{path}: sample_id is not '{{sample}}_{{time}}'"
+
+
+def _check_date_span(
+    path: Path, attrs: dict[str, Any], times: NDArray[np.datetime64]
+) -> Iterator[str]:
+    """Under v1's date rule (``date_rule`` attribute) every sample's dates lie within a year."""
+    if attrs.get("date_rule") != "v1_shift" or times.size == 0:
+        return
+    span = times.max(axis=-1) - times.min(axis=-1)
+    longest = int(np.max(span) // np.timedelta64(1, "D"))
+    if longest >= 365:
+        yield f"{path}: a sample's dates span {longest} days; v1's date rule keeps them in a year"
 
 
 def _check_parquet(path: Path, files: set[str]) -> Iterator[str]:

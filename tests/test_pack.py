@@ -404,3 +404,18 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
     (out / "stats.json").write_text(json.dumps(edited))
     problems = validate_dataset(out)
     assert any("S2L2A mean of band B04" in p for p in problems), problems
+
+
+def test_shards_say_their_date_rule_and_validate_holds_them_to_it(
+    packed: tuple[Config, Path],
+) -> None:
+    from ssl4eo_build.validate import _check_date_span
+
+    _, work = packed
+    ds = open_shard(sorted((work / "dataset/train/S2L2A").glob("*.zarr.zip"))[0])
+    assert ds.attrs["date_rule"] == "v1_shift"
+    spans = ds["time_"].values.max(axis=1) - ds["time_"].values.min(axis=1)
+    assert spans.max() < np.timedelta64(365, "D")
+    year_apart = np.array([["2020-01-01", "2021-01-02"]], dtype="datetime64[ns]")
+    assert list(_check_date_span(Path("x"), ds.attrs, year_apart))
+    assert not list(_check_date_span(Path("x"), {"date_rule": "fixed_year"}, year_apart))

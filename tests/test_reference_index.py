@@ -12,6 +12,7 @@ from ssl4eo_build.config import load_config, override
 from ssl4eo_build.cube import load_cube
 from ssl4eo_build.errors import InputError
 from ssl4eo_build.grid import transformer
+from ssl4eo_build.pack import open_shard
 from ssl4eo_build.reference_index import read_reference_index
 from ssl4eo_build.workdir import WorkDir
 
@@ -157,3 +158,7 @@ def test_index_patches_are_rebuilt_with_the_footprints_edges(tmp_path: Path) -> 
         assert cube.epsg == 32632
         assert cube.x[0] - 5.0 == left and cube.y[0] + 5.0 == top
         assert cube.x.shape == (264,) and np.all(np.diff(cube.x) == 10.0)
+    # Their dates follow the index's times, not v1's rule: the shards do not claim it.
+    pipeline.run_pack(override(cfg, "pack.keep_partial", True), work, progress=False)
+    shards = sorted((work / "dataset").glob("*/S2L2A/*.zarr.zip"))
+    assert shards and all("date_rule" not in open_shard(p).attrs for p in shards)
