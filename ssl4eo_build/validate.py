@@ -225,15 +225,8 @@ def _check_tars(root: Path, split: str, sums: dict[str, RunningStats] | None) ->
                         handle = archive.extractfile(member)
                         data = handle.read() if handle is not None else b""
                         watch = _BandsWatch(sums[modality] if sums is not None else None)
-                        problem, attrs = _zip_damage(data, watch)
-                        if problem:
-                            yield Damage(f"{tar}: member {member.name}: {problem}")
-                        else:
-                            where = Path(f"{tar}:{member.name}")
-                            yield from _check_offset(where, attrs, modality, watch)
-                            if "_times" in attrs:
-                                times = attrs["_times"][None]
-                                yield from _check_date_span(where, attrs, times)
+                        where = f"{tar}: member {member.name}"
+                        yield from _check_member(where, data, modality, watch)
             except (tarfile.TarError, OSError) as exc:
                 yield Damage(f"{tar}: unreadable tar ({exc})")
                 continue
@@ -296,21 +289,21 @@ def _decoded(
     return ds, None
 
 
-def _zip_damage(
-    data: bytes, on_bands: Callable[[NDArray[Any]], None]
-) -> tuple[str | None, dict[str, Any]]:
-    """Why a Zarr-in-zip given as bytes (a WebDataset member) is damaged (or None), and the
-    attributes of its ``bands``."""
+def _check_member(where: str, data: bytes, modality: str, watch: _BandsWatch) -> Iterator[str]:
+    """A WebDataset member (a Zarr-in-zip, as bytes): every chunk decoded, then its values held
+    to the layout's rules."""
     with tempfile.NamedTemporaryFile(suffix=".zarr.zip") as tmp:
         tmp.write(data)
         tmp.flush()
-        ds, problem = _decoded(Path(tmp.name), on_bands)
-        if ds is None or "bands" not in ds:
-            return problem, {}
-        attrs = {**ds.attrs, **ds["bands"].attrs}
+        ds, problem = _decoded(Path(tmp.name), watch)
+        if ds is None:
+            yield Damage(f"{where}: {problem}")
+            return
+        attrs = ds["bands"].attrs if "bands" in ds else {}
+        yield from _check_offset(Path(where), attrs, modality, watch)
         if "time" in ds.coords:
-            attrs["_times"] = ds["time"].values.astype("datetime64[ns]")
-        return problem, attrs
+            times = ds["time"].values.astype("datetime64[ns]")[None]
+            yield from _check_date_span(Path(where), ds.attrs, times)
 
 
 class _BandsWatch:
