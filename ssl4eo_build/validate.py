@@ -87,6 +87,7 @@ def _deviations(root: Path) -> Iterator[str]:
     yield from _check_checksums(root)
     # Band sums of the training split as decoded, to hold stats.json against.
     train = {m: RunningStats() for m in MODALITIES}
+    complete = True  # every file decoded: the sums are the whole split's
     for split in SPLITS:
         sums = train if split == "train" else None
         numbers: dict[str, set[str]] = {}
@@ -108,8 +109,12 @@ def _deviations(root: Path) -> Iterator[str]:
             for missing in sorted(all_names - names):
                 yield f"{root / split / modality / missing}: missing (present in another modality)"
         for name in sorted(all_names):
-            yield from _check_file_group(root, split, name, sums)
-        yield from _check_tars(root, split, sums)
+            for finding in _check_file_group(root, split, name, sums):
+                complete = complete and not isinstance(finding, Damage)
+                yield finding
+        for finding in _check_tars(root, split, sums):
+            complete = complete and not isinstance(finding, Damage)
+            yield finding
         # Split lists and metadata describe the Zarr shards, or the tars when only those exist.
         described = all_names or {t.name for t in (root / split).glob("*/*.tar")}
         listed = root / "splits" / f"ssl4eos12_{split}.txt"
@@ -118,10 +123,11 @@ def _deviations(root: Path) -> Iterator[str]:
         elif set(listed.read_text().split()) != described:
             yield f"{listed}: does not list exactly the {len(described)} file(s) of {split}"
         yield from _check_parquet(root / "splits" / f"{split}_metadata.parquet", described)
-    yield from _check_stats(root / "stats.json", train)
+    yield from _check_stats(root / "stats.json", train if complete else None)
 
 
-def _check_stats(stats: Path, train: dict[str, RunningStats]) -> Iterator[str]:
+def _check_stats(stats: Path, train: dict[str, RunningStats] | None) -> Iterator[str]:
+    """The form of stats.json, and (with ``train``, the decoded training split) its values."""
     if not stats.exists():
         yield f"{stats}: missing"
         return
@@ -144,7 +150,8 @@ def _check_stats(stats: Path, train: dict[str, RunningStats]) -> Iterator[str]:
                 yield f"{stats}: {modality}: expected {len(BANDS[modality])} values in {key!r}"
             elif not all(isinstance(v, int | float) and np.isfinite(v) for v in values):
                 yield f"{stats}: {modality}: {key!r} holds values that are not finite numbers"
-        yield from _stats_match(stats, modality, entry, train[modality])
+        if train is not None:
+            yield from _stats_match(stats, modality, entry, train[modality])
 
 
 def _stats_match(
