@@ -42,18 +42,15 @@ def atomic_target(path: Path, scratch: Path | None = None) -> Path:
 
 def commit_file(tmp: Path, path: Path) -> str:
     """fsync ``tmp``, rename it over ``path`` and return the sha256 of what was committed."""
-    digest = hashlib.sha256()
+    sha256 = file_sha256(tmp)  # read back from the page cache
     fd = os.open(tmp, os.O_RDONLY)
     try:
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
         os.fsync(fd)
     finally:
         os.close(fd)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, path)
-    return digest.hexdigest()
+    return sha256
 
 
 def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> str:

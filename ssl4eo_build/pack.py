@@ -35,6 +35,7 @@ from .files import atomic_target, commit_file, scratch_dir
 from .raster_io import RawFileError
 
 SPLITS = ("train", "val")
+CHECKSUMS = "checksums.sha256"  # every file of a dataset root, in the sha256sum format
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 S2_MODALITIES = ("S2L1C", "S2L2A", "S2RGB")
 

@@ -47,8 +47,6 @@ from .workdir import WorkDir, owned
 
 log = logging.getLogger(__name__)
 
-CHECKSUMS = "checksums.sha256"
-
 # Sample settings that do not change which locations a given candidate stream accepts.
 _SAMPLE_VOLATILE = ("n", "max_candidates_per_location")
 
@@ -387,9 +385,17 @@ def _redo_damaged_cubes(manifest: Manifest, work: WorkDir, verify: bool) -> None
         if not intact(work.path(path), sha256 if verify else None)
     ]
     if damaged:
-        log.warning("%d aligned cube(s) missing or damaged; aligning them again", len(damaged))
-        with manifest.transaction() as db:
-            manifest.redo_patches(db, damaged, "cube missing or damaged")
+        _mark_for_realign(manifest, damaged)
+
+
+def _mark_for_realign(manifest: Manifest, sample_ids: list[str]) -> None:
+    log.warning(
+        "%d aligned cube(s) missing or damaged (first %s); aligning them again",
+        len(sample_ids),
+        sample_ids[0],
+    )
+    with manifest.transaction() as db:
+        manifest.redo_patches(db, sample_ids, "cube missing or damaged")
 
 
 def _record_align(manifest: Manifest, result: AlignResult) -> None:
@@ -643,13 +649,7 @@ def _repair_cubes(
 ) -> None:
     """Align the locations again from their raw files; fetch again only raw files that turn
     out damaged too."""
-    log.warning(
-        "%d aligned cube(s) missing or damaged (first %s); aligning them again",
-        len(sample_ids),
-        sample_ids[0],
-    )
-    with manifest.transaction() as db:
-        manifest.redo_patches(db, sample_ids, "cube missing or damaged")
+    _mark_for_realign(manifest, sample_ids)
     run_align(config, work.root, progress=progress, only=sample_ids)
     run_download(config, work.root, progress=progress, only=sample_ids)
     run_align(config, work.root, progress=progress, only=sample_ids)
@@ -709,7 +709,7 @@ def _portable(path: Path, root: Path) -> str:
 def write_checksums(out_dir: Path, sums: dict[str, str]) -> None:
     """``checksums.sha256`` in the ``sha256sum`` format (``sha256sum -c`` checks it)."""
     lines = "".join(f"{sha}  {rel}\n" for rel, sha in sorted(sums.items()))
-    write_atomic(out_dir / CHECKSUMS, lines.encode(), scratch_dir(out_dir))
+    write_atomic(out_dir / pack.CHECKSUMS, lines.encode(), scratch_dir(out_dir))
 
 
 def _tar_name(split: str, number: int) -> str:

@@ -50,7 +50,6 @@ class RoundPlan:
     sampled: int
     accepted: int
     open: int
-    estimated_yield: float
     cut: tuple[str, ...] = ()
     up_to: str | None = None
     new: int = 0
@@ -78,12 +77,7 @@ def plan_round(outcomes: Sequence[tuple[str, str]], target: int, initial: float)
     (never more than that, or than what was already sampled)."""
     accepted = [sid for sid, outcome in outcomes if outcome == "accepted"]
     open_ids = [sid for sid, outcome in outcomes if outcome == "open"]
-    plan = RoundPlan(
-        len(outcomes),
-        len(accepted),
-        len(open_ids),
-        estimate_yield(len(accepted), len(outcomes) - len(open_ids), initial),
-    )
+    plan = RoundPlan(len(outcomes), len(accepted), len(open_ids))
     cut = settled_cut(outcomes, target)
     if cut is not None:
         return replace(plan, cut=cut)

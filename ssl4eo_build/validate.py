@@ -23,7 +23,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from .cube import MODALITIES
-from .pack import INT16_MAX, S2_DN, SPLITS, RunningStats, open_shard
+from .pack import CHECKSUMS, INT16_MAX, S2_DN, SPLITS, RunningStats, open_shard
 from .products import PRODUCTS
 
 FILE_RE = re.compile(r"^ssl4eos12_(train|val)_seasonal_data_(\d{6})\.zarr\.zip$")
@@ -44,9 +44,6 @@ VARIABLES = {
     "y_": (("sample", "y"), "float64"),
 }
 PARQUET_COLUMNS = ("sample_id", "time_id", "time", "tile_id", "geometry", "tile_crs", "file")
-
-
-CHECKSUMS = "checksums.sha256"
 
 
 class Damage(str):

@@ -60,9 +60,6 @@ class WorkDir:
         """A path recorded in the manifest, on this machine."""
         return self.root / relpath
 
-    def raw(self, sample_id: str, product: str, season: int) -> Path:
-        return self.path(raw_relpath(sample_id, product, season))
-
     def cube(self, sample_id: str) -> Path:
         return self.path(cube_relpath(sample_id))
 
