@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .align import align
+from .doctor import doctor
 from .download import download
 from .pack import pack
 from .run import run
@@ -26,6 +27,7 @@ app.command("pack")(pack)
 app.command("run")(run)
 app.command("status")(status)
 app.command("validate")(validate)
+app.command("doctor")(doctor)
 
 
 def main() -> None:

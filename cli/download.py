@@ -8,6 +8,7 @@ import typer
 
 from ssl4eo_build import pipeline
 from ssl4eo_build.executor import DaskExecutor
+from ssl4eo_build.sources import describe_plan
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -68,13 +69,8 @@ def download(
     summary = guarded(verbose, lambda: on_executor(scheduler, call))
 
     if summary.dry_run:
-        typer.echo(
-            f"download --dry-run: {summary.planned} location(s), {summary.requests_planned} "
-            f"requests ({summary.requests_planned // max(summary.planned, 1)} per location: "
-            f"3 searches, then the fetches), about {summary.seconds_at_quota:,.0f} s at "
-            f"{cfg.download.requests_per_s:g} requests/s and {cfg.download.max_in_flight} in "
-            f"flight (source {cfg.download.source})"
-        )
+        lines = describe_plan(cfg, summary.planned)
+        typer.echo("download --dry-run: " + "\n  ".join(lines))
     elif not quiet:
         typer.echo(
             f"download: {summary.ok} ok, {summary.rejected} rejected, {summary.failed} failed "

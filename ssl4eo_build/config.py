@@ -95,7 +95,12 @@ class DownloadConfig:
     s1_max_gap_days: float = field(default=15.0, metadata=_rng(0.0, 366.0))
     buffer_px: int = field(default=60, metadata=_rng(0, 4096))
     lattice_m: float = field(default=60.0, metadata=_rng(1.0, 10_000.0))
-    workers: int = field(default=16, metadata=_rng(1, 1024))
+    # Locations in flight at once (threads). Each sends its requests one after another, so
+    # using Earth Engine's 40 requests in flight takes at least 40.
+    workers: int = field(default=48, metadata=_rng(1, 1024))
+    # Seasons whose S-2 granules share an EPSG code travel in one pixel request, this many at
+    # most (SPEC section 4: two; a request the server finds too big is cut automatically).
+    seasons_per_request: int = field(default=2, metadata=_rng(1, 4))
     max_attempts: int = field(default=5, metadata=_rng(1, 100))
     retry_base_s: float = field(default=1.0, metadata=_rng(0.0, 3600.0))
     retry_max_s: float = field(default=60.0, metadata=_rng(0.0, 3600.0))

@@ -2,43 +2,64 @@
 
 Scene choice (SPEC section 4):
 
-- Fresh mode: per season, the window is the reference date +/- ``window_days`` in the first
-  configured year that has a usable granule (2021, then 2020, then 2019). Usable: the same
-  granule id exists in L1C and L2A with ``cloud_pct < max_cloud_pct`` in both. Preference:
-  least cloudy (the larger of the two percentages), ties by closeness to the reference date.
+- Fresh mode, v1's rule (``date_rule = "v1_shift"``): one shift of 0..``max_shift_days`` per
+  location, seeded by its sample id; each season's window is v1's reference date minus the
+  shift, +/- ``window_days``; the usable granule taken by ``choose`` (v1: the most recent). A
+  location that cannot fill every season draws a new shift (``shift_tries`` in all). Usable:
+  the same granule in L1C and L2A, ``cloud_pct < max_cloud_pct`` in both. ``fixed_year``:
+  windows around the season dates of the first year in ``years`` with a usable granule.
 - Reference-index mode: per season with a reference time, the usable granule (acquired in one
-  of ``reference_years``) closest to that time within ``reference_max_gap_days``; ties by cloud.
-  Seasons without a reference time use fresh mode.
+  of ``reference_years``) closest to that time within ``reference_max_gap_days``.
 - S-1: the scene closest in time to the chosen S-2 acquisition within ``s1_max_gap_days``. If the
-  preferred granule has no S-1 partner, the next granule in preference order is tried (v1:
-  "Sentinel-2 tiles ... and corresponding Sentinel-1 GRD tiles").
+  preferred granule has no S-1 partner, the next granule in preference order is tried.
 
-The worker :func:`download_location` runs in a thread, talks to the source through the shared
-limiter and retry policy, writes GeoTIFFs, and returns a small result record; only the
-coordinator writes the manifest.
+The worker :func:`download_location` runs in a thread: one metadata request answers every
+candidate of the location, then one pixel request per season — or per pair of seasons on the
+same grid — stacks L1C, L2A + SCL and S-1 on the season's S-2 grid. It talks to the source
+through the shared limiter and retry policy, writes one GeoTIFF per (product, season), and
+returns a small result record; only the coordinator writes the manifest.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .config import Config
-from .errors import FinalSourceError, RetryableSourceError
+from .errors import FinalSourceError, RequestTooLargeError, RetryableSourceError
 from .files import intact
 from .geo import LonLat
 from .grid import PixelGrid, centred_grid
 from .products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS, season_reference, window
 from .raster_io import write_geotiff
-from .sources.base import Limiter, RetryPolicy, Scene, Source, TimeWindow, with_retries
+from .sources.base import (
+    ClusterLimiter,
+    ClusterQuota,
+    Limiter,
+    RetryPolicy,
+    Scene,
+    SceneQuery,
+    Source,
+    TimeWindow,
+    with_retries,
+)
+from .sources.requests import (
+    Assembly,
+    Layer,
+    PixelRequest,
+    RequestShape,
+    pieces,
+    plan_requests,
+)
 from .workdir import WorkDir, raw_relpath
 
 log = logging.getLogger(__name__)
@@ -116,20 +137,30 @@ def s1_windows(cfg: Config, refs: Mapping[int, datetime]) -> list[TimeWindow]:
 def usable_pairs(
     l1c: Sequence[Scene], l2a: Sequence[Scene], max_cloud: float
 ) -> list[tuple[Scene, Scene]]:
-    """Granules present in both L1C and L2A with cloud below ``max_cloud`` in both."""
+    """Granules present in both L1C and L2A with a cloud cover below ``max_cloud`` in both.
+
+    The pairing by id is checked: an L1C and an L2A granule of one id must have been acquired
+    at the same time in the same CRS, or the pair is left out (with a warning).
+    """
     by_id = {s.scene_id: s for s in l2a}
     pairs = []
     for a in l1c:
         b = by_id.get(a.scene_id)
-        if b is None:
+        if b is None or a.cloud_pct is None or b.cloud_pct is None:
             continue
-        if (a.cloud_pct or 0.0) < max_cloud and (b.cloud_pct or 0.0) < max_cloud:
+        if abs((a.acquired - b.acquired).total_seconds()) > 1.0 or a.epsg != b.epsg:
+            log.warning(
+                "granule %s: L1C (%s, EPSG:%d) and L2A (%s, EPSG:%d) disagree; left out",
+                a.scene_id, a.acquired, a.epsg, b.acquired, b.epsg,
+            )  # fmt: skip
+            continue
+        if a.cloud_pct < max_cloud and b.cloud_pct < max_cloud:
             pairs.append((a, b))
     return pairs
 
 
 def _cloud(pair: tuple[Scene, Scene]) -> float:
-    return max(pair[0].cloud_pct or 0.0, pair[1].cloud_pct or 0.0)
+    return max(pair[0].cloud_pct or 0.0, pair[1].cloud_pct or 0.0)  # both set: usable_pairs
 
 
 def _fresh_preference(centre: datetime, pair: tuple[Scene, Scene]) -> tuple[float, float, str]:
@@ -263,9 +294,9 @@ class DownloadTask:
     sample_id: str
     position: LonLat
     refs: dict[int, datetime] = field(default_factory=dict)
-    # (product, season) -> (scene id, sha256) recorded by an earlier, unfinished attempt: not
-    # fetched again while the file is on disk and intact.
-    done: dict[tuple[str, int], tuple[str, str | None]] = field(default_factory=dict)
+    # (product, season) -> (scene id, sha256, EPSG) recorded by an earlier, unfinished
+    # attempt: not fetched again while the file is on disk and intact.
+    done: dict[tuple[str, int], tuple[str, str | None, int | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,6 +307,7 @@ class SceneRecord:
     path: str  # relative to the work directory
     gap_days: float | None
     sha256: str | None
+    epsg: int  # of the file: the season's S-2 grid (S-1 arrives on it too)
 
 
 @dataclass(frozen=True)
@@ -292,21 +324,28 @@ class CorruptDataError(RetryableSourceError):
     fetched again; if the source keeps sending them, the location is rejected."""
 
 
-def fetch_checked(
-    source: Source, scene: Scene, grid: PixelGrid, product: str
-) -> NDArray[np.float32]:
-    """The scene's pixels, refused (retryably) when they break the product's hard limits."""
-    pixels = source.fetch(scene, grid, PRODUCTS[product].bands)
-    problem = PRODUCTS[product].value_problem(pixels)
-    if problem is not None:
-        raise CorruptDataError(f"corrupt pixels from {scene.scene_id}: {problem}")
+def fetch_checked(source: Source, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
+    """One request's pixels, refused (retryably) when a layer breaks its product's hard
+    limits or does not have the shape and type asked for."""
+    pixels = source.fetch(request)
+    for layer in request.layers:
+        data = pixels.get(layer.key)
+        shape = (len(layer.bands), request.grid.height, request.grid.width)
+        if data is None or data.shape != shape or data.dtype != np.dtype(layer.dtype):
+            found = "nothing" if data is None else f"{data.dtype} {data.shape}"
+            raise CorruptDataError(
+                f"{layer.scene.scene_id}: expected {layer.dtype} {shape}, found {found}"
+            )
+        problem = PRODUCTS[layer.product].value_problem(data, layer.bands)
+        if problem is not None:
+            raise CorruptDataError(f"corrupt pixels from {layer.scene.scene_id}: {problem}")
     return pixels
 
 
 class LimitedCaller:
     """Source calls through the shared limiter with retries; counts requests."""
 
-    def __init__(self, limiter: Limiter, policy: RetryPolicy) -> None:
+    def __init__(self, limiter: Limiter | ClusterLimiter, policy: RetryPolicy) -> None:
         self.limiter, self.policy, self.requests = limiter, policy, 0
 
     def __call__(self, fn: Callable[[], T]) -> T:
@@ -324,16 +363,48 @@ class LimitedCaller:
         return with_retries(once, self.policy, on_retry)
 
 
+def fetch_request(
+    source: Source, call: LimitedCaller, shape: RequestShape, request: PixelRequest
+) -> dict[tuple[str, int], NDArray[Any]]:
+    """All pixels of ``request``, in as many pieces as the limits and the server demand. A
+    piece refused as too big (or too heavy to compute) is cut, and the cut remembered."""
+    whole = Assembly(request)
+    todo = pieces(request, shape, source.limits)
+    while todo:
+        piece = todo.pop(0)
+        try:
+            whole.add(piece, call(partial(fetch_checked, source, piece)))
+        except RequestTooLargeError as exc:
+            if not shape.shrink(piece):
+                raise RetryableSourceError(f"{exc} (a single band and pixel)") from None
+            log.info("cutting pixel requests smaller after: %s", exc)
+            todo = [p for t in (piece, *todo) for p in pieces(t, shape, source.limits)]
+    return whole.arrays
+
+
+def scene_query(cfg: Config, task: DownloadTask) -> SceneQuery:
+    d = cfg.download
+    return SceneQuery(
+        task.position,
+        tuple(s2_windows(cfg, task.refs)),
+        tuple(s1_windows(cfg, task.refs)),
+        d.max_cloud_pct,
+        d.s1_max_gap_days,
+    )
+
+
 def download_location(
     source: Source,
     cfg: Config,
     task: DownloadTask,
     work: WorkDir,
-    limiter: Limiter,
+    limiter: Limiter | ClusterLimiter,
     policy: RetryPolicy,
+    shape: RequestShape,
 ) -> DownloadResult:
-    """Search, choose and fetch one location; never raises for source errors. A failed
-    attempt still reports the files it completed, so the next one fetches only the rest."""
+    """Plan (one request), choose, and fetch one location (a request per season or pair of
+    seasons); never raises for source errors. A failed attempt still reports the files it
+    completed, so the next one fetches only the rest."""
     call = LimitedCaller(limiter, policy)
     records: list[SceneRecord] = []
 
@@ -341,56 +412,75 @@ def download_location(
         return DownloadResult(task.sample_id, status, reason, tuple(records), call.requests)
 
     try:
-        windows = {"S2": s2_windows(cfg, task.refs), "S1": s1_windows(cfg, task.refs)}
-        found = {
-            product: call(partial(source.search, task.position, product, windows[product[:2]]))
-            for product in FETCH_PRODUCTS
-        }
+        found = call(partial(source.plan, scene_query(cfg, task)))
         choice = choose_scenes(
             found["S2L1C"], found["S2L2A"], found["S1GRD"], cfg, task.refs, task.sample_id
         )
         if isinstance(choice, NoScene):
             return result("rejected", choice.reason)
-        for pick in choice:
-            for product in FETCH_PRODUCTS:
-                records.append(_fetch_one(source, cfg, task, work, call, pick, product))
+        picks = {pick.season: pick for pick in choice}
+        grids = {pick.season: fetch_grid(cfg, pick.l2a, task.position) for pick in choice}
+        wanted = []
+        for pick, product in itertools.product(choice, FETCH_PRODUCTS):
+            layer = Layer(product, pick.season, pick.scene(product), PRODUCTS[product].bands)
+            kept = _kept(task, work, layer, picks[layer.season])
+            if kept is None:
+                wanted.append(layer)
+            else:
+                records.append(kept)
+        for request in plan_requests(wanted, grids, cfg.download.seasons_per_request):
+            pixels = fetch_request(source, call, shape, request)
+            for layer in request.layers:
+                records.append(
+                    _write_raw(cfg, task, work, layer, picks[layer.season], request.grid, pixels)
+                )
         return result("ok")
     except CorruptDataError as exc:
         return result("rejected", f"corrupt_data: {exc}")
     except RetryableSourceError as exc:
         return result("failed", f"transient: {exc}")
-    except FinalSourceError as exc:
+    except (FinalSourceError, RequestTooLargeError) as exc:
         return result("rejected", f"source: {exc}")
 
 
-def _fetch_one(
-    source: Source,
+def _gap(layer: Layer, pick: SeasonPick) -> float | None:
+    return pick.s1_gap_days if layer.product == "S1GRD" else None
+
+
+def _kept(task: DownloadTask, work: WorkDir, layer: Layer, pick: SeasonPick) -> SceneRecord | None:
+    """The record of a raw file an earlier attempt left intact, or None."""
+    relpath = raw_relpath(task.sample_id, layer.product, layer.season)
+    earlier = task.done.get(layer.key)
+    if earlier is None or earlier[0] != layer.scene.scene_id or earlier[2] is None:
+        return None
+    if not intact(work.path(relpath), earlier[1]):
+        return None
+    return SceneRecord(
+        layer.product, layer.season, layer.scene, relpath, _gap(layer, pick), earlier[1], earlier[2]
+    )
+
+
+def _write_raw(
     cfg: Config,
     task: DownloadTask,
     work: WorkDir,
-    call: LimitedCaller,
+    layer: Layer,
     pick: SeasonPick,
-    product: str,
+    grid: PixelGrid,
+    pixels: Mapping[tuple[str, int], NDArray[Any]],
 ) -> SceneRecord:
-    """One raw file: kept when an earlier attempt left it intact, else fetched and written."""
-    scene = pick.scene(product)
-    relpath = raw_relpath(task.sample_id, product, pick.season)
-    path = work.path(relpath)
-    gap = pick.s1_gap_days if product == "S1GRD" else None
-    earlier = task.done.get((product, pick.season))
-    if earlier is not None and earlier[0] == scene.scene_id and intact(path, earlier[1]):
-        return SceneRecord(product, pick.season, scene, relpath, gap, earlier[1])
-    grid = fetch_grid(cfg, scene, task.position)
-    pixels = call(partial(fetch_checked, source, scene, grid, product))
+    """One raw GeoTIFF: a layer of a request, with the scene's metadata as tags."""
+    scene, gap = layer.scene, _gap(layer, pick)
+    relpath = raw_relpath(task.sample_id, layer.product, layer.season)
     sha256 = write_geotiff(
-        path,
-        pixels,
+        work.path(relpath),
+        pixels[layer.key],
         grid,
-        PRODUCTS[product].bands,
+        layer.bands,
         tags={
             "sample_id": task.sample_id,
-            "product": product,
-            "season": str(pick.season),
+            "product": layer.product,
+            "season": str(layer.season),
             "scene_id": scene.scene_id,
             "acquired": scene.acquired.isoformat(),
             "cloud_pct": "" if scene.cloud_pct is None else f"{scene.cloud_pct:g}",
@@ -398,30 +488,48 @@ def _fetch_one(
             "s1_gap_days": "" if gap is None else f"{gap:g}",
         },
         compress=cfg.download.compress,
-        dtype=PRODUCTS[product].raw_dtype,
+        dtype=layer.dtype,
         scratch=work.scratch,
     )
-    return SceneRecord(product, pick.season, scene, relpath, gap, sha256)
+    return SceneRecord(layer.product, layer.season, scene, relpath, gap, sha256, grid.epsg)
 
 
-# One source and limiter per worker process (Dask workers, process pools): sources hold
-# connections and locks that do not travel between processes, so each process makes its own.
-_WORKER_STATE: dict[str, tuple[Source, Limiter, RetryPolicy]] = {}
+# One source, limiter and request shape per worker process (Dask workers, process pools):
+# sources hold connections and locks that do not travel between processes.
+WorkerState = tuple[Source, Limiter | ClusterLimiter, RetryPolicy, RequestShape]
+_WORKER_STATE: dict[str, WorkerState] = {}
 
 
-def download_on_worker(cfg: Config, work: WorkDir, task: DownloadTask) -> DownloadResult:
-    """:func:`download_location` with the calling process's own source (initialised once)."""
+def worker_state(cfg: Config, quota: ClusterQuota | None = None) -> WorkerState:
+    """This process's source, limiter, retry policy and request shape (made once). On a Dask
+    worker (``quota``) the limiter holds the quota together with every other worker."""
     from .config import fingerprint, section_dict
     from .sources import make_source
 
     d = cfg.download
-    key = fingerprint([section_dict(d), section_dict(cfg.synthetic), section_dict(cfg.earthengine)])
+    key = fingerprint(
+        [section_dict(d), section_dict(cfg.synthetic), section_dict(cfg.earthengine), quota]
+    )
     state = _WORKER_STATE.get(key)
     if state is None:
-        state = _WORKER_STATE[key] = (
-            make_source(cfg),
-            Limiter(d.max_in_flight, d.requests_per_s),
-            RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s),
+        source = make_source(cfg)
+        limiter = (
+            ClusterLimiter(quota, d.max_in_flight, d.requests_per_s)
+            if quota is not None
+            else Limiter(d.max_in_flight, d.requests_per_s)
         )
-    source, limiter, policy = state
-    return download_location(source, cfg, task, work, limiter, policy)
+        state = _WORKER_STATE[key] = (
+            source,
+            limiter,
+            RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s),
+            RequestShape(d.seasons_per_request, source.limits.max_bands),
+        )
+    return state
+
+
+def download_on_worker(
+    cfg: Config, work: WorkDir, quota: ClusterQuota | None, task: DownloadTask
+) -> DownloadResult:
+    """:func:`download_location` with the calling process's own source (initialised once)."""
+    source, limiter, policy, shape = worker_state(cfg, quota)
+    return download_location(source, cfg, task, work, limiter, policy, shape)

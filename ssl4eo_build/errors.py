@@ -52,6 +52,11 @@ class FinalSourceError(SourceError):
     """Bad request or missing asset: trying again will give the same answer."""
 
 
+class RequestTooLargeError(SourceError):
+    """The server refused a pixel request for its size, or ran out of memory or time on it:
+    cut it smaller and send the pieces (a retry as it is would fail the same way)."""
+
+
 class CredentialsError(UserError):
     """Earth Engine credentials or the project are missing or refused."""
 

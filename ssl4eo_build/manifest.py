@@ -476,16 +476,20 @@ class Manifest:
             out.setdefault(str(sample_id), {})[int(season)] = str(when)
         return out
 
-    def all_recorded_scenes(self) -> dict[str, dict[tuple[str, int], tuple[str, str | None]]]:
-        """sample_id -> {(product, season): (scene id, sha256)} of files already fetched and
-        recorded (only locations whose download is not finished keep such partial records)."""
-        out: dict[str, dict[tuple[str, int], tuple[str, str | None]]] = {}
-        for sample_id, product, season, scene_id, sha in self.db.execute(
-            "SELECT s.sample_id, s.product, s.time_index, s.scene_id, s.sha256 FROM scenes s "
-            "JOIN downloads d ON d.sample_id = s.sample_id "
+    def all_recorded_scenes(
+        self,
+    ) -> dict[str, dict[tuple[str, int], tuple[str, str | None, int | None]]]:
+        """sample_id -> {(product, season): (scene id, sha256, EPSG of the file)} of files
+        already fetched and recorded (only locations whose download is not finished keep such
+        partial records)."""
+        out: dict[str, dict[tuple[str, int], tuple[str, str | None, int | None]]] = {}
+        for sample_id, product, season, scene_id, sha, crs in self.db.execute(
+            "SELECT s.sample_id, s.product, s.time_index, s.scene_id, s.sha256, s.crs "
+            "FROM scenes s JOIN downloads d ON d.sample_id = s.sample_id "
             "WHERE s.status='ok' AND d.status != 'ok'"
         ):
-            out.setdefault(str(sample_id), {})[(str(product), int(season))] = (str(scene_id), sha)
+            record = (str(scene_id), sha, None if crs is None else int(crs))
+            out.setdefault(str(sample_id), {})[(str(product), int(season))] = record
         return out
 
     def record_download(

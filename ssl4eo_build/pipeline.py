@@ -22,7 +22,7 @@ from .align_worker import AlignResult, AlignTask, align_location
 from .cities import load_cities
 from .config import Config, fingerprint, section_dict
 from .cube import MODALITIES
-from .download import DownloadResult, DownloadTask, download_location, download_on_worker
+from .download import DownloadTask, download_on_worker, worker_state
 from .errors import (
     ConfigChangedError,
     IncompleteError,
@@ -36,13 +36,8 @@ from .files import SCRATCH, clear_scratch, file_sha256, intact, scratch_dir, wri
 from .manifest import LocationRow, Manifest, settled_cut
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
-from .sources import (
-    Limiter,
-    RetryPolicy,
-    make_source,
-    requests_per_location,
-    seconds_at_quota,
-)
+from .sources import requests_per_location, seconds_at_quota
+from .sources.base import ClusterQuota
 from .workdir import WorkDir, owned
 
 log = logging.getLogger(__name__)
@@ -173,7 +168,7 @@ def import_index(config: Config, work_dir: Path, index_path: Path) -> SampleSumm
 # Download settings that do not change which scenes are chosen or what the files hold.
 _DOWNLOAD_VOLATILE = (
     "workers", "max_attempts", "retry_base_s", "retry_max_s", "max_runs", "max_in_flight",
-    "requests_per_s", "compress",
+    "requests_per_s", "compress", "seasons_per_request",
 )  # fmt: skip
 
 
@@ -183,6 +178,8 @@ def download_settings(config: Config) -> dict[str, Any]:
     }
     settings["patch_px"] = config.sample.patch_px
     settings["pixel_m"] = config.sample.pixel_m
+    # S-1 arrives on each season's S-2 grid, resampled by the source with this method.
+    settings["s1_resampling"] = config.align.s1_resampling
     if config.download.source == "synthetic":
         synthetic = section_dict(config.synthetic)
         settings["synthetic"] = {
@@ -252,23 +249,19 @@ def run_download(
         has_results = manifest.count("downloads") > 0
         manifest.check_stage_config("download", settings, has_results, force)
         tasks = _tasks(manifest, rows)
-        # Local runs share one source; Dask workers each initialise their own.
-        source = make_source(config) if tasks and not dask else None
+        if tasks and not dask:
+            worker_state(config)  # the source connects (and checks credentials) before any work
         run_id = manifest.begin_run("download", settings)
         work = WorkDir.at(work_dir)
-        limiter = Limiter(d.max_in_flight, d.requests_per_s)
-        policy = RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s)
         counts = {"ok": 0, "rejected": 0, "failed": 0}
         requests = 0
-
-        def fetch(task: DownloadTask) -> DownloadResult:
-            assert source is not None
-            return download_location(source, config, task, work, limiter, policy)
-
-        remote = partial(download_on_worker, config, work)
-        for result in run_pool(
-            remote if dask else fetch, tasks, d.workers, "download", counts, progress, dask=dask
-        ):
+        # Threads of this process share one source, limiter and request shape; Dask workers
+        # each make their own, and share one quota through the scheduler.
+        quota = None
+        if dask is not None:
+            quota = ClusterQuota(f"ssl4eo-build-quota-{run_id}-{os.getpid()}", dask.workers)
+        fetch = partial(download_on_worker, config, work, quota)
+        for result in run_pool(fetch, tasks, d.workers, "download", counts, progress, dask=dask):
             with manifest.transaction() as db:
                 manifest.record_download(
                     db,
@@ -283,7 +276,7 @@ def run_download(
                             r.scene.scene_id,
                             r.scene.acquired.isoformat(),
                             r.scene.cloud_pct,
-                            r.scene.epsg,
+                            r.epsg,
                             r.gap_days,
                             r.path,
                             r.sha256,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,10 +25,10 @@ class Product:
     valid_range: tuple[float, float] = (0.0, 65535.0)
     band_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def value_problem(self, data: NDArray[Any]) -> str | None:
-        """Why ``data`` (bands, y, x; missing as NaN or INT16_MISSING) is corrupt, or None."""
-        for i, band in enumerate(self.bands):
-            values = data[i]
+    def value_problem(self, data: NDArray[Any], bands: Sequence[str] | None = None) -> str | None:
+        """Why ``data`` (``bands``, default all, by y, x; missing as NaN or INT16_MISSING) is
+        corrupt, or None."""
+        for values, band in zip(data, bands or self.bands, strict=True):
             valid = ~np.isnan(values) if values.dtype.kind == "f" else values != INT16_MISSING
             lo, hi = self.band_ranges.get(band, self.valid_range)
             bad = valid & ~((values >= lo) & (values <= hi))

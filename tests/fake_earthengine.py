@@ -1,11 +1,25 @@
-"""A fake Earth Engine REST server as an httplib2-style transport, for the real `ee` client.
+"""A fake Earth Engine REST server as an httplib2-style transport, as strict as the service.
 
-The client runs unmodified: discovery and the algorithm list come from the test data the `ee`
-package ships (what ``ee.apitestcase`` uses), ``computeFeatures`` answers from a small scripted
-archive, and ``computePixels`` answers NPY arrays whose values encode the band and the world
-pixel position, so a test can check that the grid it asked for is the grid it got. Faults (HTTP
-statuses, timeouts, connection resets, malformed bodies) are scripted per endpoint or drawn at
-a fixed rate. Every request is recorded; the peak number in flight is tracked.
+The real `ee` client runs unmodified: discovery and the algorithm list come from the test data
+the `ee` package ships (what ``ee.apitestcase`` uses). The fake then *evaluates* what the client
+sends, against a small archive of images with properties, footprints and typed bands:
+
+- ``computeFeatures``: the serialised expression is interpreted (collections, bounds, date,
+  property and list filters, inner and simple joins, map with functions, merge, get). Results
+  are paged at ``page_size``; properties an image lacks come back null, as the service's do.
+- ``computePixels``: the image expression (load, select with new names, resample, casts,
+  unmask, band concatenation) is evaluated on the requested grid. Values encode the band and
+  the world pixel position (:func:`truth`) so a test can check that the grid it asked for is the
+  grid it got. Masked pixels are 0 unless the expression unmasks them; bands come in the type
+  the expression casts them to (the archive's own type otherwise).
+- What the service refuses, the fake refuses with HTTP 400 and the service's wording: unknown
+  assets, unknown bands, unknown functions, answers over 50,331,648 bytes, grids over 32,768 px
+  per side, more than 1,024 bands; ``memory_limit_bytes`` makes heavier requests fail with
+  "User memory limit exceeded.".
+- Faults (HTTP statuses, the transient 400s, timeouts, resets, malformed bodies, token refresh
+  and transport failures) are scripted per endpoint or drawn at a fixed rate.
+
+Every request is recorded; the peak number in flight is tracked.
 """
 
 from __future__ import annotations
@@ -16,13 +30,14 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import ee
+import google.auth.exceptions
 import httplib2
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +45,9 @@ from numpy.typing import NDArray
 EE_TEST_DATA = Path(ee.__file__).parent / "tests"
 MISSING = -32768.0
 TOKEN = "ya29.fake-access-token-never-logged"
+MAX_BYTES = 50_331_648  # 48 MB
+MAX_SIDE = 32_768
+MAX_BANDS = 1024
 
 
 @dataclass(frozen=True)
@@ -43,7 +61,8 @@ class Call:
 
 @dataclass(frozen=True)
 class Fault:
-    """``status`` (an HTTP error), ``timeout``, ``reset`` or ``malformed`` (a 200 with junk)."""
+    """``status`` (an HTTP error), ``timeout``, ``reset``, ``malformed`` (a 200 with junk),
+    ``refresh`` / ``auth_transport`` (google.auth failures while getting a token)."""
 
     kind: str
     status: int = 0
@@ -55,30 +74,43 @@ TRANSIENT = (
     Fault("status", 429, message="Too many concurrent requests"),
     Fault("status", 500),
     Fault("status", 503),
+    Fault("status", 400, message="Computation timed out."),
+    Fault("status", 400, message="Earth Engine capacity exceeded."),
+    Fault("status", 400, message="User memory limit exceeded."),
     Fault("timeout"),
     Fault("reset"),
     Fault("malformed"),
+    Fault("refresh"),
+    Fault("auth_transport"),
 )
 
-
 BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12",
-              "SCL", "VV", "VH")  # fmt: skip
+              "SCL", "VV", "VH", "cs", "cs_cdf")  # fmt: skip
+L1C_BANDS = BAND_NAMES[:13]
+L2A_BANDS = tuple(b for b in BAND_NAMES[:14] if b != "B10")
+L1C = "COPERNICUS/S2_HARMONIZED"
+L2A = "COPERNICUS/S2_SR_HARMONIZED"
+S1 = "COPERNICUS/S1_GRD"
+CS = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
+DTYPES = {"int16": "<i2", "float": "<f4", "uint16": "<u2", "float64": "<f8"}
 
 
 def band_code(band: str) -> int:
-    """A distinct value per Earth Engine band name (B1..B12, B8A, SCL, VV, VH)."""
+    """A distinct value per Earth Engine band name."""
     return BAND_NAMES.index(band) + 1
 
 
-def truth(band: str, ix: NDArray[np.int64], iy: NDArray[np.int64]) -> NDArray[np.float32]:
+def truth(band: str, ix: NDArray[np.int64], iy: NDArray[np.int64]) -> NDArray[np.float64]:
     """The fake archive's value at world pixel (ix, iy), inside the product's hard limits:
     S-2 bands 1000 per band code, one step per column is 10, per row 1; SCL a class 0..11;
-    S-1 dB from -50 (quarter dB per column, sixteenth per row)."""
+    S-1 dB from -50 (quarter dB per column, sixteenth per row); Cloud Score+ in 0..1."""
     if band == "SCL":
-        return ((ix + iy) % 12).astype(np.float32)
+        return ((ix + iy) % 12).astype(np.float64)
     if band in ("VV", "VH"):
-        return (-50 + band_code(band) + 0.25 * (ix % 90) + (iy % 10) / 16).astype(np.float32)
-    return (1000 * band_code(band) + 10 * (ix % 90) + (iy % 10)).astype(np.float32)
+        return -50 + band_code(band) + 0.25 * (ix % 90) + (iy % 10) / 16
+    if band in ("cs", "cs_cdf"):
+        return ((ix + 3 * iy) % 100) / 100.0
+    return (1000 * band_code(band) + 10 * (ix % 90) + (iy % 10)).astype(np.float64)
 
 
 def world_pixels(
@@ -90,13 +122,41 @@ def world_pixels(
     return np.meshgrid(ix, iy)
 
 
-def s2_feature(scene_id: str, time_ms: int, cloud: float, epsg: int, tile: str) -> dict[str, Any]:
-    return {"scene_id": scene_id, "time_ms": time_ms, "cloud_pct": cloud, "tile": tile,
-            "crs": f"EPSG:{epsg}"}  # fmt: skip
+# ---------------------------------------------------------------- the archive
 
 
-def s1_feature(scene_id: str, time_ms: int, epsg: int) -> dict[str, Any]:
-    return {"scene_id": scene_id, "time_ms": time_ms, "crs": f"EPSG:{epsg}"}
+@dataclass(frozen=True)
+class Image:
+    """An archive image (or an expression over one): properties, footprint, typed bands."""
+
+    asset: str  # collection/system:index
+    properties: dict[str, Any]
+    epsg: int
+    bbox: tuple[float, float, float, float]  # lon/lat west, south, east, north
+    bands: tuple[Band, ...]
+
+
+@dataclass(frozen=True)
+class Band:
+    name: str  # as the expression names it
+    source: str  # the archive band its values come from
+    dtype: str  # numpy dtype string of the answer
+    resample: str = "nearest"
+    unmask: float | None = None
+
+
+def image(
+    collection: str, index: str, when: datetime, bands: Sequence[str], dtype: str, epsg: int,
+    bbox: tuple[float, float, float, float] = (10.0, 47.0, 13.0, 49.5), **props: Any,
+) -> Image:  # fmt: skip
+    properties = {"system:index": index, "system:time_start": millis(when), **props}
+    return Image(
+        f"{collection}/{index}",
+        properties,
+        epsg,
+        bbox,
+        tuple(Band(b, b, DTYPES[dtype]) for b in bands),
+    )
 
 
 SEASONS_2021 = [datetime(2021, 3, 20, 12), datetime(2021, 6, 21, 12),
@@ -107,48 +167,279 @@ def millis(when: datetime) -> int:
     return round((when - datetime(1970, 1, 1)).total_seconds() * 1000)
 
 
-def archive() -> dict[str, list[dict]]:
-    """Per season one clear granule (+1 day) and one cloudy one, and an S-1 scene 2 days later."""
-    l1c, l2a, s1 = [], [], []
+def granule_id(when: datetime, tile: str = "T32UPU") -> str:
+    return f"{when:%Y%m%dT%H%M%S}_{when:%Y%m%dT%H%M%S}_{tile}"
+
+
+def archive() -> dict[str, list[Image]]:
+    """Per season of 2021: a clear granule (+1 day, with a Cloud Score+ image) and a cloudy
+    one (-2 days) in L1C and L2A; an S-1 IW VV+VH 10 m scene 2 days after the clear granule,
+    and decoys the search must leave out (a 40 m scene, a single-polarisation one, one far
+    from every clear granule)."""
+    out: dict[str, list[Image]] = {L1C: [], L2A: [], S1: [], CS: []}
     for season, ref in enumerate(SEASONS_2021):
         clear, cloudy = ref + timedelta(days=1), ref - timedelta(days=2)
         for when, cloud in ((clear, 3.5), (cloudy, 40.0)):
-            gid = f"{when:%Y%m%dT%H%M%S}_{when:%Y%m%dT%H%M%S}_T32UPU"
-            l1c.append(s2_feature(gid, millis(when), cloud, 32632, "32UPU"))
-            l2a.append(s2_feature(gid, millis(when), cloud + 0.5, 32632, "32UPU"))
-        s1.append(
-            s1_feature(f"S1A_IW_GRDH_1SDV_{season}", millis(clear + timedelta(days=2)), 32632)
+            gid = granule_id(when)
+            tile = {"MGRS_TILE": "32UPU"} if season != 3 else {}  # a null tile in season 3
+            out[L1C].append(image(L1C, gid, when, L1C_BANDS, "uint16", 32632,
+                                  CLOUDY_PIXEL_PERCENTAGE=cloud, **tile))  # fmt: skip
+            out[L2A].append(image(L2A, gid, when, L2A_BANDS, "uint16", 32632,
+                                  CLOUDY_PIXEL_PERCENTAGE=cloud + 0.5, **tile))  # fmt: skip
+        out[CS].append(image(CS, granule_id(clear), clear, ("cs", "cs_cdf"), "float", 32632))
+        s1 = {"instrumentMode": "IW", "transmitterReceiverPolarisation": ["VV", "VH"],
+              "resolution_meters": 10}  # fmt: skip
+        when = clear + timedelta(days=2)
+        out[S1].append(image(S1, f"S1A_IW_GRDH_1SDV_{season}", when, ("VV", "VH"), "float64",
+                             32632, **s1))  # fmt: skip
+        decoys = (
+            (f"S1A_IW_GRDM_1SDV_{season}", when, {**s1, "resolution_meters": 40}),
+            (f"S1A_IW_GRDH_1SSV_{season}", when,
+             {**s1, "transmitterReceiverPolarisation": ["VV"]}),
+            (f"S1A_IW_GRDH_1SDV_far_{season}", clear + timedelta(days=40), s1),
+        )  # fmt: skip
+        for index, at, props in decoys:
+            out[S1].append(image(S1, index, at, ("VV", "VH"), "float64", 32632, **props))
+    return out
+
+
+# ---------------------------------------------------------------- the evaluator
+
+
+class Refused(Exception):
+    """What the service answers with HTTP 400 and this message."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    geometry: Any
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Filter:
+    test: Callable[[Any], bool] | None = None  # one element
+    pair: Callable[[Any, Any], bool] | None = None  # a join condition
+
+
+@dataclass(frozen=True)
+class Join:
+    kind: str  # inner | simple
+    keys: tuple[str, str] = ("primary", "secondary")
+
+
+@dataclass(frozen=True)
+class Function:
+    names: list[str]
+    body: Any
+    env: dict[str, Any]
+
+
+def prop(element: Any, name: str) -> Any:
+    if isinstance(element, Image):
+        return element.properties.get(name)
+    if isinstance(element, Feature):
+        return element.properties.get(name)
+    raise Refused(f"Element.get: expected an element, found {type(element).__name__}")
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refused(f"{where}: expected a number, found {json.dumps(value)}.")
+    return float(value)
+
+
+class Evaluator:
+    """Interprets the serialised expressions the client sends, function by function."""
+
+    def __init__(self, images: Mapping[str, Sequence[Image]]) -> None:
+        self.images = images
+        self.functions: dict[str, Callable[..., Any]] = {
+            "ImageCollection.load": self.load_collection,
+            "Image.load": self.load_image,
+            "Collection.filter": lambda collection, filter: [
+                e for e in collection if filter.test(e)
+            ],
+            "Collection.map": self.map,
+            "Collection.merge": lambda collection1, collection2: [*collection1, *collection2],
+            "AggregateFeatureCollection.array": lambda collection, property: [
+                prop(e, property) for e in collection
+            ],
+            "List.contains": lambda list, element: element in list,
+            "Feature": lambda geometry=None, metadata=None: Feature(geometry, dict(metadata or {})),
+            "GeometryConstructors.Point": lambda coordinates, crs=None: tuple(coordinates),
+            "DateRange": lambda start, end=None, timeZone=None: (
+                _number(start, "DateRange"),
+                _number(end, "DateRange"),
+            ),
+            "Filter.or": lambda filters: Filter(lambda e: any(f.test(e) for f in filters)),
+            "Filter.intersects": self.intersects,
+            "Filter.dateRangeContains": lambda leftValue, rightField: Filter(
+                lambda e: (
+                    prop(e, rightField) is not None
+                    and leftValue[0] <= prop(e, rightField) < leftValue[1]
+                )
+            ),
+            "Filter.lessThan": lambda leftField, rightValue: Filter(
+                lambda e: prop(e, leftField) is not None and prop(e, leftField) < rightValue
+            ),
+            "Filter.equals": self.equals,
+            "Filter.listContains": lambda leftField, rightValue: Filter(
+                lambda e: rightValue in (prop(e, leftField) or [])
+            ),
+            "Filter.maxDifference": self.max_difference,
+            "Join.inner": lambda primaryKey="primary", secondaryKey="secondary", measureKey=None: (
+                Join("inner", (primaryKey, secondaryKey))
+            ),
+            "Join.simple": lambda: Join("simple"),
+            "Join.apply": self.join,
+            "Element.get": lambda object, property: prop(object, property),
+            "Image.select": self.select,
+            "Image.projection": lambda image: f"EPSG:{image.epsg}",
+            "Projection.crs": lambda projection: projection,
+            "Image.resample": lambda image, mode="bilinear": self.each_band(image, resample=mode),
+            "Image.toInt16": lambda value: self.each_band(value, dtype="<i2"),
+            "Image.toFloat": lambda value: self.each_band(value, dtype="<f4"),
+            "Image.unmask": lambda input, value=None, sameFootprint=True: self.each_band(
+                input, unmask=0.0 if value is None else float(value)
+            ),
+            "Image.constant": lambda value: _number(value, "Image.constant"),
+            "Image.addBands": self.add_bands,
+        }
+
+    def evaluate(self, expression: Mapping[str, Any]) -> Any:
+        values = expression["values"]
+
+        def walk(node: Any, env: dict[str, Any]) -> Any:
+            if "constantValue" in node:
+                return node["constantValue"]
+            if "valueReference" in node:
+                return walk(values[node["valueReference"]], env)
+            if "arrayValue" in node:
+                return [walk(v, env) for v in node["arrayValue"]["values"]]
+            if "dictionaryValue" in node:
+                return {k: walk(v, env) for k, v in node["dictionaryValue"]["values"].items()}
+            if "argumentReference" in node:
+                return env[node["argumentReference"]]
+            if "functionDefinitionValue" in node:
+                definition = node["functionDefinitionValue"]
+                return Function(definition["argumentNames"], definition["body"], env)
+            invocation = node["functionInvocationValue"]
+            name = invocation["functionName"]
+            function = self.functions.get(name)
+            if function is None:
+                raise Refused(f"Unknown function: {name}.")
+            args = {k: walk(v, env) for k, v in invocation.get("arguments", {}).items()}
+            try:
+                return function(**args)
+            except TypeError as exc:
+                raise Refused(f"{name}: invalid arguments ({exc}).") from None
+
+        self.walk = walk
+        return walk(values[expression["result"]], {})
+
+    def map(self, collection: list[Any], baseAlgorithm: Function) -> list[Any]:
+        (name,) = baseAlgorithm.names
+        body = {"valueReference": baseAlgorithm.body}
+        return [self.walk(body, {**baseAlgorithm.env, name: e}) for e in collection]
+
+    def load_collection(self, id: str) -> list[Image]:
+        if id not in self.images:
+            raise Refused(
+                f"ImageCollection.load: ImageCollection asset '{id}' not found "
+                "(does not exist or caller does not have access)."
+            )
+        return list(self.images[id])
+
+    def load_image(self, id: str, version: int | None = None) -> Image:
+        collection, _, index = id.rpartition("/")
+        for found in self.images.get(collection, ()):
+            if found.properties["system:index"] == index:
+                return found
+        raise Refused(
+            f"Image.load: Image asset '{id}' not found (does not exist or caller does not have "
+            "access)."
         )
-    return {"COPERNICUS/S2_HARMONIZED": l1c, "COPERNICUS/S2_SR_HARMONIZED": l2a,
-            "COPERNICUS/S1_GRD": s1}  # fmt: skip
+
+    @staticmethod
+    def intersects(leftField: str, rightValue: Any, maxError: Any = None) -> Filter:
+        point = rightValue.geometry if isinstance(rightValue, Feature) else rightValue
+        if leftField != ".all" or not isinstance(point, tuple) or len(point) != 2:
+            raise Refused("Filter.intersects: expected a point and leftField '.all'.")
+        lon, lat = point
+
+        def test(e: Image) -> bool:
+            w, s, east, n = e.bbox
+            return w <= lon <= east and s <= lat <= n
+
+        return Filter(test)
+
+    @staticmethod
+    def equals(
+        leftField: str, rightValue: Any = None, rightField: str | None = None, leftValue: Any = None
+    ) -> Filter:
+        if rightField is not None:
+            return Filter(pair=lambda a, b: prop(a, leftField) == prop(b, rightField))
+        return Filter(lambda e: prop(e, leftField) == rightValue)
+
+    @staticmethod
+    def max_difference(
+        difference: Any,
+        leftField: str,
+        rightValue: Any = None,
+        rightField: str | None = None,
+        leftValue: Any = None,
+    ) -> Filter:
+        limit = _number(difference, "Filter.maxDifference")
+        if rightField is None:
+            value = _number(rightValue, "Filter.maxDifference rightValue")
+            return Filter(lambda e: abs(prop(e, leftField) - value) <= limit)
+        return Filter(pair=lambda a, b: abs(prop(a, leftField) - prop(b, rightField)) <= limit)
+
+    @staticmethod
+    def join(join: Join, primary: list[Any], secondary: list[Any], condition: Filter) -> list[Any]:
+        if condition.pair is None:
+            raise Refused("Join.apply: the condition must compare a primary and a secondary field.")
+        pair = condition.pair
+        if join.kind == "simple":
+            return [a for a in primary if any(pair(a, b) for b in secondary)]
+        first, second = join.keys
+        return [
+            Feature(None, {first: a, second: b}) for a in primary for b in secondary if pair(a, b)
+        ]
+
+    @staticmethod
+    def select(input: Image, bandSelectors: list[str], newNames: list[str] | None = None) -> Image:
+        by_name = {b.name: b for b in input.bands}
+        missing = [s for s in bandSelectors if s not in by_name]
+        if missing:
+            raise Refused(
+                f"Image.select: Pattern '{missing[0]}' did not match any bands. Available bands: "
+                f"[{', '.join(by_name)}]"
+            )
+        names = newNames or bandSelectors
+        if len(names) != len(bandSelectors):
+            raise Refused("Image.select: newNames must match bandSelectors in length.")
+        bands = tuple(
+            replace(by_name[s], name=n) for s, n in zip(bandSelectors, names, strict=True)
+        )
+        return replace(input, bands=bands)
+
+    @staticmethod
+    def each_band(image: Image, **change: Any) -> Image:
+        return replace(image, bands=tuple(replace(b, **change) for b in image.bands))
+
+    @staticmethod
+    def add_bands(
+        dstImg: Image, srcImg: Image, names: Any = None, overwrite: bool = False
+    ) -> Image:
+        both = [*dstImg.bands, *srcImg.bands]
+        if len({b.name for b in both}) != len(both):
+            raise Refused("Image.addBands: duplicate band names.")
+        return replace(dstImg, bands=tuple(both), asset="(stack)")
 
 
-def load_invocations(expression: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(functionName, constant arguments) of every invocation in a serialised expression.
-
-    The serialiser shares repeated values through ``valueReference``; those are resolved.
-    """
-    expression = expression.get("expression", expression)  # a request body or an expression
-    table = expression.get("values", {})
-
-    def constant(value: Any) -> Any:
-        while isinstance(value, dict) and "valueReference" in value:
-            value = table.get(value["valueReference"])
-        return value.get("constantValue") if isinstance(value, dict) else None
-
-    def walk(node: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-        if isinstance(node, dict):
-            invocation = node.get("functionInvocationValue")
-            if isinstance(invocation, dict):
-                args = {k: constant(v) for k, v in invocation.get("arguments", {}).items()}
-                yield invocation["functionName"], {k: v for k, v in args.items() if v is not None}
-            for value in node.values():
-                yield from walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                yield from walk(value)
-
-    yield from walk(expression)
+# ---------------------------------------------------------------- the transport
 
 
 class FakeEarthEngine:
@@ -156,17 +447,22 @@ class FakeEarthEngine:
 
     def __init__(
         self,
-        archive: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+        images: Mapping[str, Sequence[Image]] | None = None,
         latency_s: float = 0.0,
         error_rate: float = 0.0,
         seed: int = 0,
         mask_every: int | None = None,
+        page_size: int = 1000,
+        memory_limit_bytes: int | None = None,
     ) -> None:
-        self.archive = dict(archive or {})
+        self.images = dict(archive() if images is None else images)
         self.latency_s = latency_s
         self.error_rate = error_rate
         self.mask_every = mask_every
+        self.page_size = page_size
+        self.memory_limit_bytes = memory_limit_bytes
         self.calls: list[Call] = []
+        self.refusals: list[str] = []  # the 400s the fake's own rules gave, in order
         self.scripted: dict[str, deque[Fault]] = {
             "computeFeatures": deque(),
             "computePixels": deque(),
@@ -175,6 +471,7 @@ class FakeEarthEngine:
         self.peak_in_flight = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._sources: dict[str, Any] = {}
 
     # -- test API -------------------------------------------------------------------------------
 
@@ -245,13 +542,16 @@ class FakeEarthEngine:
             return _ok((EE_TEST_DATA / "algorithms.json").read_bytes())
         if kind == "token":
             return _ok(json.dumps({"access_token": TOKEN, "expires_in": 3600}).encode())
-        if kind == "computeFeatures":
-            assert body is not None
-            return _ok(json.dumps(self._features(body)).encode())
-        if kind == "computePixels":
-            assert body is not None
+        if kind not in ("computeFeatures", "computePixels") or body is None:
+            return _error(404, f"the fake has no {kind} endpoint")
+        try:
+            if kind == "computeFeatures":
+                return _ok(json.dumps(self._features(body)).encode())
             return _ok(self._pixels(body))
-        return _error(404, f"the fake has no {kind} endpoint")
+        except Refused as exc:
+            with self._lock:
+                self.refusals.append(str(exc))
+            return _error(400, str(exc))
 
     @staticmethod
     def _fault(fault: Fault) -> tuple[httplib2.Response, bytes]:
@@ -259,44 +559,77 @@ class FakeEarthEngine:
             raise TimeoutError("fake read timeout")
         if fault.kind == "reset":
             raise ConnectionResetError(104, "fake connection reset by peer")
+        if fault.kind == "refresh":
+            raise google.auth.exceptions.RefreshError("fake: invalid_grant while refreshing")
+        if fault.kind == "auth_transport":
+            raise google.auth.exceptions.TransportError("fake: token endpoint unreachable")
         if fault.kind == "malformed":
             return _ok(b"<html>502 Bad Gateway</html>")
         extra = {} if fault.retry_after is None else {"retry-after": str(fault.retry_after)}
         return _error(fault.status, fault.message, extra)
 
     def _features(self, body: dict[str, Any]) -> dict[str, Any]:
-        loads = [a["id"] for f, a in load_invocations(body["expression"]) if f.endswith(".load")]
-        rows = self.archive.get(loads[0], []) if loads else []
-        square = [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]]
-        return {
-            "type": "FeatureCollection",
-            "features": [
-                {
-                    "type": "Feature",
-                    "geometry": {"type": "Polygon", "coordinates": square},
-                    "properties": dict(row),
-                }
-                for row in rows
-            ],
-        }
+        result = Evaluator(self.images).evaluate(body["expression"])
+        if not isinstance(result, list):
+            raise Refused("computeFeatures: the expression is not a FeatureCollection.")
+        offset = int(body.get("pageToken") or 0)
+        size = min(int(body.get("pageSize") or self.page_size), self.page_size)
+        page = result[offset : offset + size]
+        answer: dict[str, Any] = {"type": "FeatureCollection", "features": []}
+        for element in page:
+            if not isinstance(element, Feature):
+                raise Refused("computeFeatures: the collection holds images, not features.")
+            properties = {k: _plain(v) for k, v in element.properties.items()}
+            answer["features"].append(
+                {"type": "Feature", "geometry": element.geometry, "properties": properties}
+            )
+        if offset + size < len(result):
+            answer["nextPageToken"] = str(offset + size)
+        return answer
 
     def _pixels(self, body: dict[str, Any]) -> bytes:
+        stack = Evaluator(self.images).evaluate(body["expression"])
+        if not isinstance(stack, Image):
+            raise Refused("computePixels: the expression is not an Image.")
         grid = body["grid"]
         t, dims = grid["affineTransform"], grid["dimensions"]
+        width, height = int(dims["width"]), int(dims["height"])
+        bands = [b for b in stack.bands if not body.get("bandIds") or b.name in body["bandIds"]]
+        if max(width, height) > MAX_SIDE:
+            raise Refused(f"Grid dimensions ({width}x{height}) must be at most {MAX_SIDE} pixels.")
+        if len(bands) > MAX_BANDS:
+            raise Refused(f"Too many bands ({len(bands)}): at most {MAX_BANDS} per request.")
+        size = width * height * sum(np.dtype(b.dtype).itemsize for b in bands)
+        if size > MAX_BYTES:
+            raise Refused(
+                f"Total request size ({size} bytes) must be less than or equal to "
+                f"{MAX_BYTES} bytes."
+            )
+        if self.memory_limit_bytes is not None and size > self.memory_limit_bytes:
+            raise Refused("User memory limit exceeded.")
         ix, iy = world_pixels(
-            t["translateX"], t["translateY"], t["scaleX"], t["scaleY"],
-            dims["width"], dims["height"],
-        )  # fmt: skip
-        bands = body["bandIds"]
-        out = np.zeros((dims["height"], dims["width"]), dtype=[(b, "<f4") for b in bands])
+            t["translateX"], t["translateY"], t["scaleX"], t["scaleY"], width, height
+        )
+        out = np.zeros((height, width), dtype=[(b.name, b.dtype) for b in bands])
+        masked = (ix % self.mask_every == 0) if self.mask_every else np.zeros(ix.shape, bool)
         for band in bands:
-            values = truth(band, ix, iy)
-            if self.mask_every:
-                values[ix % self.mask_every == 0] = MISSING
-            out[band] = values
+            values = truth(band.source, ix, iy)
+            values[masked] = 0.0 if band.unmask is None else band.unmask
+            if np.dtype(band.dtype).kind in "iu":  # Earth Engine's casts clamp
+                info = np.iinfo(band.dtype)
+                values = np.clip(np.rint(values), info.min, info.max)
+            out[band.name] = values
         buffer = io.BytesIO()
         np.save(buffer, out)
         return buffer.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    """A property as JSON: images and features inside properties are the service's business;
+    a test expression never returns them."""
+    if isinstance(value, Image | Feature):
+        raise Refused("computeFeatures: a property holds an image or feature.")
+    return value
 
 
 def _ok(content: bytes) -> tuple[httplib2.Response, bytes]:
@@ -306,6 +639,42 @@ def _ok(content: bytes) -> tuple[httplib2.Response, bytes]:
 def _error(
     status: int, message: str, extra: Mapping[str, str] | None = None
 ) -> tuple[httplib2.Response, bytes]:
-    payload = {"error": {"code": status, "message": message, "status": "FAILED"}}
+    payload = {"error": {"code": status, "message": message, "status": "INVALID_ARGUMENT"}}
     headers = {"status": status, "content-type": "application/json", **(extra or {})}
     return httplib2.Response(headers), json.dumps(payload).encode()
+
+
+def invocations(expression: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(functionName, constant arguments) of every invocation in a serialised expression,
+    references resolved: what a test asserts about the exact request body."""
+    expression = expression.get("expression", expression)
+    table = expression.get("values", {})
+
+    def constant(value: Any) -> Any:
+        while isinstance(value, dict) and "valueReference" in value:
+            value = table.get(value["valueReference"])
+        return value.get("constantValue") if isinstance(value, dict) else None
+
+    found = []
+
+    def walk(node: Any) -> None:
+        while isinstance(node, dict) and "valueReference" in node:
+            node = table.get(node["valueReference"])
+        if isinstance(node, dict):
+            invocation = node.get("functionInvocationValue")
+            if isinstance(invocation, dict):
+                args = {k: constant(v) for k, v in invocation.get("arguments", {}).items()}
+                found.append(
+                    (invocation["functionName"], {k: v for k, v in args.items() if v is not None})
+                )
+            definition = node.get("functionDefinitionValue")
+            if isinstance(definition, dict):
+                walk({"valueReference": definition["body"]})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({"valueReference": expression["result"]})
+    return found

@@ -66,6 +66,7 @@ def test_download_writes_georeferenced_geotiffs(tmp_path: Path, cfg_path: Path) 
         locations = {r.sample_id: r.position for r in m.locations()}
     assert len(rows) == 12 * summary.ok
     zones = set()
+    s2_crs = {(r[0], r[2]): r[5] for r in rows if r[1] == "S2L2A"}
     for sample_id, product, season, relpath, scene_id, crs in rows:
         assert relpath == f"raw/{sample_id[:4]}/{sample_id}/{product}_{season}.tif"
         path = str(work / relpath)
@@ -80,7 +81,8 @@ def test_download_writes_georeferenced_geotiffs(tmp_path: Path, cfg_path: Path) 
             assert raster.grid.left % 60 == 0 and raster.grid.top % 60 == 0, "60 m lattice"
             assert raster.bands[0] == "B01" and len(raster.bands) == 13
         else:
-            assert raster.bands == ("VV", "VH") and crs == 4326
+            # S-1 arrives on the season's S-2 grid (the source resamples it there).
+            assert raster.bands == ("VV", "VH") and crs == s2_crs[sample_id, season]
         scl = None
         if product != "S1GRD":  # L1C has no SCL: use its L2A sibling (same granule and grid)
             scl = read_geotiff(Path(path.replace("S2L1C", "S2L2A"))).data[-1]
@@ -213,7 +215,7 @@ def test_dry_run_and_changed_config(tmp_path: Path, cfg_path: Path) -> None:
     cfg = load_config(cfg_path)
     work = sampled(cfg, tmp_path / "w")
     plan = pipeline.run_download(cfg, work, dry_run=True, progress=False)
-    assert plan.dry_run and plan.planned == 6 and plan.requests_planned == 6 * 15
+    assert plan.dry_run and plan.planned == 6 and plan.requests_planned == 6 * 3
     assert not (work / "raw").exists()
     pipeline.run_download(cfg, work, limit=2, progress=False)
     with pytest.raises(ConfigChangedError, match="years"):

@@ -2,51 +2,74 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import ee
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from ssl4eo_build.cli.app import app
 from typer.testing import CliRunner
 
-from ssl4eo_build import pipeline
+from ssl4eo_build import download, pipeline
 from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import Config, EarthEngineConfig, load_config
-from ssl4eo_build.download import DownloadTask, download_location, fetch_grid
-from ssl4eo_build.errors import CredentialsError, FinalSourceError, RetryableSourceError
+from ssl4eo_build.download import (
+    DownloadTask,
+    LimitedCaller,
+    download_location,
+    fetch_grid,
+    fetch_request,
+)
+from ssl4eo_build.errors import (
+    CredentialsError,
+    FinalSourceError,
+    RequestTooLargeError,
+    RetryableSourceError,
+)
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import PixelGrid
 from ssl4eo_build.manifest import Manifest
+from ssl4eo_build.products import FETCH_PRODUCTS, INT16_MISSING, PRODUCTS
 from ssl4eo_build.raster_io import read_geotiff
-from ssl4eo_build.sources import SOURCES, Limiter, RetryPolicy, Scene, TimeWindow
+from ssl4eo_build.sources import SOURCES, Limiter, RetryPolicy, Scene, SceneQuery, TimeWindow
 from ssl4eo_build.sources import earthengine as eesrc
-from ssl4eo_build.sources.chunks import ResponseLimits, plan_chunks
+from ssl4eo_build.sources.requests import (
+    Layer,
+    PixelRequest,
+    RequestShape,
+    ResponseLimits,
+    pieces,
+)
 from ssl4eo_build.workdir import WorkDir
 
 from .conftest import write_toml
 from .fake_earthengine import (
+    CS,
+    L1C,
+    L2A,
+    S1,
     SEASONS_2021,
     TOKEN,
     FakeEarthEngine,
     Fault,
-    archive,
-    load_invocations,
-    millis,
+    granule_id,
+    invocations,
     truth,
     world_pixels,
 )
 
 REAL_FACTORY = SOURCES["earthengine"]
 MUNICH = LonLat(11.575, 48.137)
+DAY_MS = 86_400_000
 
 
 @pytest.fixture(autouse=True)
@@ -54,13 +77,13 @@ def fresh_client() -> Iterator[None]:
     yield
     ee.Reset()
     eesrc._CONNECTED.clear()
+    download._WORKER_STATE.clear()
 
 
 def source(fake: FakeEarthEngine, **cfg: object) -> eesrc.EarthEngineSource:
     settings = {"project": "test-project", **cfg}
     return eesrc.EarthEngineSource(
         EarthEngineConfig(**settings),  # type: ignore[arg-type]
-        max_cloud_pct=10.0,
         http_transport=fake,
         credentials=None,
     )
@@ -71,248 +94,320 @@ def expected_pixels(grid: PixelGrid, ee_bands: list[str]) -> np.ndarray:
     return np.stack([truth(b, ix, iy) for b in ee_bands])
 
 
-def s2_scene(product: str = "S2L2A") -> Scene:
-    return Scene("20210321T120000_20210321T120000_T32UPU", product, datetime(2021, 3, 21, 12),
-                 32632, 3.5, "20210321T120000_20210321T120000_T32UPU", "T32UPU")  # fmt: skip
+def scene(product: str, season: int = 0) -> Scene:
+    when = SEASONS_2021[season] + timedelta(days=1)
+    if product == "S1GRD":
+        return Scene(f"S1A_IW_GRDH_1SDV_{season}", product, when + timedelta(days=2), 4326)
+    gid = granule_id(when)
+    return Scene(gid, product, when, 32632, 3.5, gid, "T32UPU")
 
 
-# The scripted archive holds one clear granule per season of 2021: the fixed-year date rule.
+def season_layers(seasons: tuple[int, ...] = (0,)) -> tuple[Layer, ...]:
+    return tuple(
+        Layer(p, s, scene(p, s), PRODUCTS[p].bands) for s in seasons for p in FETCH_PRODUCTS
+    )
+
+
+def munich_grid() -> PixelGrid:
+    return fetch_grid(load_config(None, FIXED_YEAR), scene("S2L2A"), MUNICH)
+
+
+def query(**change: object) -> SceneQuery:
+    windows = tuple(
+        TimeWindow(ref - timedelta(days=15), ref + timedelta(days=15))
+        for ref in SEASONS_2021 + [r.replace(year=2020) for r in SEASONS_2021]
+    )
+    pad = timedelta(days=15)
+    s1 = tuple(TimeWindow(w.start - pad, w.end + pad) for w in windows)
+    base = SceneQuery(MUNICH, windows, s1, 10.0, 15.0)
+    return replace(base, **change)  # type: ignore[arg-type]
+
+
+def assert_layers_follow_truth(pixels: dict, request: PixelRequest, mask_every: int = 0) -> None:
+    ix, _ = world_pixels(request.grid.left, request.grid.top, 10.0, -10.0,
+                         request.grid.width, request.grid.height)  # fmt: skip
+    for layer in request.layers:
+        data = pixels[layer.key]
+        assert data.dtype == np.dtype(layer.dtype)
+        want = expected_pixels(request.grid, [eesrc.ee_band(b) for b in layer.bands])
+        masked = np.broadcast_to(ix % mask_every == 0 if mask_every else ix < 0, data.shape)
+        if layer.dtype == "float32":
+            assert np.isnan(data[masked]).all()
+        else:
+            assert (data[masked] == INT16_MISSING).all()
+        np.testing.assert_allclose(data[~masked], want[~masked], rtol=1e-6)
+
+
+# The archive holds one clear granule per season of 2021: the fixed-year date rule.
 FIXED_YEAR = {"download.date_rule": "fixed_year"}
 
 
-# ------------------------------------------------------------------- initialisation and search
+# ------------------------------------------------------------------- initialisation and plan
 
 
-def test_initialise_offline_with_the_shipped_discovery_and_algorithms() -> None:
+def test_initialise_once_with_three_start_up_requests_and_no_client_retries() -> None:
     fake = FakeEarthEngine()
     src = source(fake)
     assert src.project == "test-project"
-    assert {c.kind for c in fake.calls} == {"discovery", "algorithms"}
+    assert [c.kind for c in fake.calls] == ["discovery", "discovery", "algorithms"]
     assert all("test-project" in c.uri for c in fake.of_kind("algorithms"))
+    fake.fail_next("computePixels", Fault("status", 503))
+    request = PixelRequest(munich_grid().crop(0, 0, 8, 8), season_layers()[:1])
+    with pytest.raises(RetryableSourceError):
+        src.fetch(request)
+    assert len(fake.of_kind("computePixels")) == 1, "the client does not retry on its own"
 
 
-def test_search_is_one_request_per_product_with_all_windows_and_filters() -> None:
-    fake = FakeEarthEngine(archive())
-    src = source(fake)
-    windows = [
-        TimeWindow(ref - timedelta(days=15), ref + timedelta(days=15))
-        for ref in SEASONS_2021 + [r.replace(year=2020) for r in SEASONS_2021]
-    ]
-    l2a = src.search(MUNICH, "S2L2A", windows)
-    s1 = src.search(MUNICH, "S1GRD", windows)
-    calls = fake.of_kind("computeFeatures")
-    assert len(calls) == 2, "one metadata request per (location, product)"
-
-    s2_calls = list(load_invocations(calls[0].body))
-    names = [name for name, _ in s2_calls]
-    assert ("ImageCollection.load", {"id": "COPERNICUS/S2_SR_HARMONIZED"}) in s2_calls
-    date_args = [args for name, args in s2_calls if name == "DateRange"]
-    assert len(date_args) == len(windows)
-    assert {"start": millis(windows[0].start), "end": millis(windows[0].end)} in date_args
-    lt = [args for name, args in s2_calls if name == "Filter.lessThan"]
-    assert lt == [{"leftField": "CLOUDY_PIXEL_PERCENTAGE", "rightValue": 10.0}]
-    assert "Collection.map" in names and "Image.projection" in names
-    assert calls[0].body["pageSize"] == 1000
-
-    s1_calls = list(load_invocations(calls[1].body))
-    assert ("ImageCollection.load", {"id": "COPERNICUS/S1_GRD"}) in s1_calls
-    constants = [args for _, args in s1_calls]
-    assert {"leftField": "instrumentMode", "rightValue": "IW"} in constants
+def test_plan_is_one_request_with_joins_filters_and_no_footprints() -> None:
+    fake = FakeEarthEngine()
+    found = source(fake).plan(query())
+    (call,) = fake.of_kind("computeFeatures")
+    calls = invocations(call.body)
+    names = {name for name, _ in calls}
+    loads = {args["id"] for name, args in calls if name == "ImageCollection.load"}
+    assert loads == {L1C, L2A, S1, CS}
+    assert ("Join.inner", {"primaryKey": "l1c", "secondaryKey": "l2a"}) in calls
+    assert ("Filter.equals", {"leftField": "system:index", "rightField": "system:index"}) in calls
+    assert ("Filter.maxDifference", {"difference": 15 * DAY_MS, "leftField": "system:time_start",
+            "rightField": "system:time_start"}) in calls  # fmt: skip
+    for field, value in (("instrumentMode", "IW"), ("resolution_meters", 10)):
+        assert ("Filter.equals", {"leftField": field, "rightValue": value}) in calls
     for pol in ("VV", "VH"):
-        assert {"leftField": "transmitterReceiverPolarisation", "rightValue": pol} in constants
+        wanted = {"leftField": "transmitterReceiverPolarisation", "rightValue": pol}
+        assert ("Filter.listContains", wanted) in calls
+    lt = [args for name, args in calls if name == "Filter.lessThan"]
+    assert lt and all(a == {"leftField": "CLOUDY_PIXEL_PERCENTAGE", "rightValue": 10.0} for a in lt)
+    assert len({(a["start"], a["end"]) for n, a in calls if n == "DateRange"}) == 16
+    assert not {"Element.geometry", "Image.geometry", "Collection.geometry"} & names
+    assert call.body["pageSize"] == 1000
 
-    assert len(l2a) == 8 and len(s1) == 4
-    first = l2a[0]
-    assert first.product == "S2L2A" and first.epsg == 32632 and first.tile_id == "T32UPU"
-    assert first.granule == first.scene_id and first.acquired == datetime(2021, 3, 18, 12)
-    assert first.cloud_pct == 40.5
-    assert s1[0].epsg == 32632 and s1[0].cloud_pct is None and s1[0].granule is None
+    # The service's answer: clear granules only, S-1 without the decoys, nulls kept.
+    assert [s.acquired for s in found["S2L1C"]] == [r + timedelta(days=1) for r in SEASONS_2021]
+    assert [s.scene_id for s in found["S1GRD"]] == [f"S1A_IW_GRDH_1SDV_{i}" for i in range(4)]
+    l2a = found["S2L2A"]
+    assert [s.cloud_pct for s in l2a] == [4.0] * 4 and all(s.cloud_score for s in l2a)
+    assert [s.tile_id for s in l2a] == ["T32UPU"] * 3 + [None], "a null tile stays None"
+    assert l2a[0].epsg == 32632 and l2a[0].granule == l2a[0].scene_id
 
 
-def test_search_skips_results_without_an_epsg_crs() -> None:
-    features = [{"properties": {"scene_id": "a", "time_ms": 0, "crs": "SR-ORG:6974"}},
-                {"properties": {"scene_id": "b", "time_ms": 0}},
-                {"properties": {"scene_id": "c", "time_ms": 0, "crs": "EPSG:4326"}}]  # fmt: skip
-    scenes = eesrc.scenes_from_features("S1GRD", features)
-    assert [(s.scene_id, s.epsg) for s in scenes] == [("c", 4326)]
+def test_plan_follows_the_pages() -> None:
+    paged = FakeEarthEngine(page_size=3)
+    assert source(paged).plan(query()) == source(FakeEarthEngine()).plan(query())
+    tokens = [c.body.get("pageToken") for c in paged.of_kind("computeFeatures")]
+    assert tokens == [None, "3", "6"]
+
+
+def test_plan_skips_results_without_an_epsg_crs() -> None:
+    common = {"kind": "S2", "id": "a", "time_ms": 0, "l2a_time_ms": 0, "l2a_crs": "EPSG:32632"}
+    features = [{"properties": {**common, "crs": "SR-ORG:6974"}},
+                {"properties": {**common, "id": "b"}},
+                {"properties": {**common, "id": "c", "crs": "EPSG:32632"}}]  # fmt: skip
+    found = eesrc.scenes_from_plan(features)
+    assert [(s.scene_id, s.epsg) for s in found["S2L2A"]] == [("c", 32632)]
 
 
 # ------------------------------------------------------------------------------------- pixels
 
 
-def test_fetch_sends_the_native_grid_and_decodes_npy_with_nan_for_masked() -> None:
+def test_one_request_stacks_two_seasons_typed_and_unmasked_on_the_server() -> None:
     fake = FakeEarthEngine(mask_every=50)
     src = source(fake)
-    cfg = load_config(None, FIXED_YEAR)
-    scene = s2_scene()
-    grid = fetch_grid(cfg, scene, MUNICH)
-    bands = ("B01", "B02", "B8A", "B10", "B12", "SCL")
-    pixels = src.fetch(scene, grid, bands)
+    request = PixelRequest(munich_grid(), season_layers((0, 1)))
+    pixels = src.fetch(request)
 
     (call,) = fake.of_kind("computePixels")
     body = call.body
-    assert body["fileFormat"] == "NPY"
-    assert body["bandIds"] == ["B1", "B2", "B8A", "B10", "B12", "SCL"]
+    assert body["fileFormat"] == "NPY" and "bandIds" not in body
+    grid = request.grid
     assert body["grid"] == {
         "dimensions": {"width": 384, "height": 384},
         "affineTransform": {"scaleX": 10.0, "shearX": 0.0, "translateX": grid.left,
                             "shearY": 0.0, "scaleY": -10.0, "translateY": grid.top},
         "crsCode": "EPSG:32632",
     }  # fmt: skip
-    assert grid.left % 60 == 0 and grid.top % 60 == 0
-    invocations = list(load_invocations(body["expression"]))
-    loaded = [args["id"] for name, args in invocations if name == "Image.load"]
-    assert loaded == [f"COPERNICUS/S2_SR_HARMONIZED/{scene.scene_id}"]
-    assert ("Image.unmask", {"sameFootprint": False}) in invocations
+    calls = invocations(body)
+    loaded = [args["id"] for name, args in calls if name == "Image.load"]
+    assert sorted(loaded) == sorted(
+        f"{PRODUCTS[x.product].collection}/{x.scene.scene_id}" for x in request.layers
+    )
+    names = [name for name, _ in calls]
+    assert names.count("Image.toInt16") == 4 and names.count("Image.toFloat") == 2
+    assert names.count("Image.unmask") == 6 and "Image.resample" not in names, "nearest"
+    assert ("Image.unmask", {"sameFootprint": False}) in calls
+    assert_layers_follow_truth(pixels, request, mask_every=50)
+    # 26 int16 + 2 float32 bands per season: 10.6 MB for the pair.
+    assert request.nbytes - 65_536 == 384 * 384 * 2 * (26 * 2 + 2 * 4)
 
-    assert pixels.shape == (6, 384, 384) and pixels.dtype == np.float32
-    want = expected_pixels(grid, body["bandIds"])
-    ix, _ = world_pixels(grid.left, grid.top, 10.0, -10.0, 384, 384)
-    masked = np.broadcast_to(ix % 50 == 0, pixels.shape)
-    assert np.isnan(pixels[masked]).all() and masked.any()
-    np.testing.assert_array_equal(pixels[~masked], want[~masked])
 
-
-def test_fetch_splits_requests_over_the_response_limit_and_reassembles() -> None:
+def test_s1_resampling_is_asked_of_the_server() -> None:
     fake = FakeEarthEngine()
-    cfg = load_config(None, FIXED_YEAR)
-    scene = s2_scene("S2L1C")
-    grid = fetch_grid(cfg, scene, MUNICH)
-    bands = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10")
-    whole = source(fake).fetch(scene, grid, bands)
-    assert len(fake.of_kind("computePixels")) == 1
+    src = eesrc.EarthEngineSource(EarthEngineConfig(project="p"), "bilinear",
+                                  http_transport=fake, credentials=None)  # fmt: skip
+    src.fetch(PixelRequest(munich_grid().crop(0, 0, 8, 8), season_layers()))
+    resampled = [a for n, a in invocations(fake.of_kind("computePixels")[0].body)
+                 if n == "Image.resample"]  # fmt: skip
+    assert resampled == [{"mode": "bilinear"}], "S-1 only"
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (Layer("S2L2A", 0, replace(scene("S2L2A"), scene_id="nope"), ("B02",)), "not found"),
+        (Layer("S2L2A", 0, scene("S2L2A"), ("B10",)), "did not match any bands"),
+    ],
+)
+def test_unknown_assets_and_bands_are_final(layer: Layer, message: str) -> None:
+    src = source(FakeEarthEngine())
+    with pytest.raises(FinalSourceError, match=message):
+        src.fetch(PixelRequest(munich_grid().crop(0, 0, 8, 8), (layer,)))
+
+
+def test_requests_over_the_limits_are_cut_and_reassembled() -> None:
+    request = PixelRequest(munich_grid(), season_layers((0, 1)))
+    whole = source(FakeEarthEngine()).fetch(request)
     ee.Reset()
     small = FakeEarthEngine()
-    split = source(small, max_response_mb=1.0, max_side_px=300).fetch(scene, grid, bands)
+    src = source(small, max_response_mb=1.0, max_side_px=300)
+    call = LimitedCaller(Limiter(4, 1000.0), RetryPolicy(2, 0.001, 0.01))
+    cut = fetch_request(src, call, RequestShape(2, 1024), request)
     calls = small.of_kind("computePixels")
-    assert len(calls) > 4
-    for call in calls:
-        dims = call.body["grid"]["dimensions"]
+    assert len(calls) > 10
+    for c in calls:
+        dims = c.body["grid"]["dimensions"]
         assert dims["width"] <= 300 and dims["height"] <= 300
-        assert dims["width"] * dims["height"] * len(call.body["bandIds"]) * 4 <= 2**20
-    np.testing.assert_array_equal(split, whole)
-    np.testing.assert_array_equal(whole, expected_pixels(grid, [eesrc.ee_band(b) for b in bands]))
+    for key, data in whole.items():
+        np.testing.assert_array_equal(cut[key], data)
+    assert_layers_follow_truth(cut, request)
 
 
-@settings(deadline=None, max_examples=60)
-@given(
-    width=st.integers(1, 300),
-    height=st.integers(1, 300),
-    n_bands=st.integers(1, 16),
-    max_bytes=st.integers(66_000, 1_000_000),
-    max_side=st.integers(1, 400),
-    max_bands=st.integers(1, 16),
-)
-def test_chunks_cover_each_value_once_within_limits(
-    width: int, height: int, n_bands: int, max_bytes: int, max_side: int, max_bands: int
-) -> None:
-    limits = ResponseLimits(max_bytes, max_side, max_bands)
-    chunks = plan_chunks(width, height, n_bands, limits)
-    cover = np.zeros((n_bands, height, width), dtype=np.int32)
-    for c in chunks:
-        assert c.width <= max_side and c.height <= max_side and c.band1 - c.band0 <= max_bands
-        assert c.width * c.height * (c.band1 - c.band0) * 4 <= max(max_bytes - 65_536, 4)
-        cover[c.band0 : c.band1, c.row0 : c.row0 + c.height, c.col0 : c.col0 + c.width] += 1
-    assert (cover == 1).all()
-
-
-def test_default_fetch_is_one_request_per_scene() -> None:
-    limits = ResponseLimits.from_mb(48.0, 32_768, 1024)
-    assert len(plan_chunks(384, 384, 13, limits)) == 1
+def test_memory_and_size_refusals_cut_the_request_and_the_cut_is_remembered() -> None:
+    fake = FakeEarthEngine(memory_limit_bytes=8_000_000)
+    src = source(fake)
+    shape = RequestShape(2, 1024)
+    call = LimitedCaller(Limiter(4, 1000.0), RetryPolicy(2, 0.001, 0.01))
+    request = PixelRequest(munich_grid(), season_layers((0, 1)))
+    pixels = fetch_request(src, call, shape, request)
+    assert_layers_follow_truth(pixels, request)
+    assert shape.max_seasons == 1 and shape.max_bands < 28
+    refused = len(fake.refusals)
+    assert refused == 2 and all("memory limit" in r for r in fake.refusals)
+    first = len(fake.of_kind("computePixels"))
+    fetch_request(src, call, shape, PixelRequest(munich_grid(), season_layers((2, 3))))
+    assert len(fake.refusals) == refused, "the cut is remembered: nothing refused again"
+    assert len(fake.of_kind("computePixels")) - first == first - refused
+    # The service's own size limit (48 MB) when the client's limits are set beyond it.
+    ee.Reset()
+    big = FakeEarthEngine()
+    src = source(big)
+    src.limits = ResponseLimits(10**9, 32_768, 1024)
+    large = PixelRequest(replace(munich_grid(), width=1400, height=1400), season_layers((0, 1)))
+    shape = RequestShape(2, 1024)
+    fetch_request(src, call, shape, large)
+    assert big.refusals[0].startswith("Total request size (") and shape.max_seasons == 1
 
 
 # ------------------------------------------------------------------------------------- errors
 
 
 @pytest.mark.parametrize(
-    ("fault", "retryable", "quota"),
+    ("fault", "pixels", "features"),
     [
         (Fault("status", 429, retry_after=0.01, message="Too many concurrent aggregations"),
-         True, True),
-        (Fault("status", 500), True, False),
-        (Fault("status", 503), True, False),
-        (Fault("timeout"), True, False),
-        (Fault("reset"), True, False),
-        (Fault("malformed"), True, False),
-        (Fault("status", 400, message="Image.load: Image asset 'x' not found."), False, False),
-        (Fault("status", 403, message="Permission denied"), False, False),
+         "quota", "quota"),
+        (Fault("status", 500), "retry", "retry"),
+        (Fault("status", 503), "retry", "retry"),
+        (Fault("status", 400, message="Computation timed out."), "cut", "retry"),
+        (Fault("status", 400, message="User memory limit exceeded."), "cut", "retry"),
+        (Fault("status", 400, message="Earth Engine capacity exceeded."), "retry", "retry"),
+        (Fault("timeout"), "retry", "retry"),
+        (Fault("reset"), "retry", "retry"),
+        (Fault("malformed"), "retry", "retry"),
+        (Fault("refresh"), "retry", "retry"),
+        (Fault("auth_transport"), "retry", "retry"),
+        (Fault("status", 400, message="Image.load: Image asset 'x' not found."), "final", "final"),
+        (Fault("status", 400, message="Invalid argument: bad grid."), "final", "final"),
+        (Fault("status", 403, message="Permission denied"), "access", "access"),
     ],
 )  # fmt: skip
-def test_failures_are_sorted_into_retryable_and_final(
-    fault: Fault, retryable: bool, quota: bool
+def test_failures_are_sorted_into_retryable_cut_and_final(
+    fault: Fault, pixels: str, features: str
 ) -> None:
-    fake = FakeEarthEngine(archive())
+    fake = FakeEarthEngine()
     src = source(fake)
-    for kind, call in (
-        ("computeFeatures", lambda: src.search(MUNICH, "S2L1C", [])),
-        ("computePixels", lambda: src.fetch(s2_scene(), fetch_grid(load_config(None), s2_scene(),
-                                                                   MUNICH), ("B02",))),
-    ):  # fmt: skip
+    request = PixelRequest(munich_grid().crop(0, 0, 8, 8), season_layers())
+    for kind, call, verdict in (
+        ("computeFeatures", lambda: src.plan(query()), features),
+        ("computePixels", lambda: src.fetch(request), pixels),
+    ):
         fake.fail_next(kind, fault)
-        expected = RetryableSourceError if retryable else FinalSourceError
+        expected = {"quota": RetryableSourceError, "retry": RetryableSourceError,
+                    "cut": RequestTooLargeError, "final": FinalSourceError,
+                    "access": FinalSourceError}[verdict]  # fmt: skip
         with pytest.raises(expected) as info:
             call()
-        if retryable:
-            assert info.value.quota is quota  # type: ignore[attr-defined]
+        if verdict in ("quota", "retry"):
+            assert info.value.quota is (verdict == "quota")  # type: ignore[attr-defined]
         if fault.retry_after is not None:
             assert info.value.retry_after == fault.retry_after  # type: ignore[attr-defined]
+        if verdict == "access":
+            assert "registered for Earth Engine" in str(info.value)
         call()  # the next attempt succeeds
 
 
 def test_download_location_rides_out_every_transient_fault_and_slows_on_429(
     tmp_path: Path,
 ) -> None:
-    fake = FakeEarthEngine(archive())
+    fake = FakeEarthEngine()
     src = source(fake)
     cfg = load_config(None, FIXED_YEAR)
-    fake.fail_next("computeFeatures", Fault("status", 429), Fault("timeout"))
+    fake.fail_next("computeFeatures", Fault("status", 429), Fault("timeout"), Fault("refresh"))
     fake.fail_next(
         "computePixels", Fault("reset"), Fault("status", 503), Fault("malformed"),
-        Fault("status", 429),
+        Fault("status", 429), Fault("auth_transport"),
     )  # fmt: skip
     limiter = Limiter(8, 1000.0)
     result = download_location(
-        src,
-        cfg,
-        DownloadTask("s1", MUNICH),
-        WorkDir.at(tmp_path),
-        limiter,
-        RetryPolicy(6, 0.001, 0.01),
-    )
+        src, cfg, DownloadTask("s1", MUNICH), WorkDir.at(tmp_path), limiter,
+        RetryPolicy(6, 0.001, 0.01), RequestShape(2, 1024),
+    )  # fmt: skip
     assert result.status == "ok", result.reason
-    assert result.requests == 3 + 12 + 6
+    assert result.requests == 3 + 8, "1 plan + 2 pixel requests, and 8 retries"
+    assert len(fake.of_kind("computeFeatures")) + len(fake.of_kind("computePixels")) == 11
     assert limiter.current_rate < 1000.0
     by_product = {(r.product, r.season): r for r in result.scenes}
+    assert len(by_product) == 12
     assert by_product[("S2L2A", 0)].scene.cloud_pct == 4.0
     assert by_product[("S1GRD", 3)].gap_days == 2.0
-    raster = read_geotiff(tmp_path / by_product[("S2L1C", 2)].path)
-    assert raster.tags["scene_id"].endswith("_T32UPU")
-    bands = [eesrc.ee_band(b) for b in raster.bands]
-    np.testing.assert_array_equal(raster.data, expected_pixels(raster.grid, bands))
+    for record in result.scenes:
+        raster = read_geotiff(tmp_path / record.path)
+        assert raster.grid.epsg == record.epsg == 32632, "S-1 on the S-2 grid"
+        bands = [eesrc.ee_band(b) for b in raster.bands]
+        np.testing.assert_allclose(raster.data, expected_pixels(raster.grid, bands), rtol=1e-6)
 
 
 def test_final_errors_reject_the_location_with_the_reason(tmp_path: Path) -> None:
-    fake = FakeEarthEngine(archive())
+    fake = FakeEarthEngine()
     fake.fail_next("computePixels", Fault("status", 404, message="Image asset not found"))
     result = download_location(
         source(fake), load_config(None, FIXED_YEAR), DownloadTask("s1", MUNICH),
         WorkDir.at(tmp_path), Limiter(4, 1000.0), RetryPolicy(4, 0.001, 0.01),
+        RequestShape(2, 1024),
     )  # fmt: skip
     assert result.status == "rejected"
     assert result.reason is not None and "HTTP 404" in result.reason
     assert "Image asset not found" in result.reason
 
 
-def test_limiter_bounds_requests_in_flight_across_threads(tmp_path: Path) -> None:
+def test_limiter_bounds_requests_in_flight_across_threads() -> None:
     fake = FakeEarthEngine(latency_s=0.02)
     src = source(fake)
     limiter = Limiter(4, 10_000.0)
-    grid = fetch_grid(load_config(None, FIXED_YEAR), s2_scene(), MUNICH).crop(0, 0, 16, 16)
+    request = PixelRequest(munich_grid().crop(0, 0, 16, 16), season_layers()[:1])
 
     def worker() -> None:
         for _ in range(5):
             with limiter:
-                src.fetch(s2_scene(), grid, ("B02",))
+                src.fetch(request)
 
     threads = [threading.Thread(target=worker) for _ in range(16)]
     for t in threads:
@@ -338,11 +433,10 @@ def ee_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
         "retry_base_s = 0.001\n"
         'retry_max_s = 0.01\nmax_attempts = 10\n[earthengine]\nproject = "test-project"\n',
     )
-    fake = FakeEarthEngine(archive(), error_rate=0.2, seed=5)
+    fake = FakeEarthEngine(error_rate=0.2, seed=5)
 
-    def offline(config: object) -> eesrc.EarthEngineSource:
-        c = load_config(cfg)
-        return eesrc.EarthEngineSource(c.earthengine, 10.0, http_transport=fake, credentials=None)
+    def offline(config: Config) -> eesrc.EarthEngineSource:
+        return eesrc.EarthEngineSource(config.earthengine, http_transport=fake, credentials=None)
 
     monkeypatch.setitem(SOURCES, "earthengine", offline)
     work = tmp_path / "w"
@@ -360,12 +454,12 @@ def test_download_and_align_stages_on_the_earthengine_source(
     with Manifest.open(work) as m:
         verdicts = m.db.execute("SELECT status, COUNT(*) FROM downloads GROUP BY 1").fetchall()
         paths = [r[0] for r in m.db.execute("SELECT path FROM scenes").fetchall()]
-    assert verdicts == [("ok", 3)], "20% transient errors lose nothing"
+    assert verdicts == [("ok", 3)], "20% transient errors of every kind lose nothing"
     assert len(paths) == 36
-    for path in paths[:6]:
+    for path in paths:
         raster = read_geotiff(work / path)
         bands = [eesrc.ee_band(b) for b in raster.bands]
-        np.testing.assert_array_equal(raster.data, expected_pixels(raster.grid, bands))
+        np.testing.assert_allclose(raster.data, expected_pixels(raster.grid, bands), rtol=1e-6)
     # A rerun finds everything done: no search, no pixels.
     before = len(fake.calls)
     assert runner.invoke(app, ["download", "-c", str(cfg), "-w", str(work), "-q"]).exit_code == 0
@@ -391,12 +485,15 @@ def test_dry_run_needs_no_credentials_and_estimates_time(tmp_path: Path) -> None
     args = ["download", "-c", str(cfg), "-w", str(work), "--source", "earthengine", "--dry-run"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    # 2 MiB per response: L1C 13 bands -> 2 band groups of 384x384 (7.7 MB -> 4 of <=2 MB)...
-    per_location = 3 + 4 * sum(
-        len(plan_chunks(384, 384, n, ResponseLimits.from_mb(2.0, 32_768, 1024)))
-        for n in (13, 13, 2)
+    # 2 MiB per response: each 5.3 MB season cut to fit, far more than 3 per location.
+    per_location = 1 + 2 * len(
+        pieces(
+            PixelRequest(replace(munich_grid(), epsg=32632), season_layers((0, 1))),
+            RequestShape(2, 1024),
+            ResponseLimits.from_mb(2.0, 32_768, 1024),
+        )
     )
-    assert per_location > 15
+    assert per_location > 3
     assert f"{40 * per_location} requests" in result.output
     assert f"about {40 * per_location / 10:,.0f} s" in result.output
 
@@ -496,10 +593,10 @@ def test_service_account_credentials_are_used_and_never_logged(
     _no_credentials(monkeypatch, work)
     key_file = work.parent / "key.json"
     pem = _service_account_key(key_file)
-    fake = FakeEarthEngine(archive())
+    fake = FakeEarthEngine()
 
     def with_key(config: Config) -> eesrc.EarthEngineSource:  # the real credential path
-        return eesrc.EarthEngineSource(config.earthengine, 10.0, http_transport=fake)
+        return eesrc.EarthEngineSource(config.earthengine, http_transport=fake)
 
     monkeypatch.setitem(SOURCES, "earthengine", with_key)
     caplog.set_level(logging.DEBUG)
@@ -515,3 +612,65 @@ def test_service_account_credentials_are_used_and_never_logged(
     for secret in secrets:
         assert secret not in result.output and secret not in caplog.text
         assert secret.encode() not in manifest_bytes
+
+
+# ------------------------------------------------------------------------------ the transport
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Answers 200 and then one byte every 0.1 s: each read is quick, the whole is not."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "100")
+        self.end_headers()
+        for _ in range(100):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_transport_deadline_holds_for_the_whole_answer_and_pool_fits_the_cap(
+    trickle_server: str,
+) -> None:
+    transport = eesrc.PooledTransport(pool_size=40, timeout_s=0.5)
+    adapter = transport.session.get_adapter(trickle_server)
+    assert adapter._pool_maxsize == 40  # type: ignore[attr-defined]
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"0\.5 s"):
+        transport.request(trickle_server)
+    assert time.monotonic() - started < 2.0, "10 s of trickle cut at the deadline"
+    error = eesrc.classify(TimeoutError("x"), "pixels")
+    assert isinstance(error, RetryableSourceError)
+
+
+def test_doctor_checks_access_and_one_request_and_says_what_to_fix(
+    ee_work: tuple[Path, Path, FakeEarthEngine],
+) -> None:
+    cfg, work, fake = ee_work
+    fake.error_rate = 0.0
+    runner = CliRunner()
+    result = runner.invoke(app, ["doctor", "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "[ok] one scene-plan request: answered: 1 S2L1C, 1 S2L2A, 1 S1GRD" in result.output
+    fake.fail_next("computeFeatures", Fault("status", 403, message="Permission denied"))
+    result = runner.invoke(app, ["doctor", "-c", str(cfg)])
+    assert result.exit_code == 2
+    assert "[FAIL] one scene-plan request" in result.output
+    assert "registered for Earth Engine" in result.output and "Traceback" not in result.output

@@ -6,17 +6,16 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import RetryableSourceError
 from ..geo import LonLat
-from ..grid import PixelGrid
+
+if TYPE_CHECKING:
+    from .requests import PixelRequest, ResponseLimits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +32,7 @@ class Scene:
     cloud_pct: float | None = None  # S-2 CLOUDY_PIXEL_PERCENTAGE
     granule: str | None = None  # S-2: "<datatake>_<tile>", shared by L1C and L2A
     tile_id: str | None = None  # S-2 MGRS tile, e.g. "T33SWC"
+    cloud_score: bool = False  # S-2: a Cloud Score+ image exists for the granule
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,32 @@ class TimeWindow:
     end: datetime
 
 
+@dataclass(frozen=True)
+class SceneQuery:
+    """What one location's metadata request asks: every candidate of the date rule's whole
+    range, so that choosing (and redrawing v1's date shift) needs no further request."""
+
+    point: LonLat
+    s2_windows: tuple[TimeWindow, ...]  # OR-ed
+    s1_windows: tuple[TimeWindow, ...]
+    max_cloud_pct: float  # in both L1C and L2A
+    s1_max_gap_days: float  # S-1 scenes farther than this from every clear L2A are left out
+
+
 class Source(Protocol):
-    """What the download stage needs from an archive."""
+    """What the download stage needs from an archive: one metadata request per location,
+    then pixel requests that stack several scenes on one grid."""
 
     name: str
+    limits: ResponseLimits  # what one pixel request may hold
 
-    def search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
-        """All scenes of ``product`` covering ``point`` in any of ``windows``: one request."""
+    def plan(self, query: SceneQuery) -> dict[str, list[Scene]]:
+        """Candidates per product (``S2L1C``, ``S2L2A``, ``S1GRD``): one request."""
         ...
 
-    def fetch(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
-        """Pixels of ``bands`` on ``grid`` (bands, height, width), NaN where missing."""
+    def fetch(self, request: PixelRequest) -> dict[tuple[str, int], Any]:
+        """Every layer of ``request`` on its grid, (bands, height, width) in the layer's
+        dtype: missing pixels NaN (float32) or ``INT16_MISSING`` (int16). One request."""
         ...
 
 
@@ -98,6 +113,46 @@ class Limiter:
     def recover(self) -> None:
         with self._lock:
             self.current_rate = min(self.rate_per_s, self.current_rate * 1.05 + 0.1)
+
+
+@dataclass(frozen=True)
+class ClusterQuota:
+    """The quota of a build on a Dask cluster: ``name`` of the cluster-wide semaphore that
+    holds the in-flight cap, and the number of workers the request rate is shared among."""
+
+    name: str
+    workers: int
+
+
+class ClusterLimiter:
+    """:class:`Limiter` for one Dask worker: the in-flight cap is a ``distributed.Semaphore``
+    shared by every worker of the cluster; starts are paced at this worker's share of the
+    rate, so the cluster as a whole stays within both."""
+
+    def __init__(self, quota: ClusterQuota, max_in_flight: int, rate_per_s: float) -> None:
+        from distributed import Semaphore
+
+        self.leases = Semaphore(max_leases=max_in_flight, name=quota.name)
+        self.pacer = Limiter(max_in_flight, rate_per_s / max(1, quota.workers))
+
+    def __enter__(self) -> ClusterLimiter:
+        self.leases.acquire()
+        try:
+            self.pacer.__enter__()
+        except BaseException:
+            self.leases.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pacer.__exit__()
+        self.leases.release()
+
+    def slow_down(self) -> None:
+        self.pacer.slow_down()
+
+    def recover(self) -> None:
+        self.pacer.recover()
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,20 @@
 """The `earthengine` source: the real Earth Engine client behind the narrow source interface.
 
-The only module that imports ``ee``. Per location and product, one ``computeFeatures`` request
-returns every candidate scene of every season and year (id, time, cloud %, CRS, footprint); per
-scene, ``computePixels`` returns the bands as NPY on an explicit grid in the scene's native CRS.
-Masked pixels are unmasked to :data:`MISSING` on the server and become NaN here.
+The only module that imports ``ee``. Per location one ``computeFeatures`` request answers the
+whole scene plan (:func:`plan_expression`): L1C and L2A joined on ``system:index`` with the
+cloud rule on both, Cloud Score+ presence per granule, and the S-1 IW VV+VH 10 m scenes within
+the maximum gap of a clear granule — properties only, no footprints. Then one
+``computePixels`` per season, or per pair of seasons on one grid, stacks every band on the
+season's S-2 grid (:func:`pixel_expression`): S-2 as int16, S-1 as float32 resampled by Earth
+Engine, masked pixels unmasked to :data:`MISSING` on the server.
 
-Quota and retries live in the download stage (one :class:`~.base.Limiter` per process, shared
-by all threads, and :func:`~.base.with_retries`); this module only sorts failures into
-retryable (429, 5xx, timeouts, connection resets, malformed responses) and final (other
-4xx, missing assets). The client's own retries are switched off so every failure passes the
-shared limiter and its slow-down.
+Quota and retries live in the download stage (one :class:`~.base.Limiter` per process or one
+for the whole Dask cluster, and :func:`~.base.with_retries`); this module sorts failures:
+retryable (429, 5xx, timeouts, connection resets, Earth Engine's transient 400s, token refresh
+and transport failures of ``google.auth``, malformed answers), too large (size limits, memory
+or time-outs of a pixel request: cut and sent again) and final (unknown asset or band, invalid
+argument, access denied). The client's own retries are switched off so every failure passes
+the shared limiter and its slow-down.
 
 Credentials never leave this module: messages name the key file or the project, never contents.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -26,18 +32,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import ee
+import google.auth.exceptions
 import httplib2
 import numpy as np
+import requests
+import requests.adapters
+import urllib3
 from googleapiclient.errors import HttpError
 from numpy.typing import NDArray
 
 from ..config import EarthEngineConfig, fingerprint, section_dict
-from ..errors import CredentialsError, FinalSourceError, RetryableSourceError, SourceError
-from ..geo import LonLat
-from ..grid import PixelGrid
+from ..errors import (
+    CredentialsError,
+    FinalSourceError,
+    RequestTooLargeError,
+    RetryableSourceError,
+    SourceError,
+)
 from ..products import PRODUCTS
-from .base import Scene, TimeWindow
-from .chunks import Chunk, ResponseLimits, plan_chunks
+from .base import Scene, SceneQuery, TimeWindow
+from .requests import Layer, PixelRequest, ResponseLimits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,10 +60,24 @@ HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
 # Masked pixels are unmasked to this value on the server (no S-2 DN or S-1 dB takes it).
 MISSING = -32768.0
 PAGE_SIZE = 1000
-# The band whose projection is the scene's native CRS (10 m).
-CRS_BAND = {"S2L1C": "B2", "S2L2A": "B2", "S1GRD": "VV"}
-# Earth Engine answers some overloads with HTTP 400 and one of these messages.
-TRANSIENT_MESSAGES = ("timed out", "capacity exceeded", "too many concurrent", "try again")
+CLOUD_PROPERTY = "CLOUDY_PIXEL_PERCENTAGE"
+CLOUD_SCORE_PLUS = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
+# Earth Engine answers some transient conditions with HTTP 400 and one of these messages.
+TRANSIENT_MESSAGES = (
+    "timed out", "capacity exceeded", "too many concurrent", "try again", "memory limit exceeded",
+    "internal error",
+)  # fmt: skip
+# ... and these (on a pixel request) mean: ask for less at once.
+TOO_LARGE_MESSAGES = (
+    "total request size", "must be less than or equal to", "memory limit exceeded",
+    "computation timed out", "too many bands", "grid dimensions",
+)  # fmt: skip
+ACCESS_MESSAGES = ("permission", "not registered", "has not been used", "is disabled")
+HOW_TO_FIX_ACCESS = (
+    "Check the project: the Earth Engine API enabled in it, the project registered for Earth "
+    "Engine (https://code.earthengine.google.com/register), and the caller granted the Earth "
+    "Engine Resource Viewer role or better"
+)
 HOW_TO_AUTHENTICATE = (
     "Authenticate once with `earthengine authenticate` (or `gcloud auth application-default "
     "login`), or use a service account: --ee-key KEY.json or earthengine.service_account_key."
@@ -106,16 +134,29 @@ def _service_account(path: Path) -> tuple[Any, str]:
 _CONNECTED: dict[str, str] = {}  # config fingerprint -> project, for this process
 
 
+def _without_client_retries() -> None:
+    """Switch the client's own retries off before it is initialised.
+
+    ``ee`` 1.7.50 reads the retry count from its module state at every call, and its only
+    public setter (``ee.data.setMaxRetries``) rebuilds the REST client after ``Initialize`` —
+    two more discovery fetches per process. Setting the state before ``Initialize`` builds the
+    client once; this is the one place that touches the client's private state.
+    """
+    ee.data._get_state().max_retries = 0
+
+
 def connect(
     cfg: EarthEngineConfig,
     http_transport: Any = None,
     credentials: Any = "load",
     env: Mapping[str, str] | None = None,
+    pool_size: int = 40,
 ) -> str:
     """Initialise the client in this process (once per config) and return the project.
 
     Every process (pool worker, Dask worker) calls this for itself: the client's state is
-    per process. ``http_transport`` and ``credentials`` exist for tests and custom transports.
+    per process. Requests go through a :class:`PooledTransport` (``pool_size`` connections,
+    ``timeout_s`` per request) unless ``http_transport`` is given (tests, custom transports).
     """
     key = fingerprint(section_dict(cfg))
     if http_transport is None and key in _CONNECTED:
@@ -123,10 +164,10 @@ def connect(
     creds, key_project = load_credentials(cfg) if credentials == "load" else (credentials, "")
     project = resolve_project(cfg, os.environ if env is None else env, key_project)
     url = cfg.url or (HIGH_VOLUME_URL if cfg.high_volume else None)
+    transport = http_transport or PooledTransport(pool_size, cfg.timeout_s)
     try:
-        ee.Initialize(creds, url=url, http_transport=http_transport, project=project)
-        ee.data.setMaxRetries(0)
-        ee.data.setDeadline(cfg.timeout_s * 1000.0)
+        _without_client_retries()
+        ee.Initialize(creds, url=url, http_transport=transport, project=project)
     except ee.EEException as exc:
         raise CredentialsError(
             f"Earth Engine refused project {project!r}: {exc}. {HOW_TO_AUTHENTICATE}"
@@ -136,8 +177,62 @@ def connect(
             f"could not reach Earth Engine at {url or 'the default endpoint'} "
             f"({type(exc).__name__}); check the network or earthengine.url."
         ) from None
+    except (google.auth.exceptions.RefreshError, google.auth.exceptions.TransportError) as exc:
+        raise CredentialsError(
+            f"Earth Engine credentials were refused ({type(exc).__name__}). {HOW_TO_AUTHENTICATE}"
+        ) from None
     _CONNECTED[key] = project
     return project
+
+
+# ---------------------------------------------------------------- the transport
+
+
+class PooledTransport:
+    """An ``httplib2.Http``-like transport over one ``requests`` session whose connection
+    pool holds ``pool_size`` connections (the in-flight cap: none is opened and dropped), with
+    a hard deadline per request: the whole answer, not just each read, within ``timeout_s``."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, pool_size: int, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=pool_size, max_retries=0
+        )
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def request(
+        self,
+        uri: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        redirections: int | None = None,
+        connection_type: Any = None,
+    ) -> tuple[httplib2.Response, bytes]:
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            response = self.session.request(
+                method, uri, data=body, headers=dict(headers or {}), stream=True,
+                timeout=self.timeout_s,
+            )  # fmt: skip
+            with response:
+                parts = []
+                # read1 returns what one receive brings, so the deadline is checked as the
+                # answer arrives; a stalled connection ends at the read timeout.
+                while part := response.raw.read1(self.CHUNK, decode_content=True):
+                    parts.append(part)
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no complete answer within {self.timeout_s:g} s")
+        except requests.exceptions.Timeout as exc:
+            raise TimeoutError(f"no answer within {self.timeout_s:g} s") from exc
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc  # resets, DNS, TLS
+        answer = httplib2.Response({**response.headers, "status": response.status_code})
+        return answer, b"".join(parts)
 
 
 # ---------------------------------------------------------------- requests
@@ -147,136 +242,239 @@ def _millis(when: datetime) -> int:
     return round(when.replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def search_expression(
-    product: str, point: LonLat, windows: Sequence[TimeWindow], max_cloud_pct: float
-) -> ee.FeatureCollection:
-    """Every candidate scene of ``product`` at ``point`` in any window, one feature each."""
-    dates = [ee.Filter.date(_millis(w.start), _millis(w.end)) for w in windows]
-    images = (
-        ee.ImageCollection(PRODUCTS[product].collection)
-        .filterBounds(ee.Geometry.Point([point.lon, point.lat]))
-        .filter(ee.Filter.Or(*dates))
-    )
-    if product == "S1GRD":
-        images = (
-            images.filter(ee.Filter.eq("instrumentMode", "IW"))
-            .filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VV"))
-            .filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VH"))
+def _any_window(windows: Sequence[TimeWindow]) -> ee.Filter:
+    return ee.Filter.Or(*[ee.Filter.date(_millis(w.start), _millis(w.end)) for w in windows])
+
+
+def plan_expression(query: SceneQuery) -> ee.FeatureCollection:
+    """The whole scene plan of a location as one FeatureCollection of property-only
+    features: ``kind`` "S2" (a granule clear in L1C and L2A) or "S1" (a scene within the gap
+    of one)."""
+    where = ee.Geometry.Point([query.point.lon, query.point.lat])
+    s2_dates = _any_window(query.s2_windows)
+
+    def clear(product: str) -> ee.ImageCollection:
+        return (
+            ee.ImageCollection(PRODUCTS[product].collection)
+            .filterBounds(where)
+            .filter(s2_dates)
+            .filter(ee.Filter.lt(CLOUD_PROPERTY, query.max_cloud_pct))
         )
-        extra = {}
-    else:
-        images = images.filter(ee.Filter.lt("CLOUDY_PIXEL_PERCENTAGE", max_cloud_pct))
-        extra = {"cloud_pct": "CLOUDY_PIXEL_PERCENTAGE", "tile": "MGRS_TILE"}
-    band = CRS_BAND[product]
 
-    def describe(image: Any) -> ee.Feature:
+    l1c, l2a = clear("S2L1C"), clear("S2L2A")
+    pairs = ee.Join.inner("l1c", "l2a").apply(
+        l1c, l2a, ee.Filter.equals(leftField="system:index", rightField="system:index")
+    )
+    scored = (
+        ee.ImageCollection(CLOUD_SCORE_PLUS)
+        .filterBounds(where)
+        .filter(s2_dates)
+        .aggregate_array("system:index")
+    )
+    s1 = (
+        ee.ImageCollection(PRODUCTS["S1GRD"].collection)
+        .filterBounds(where)
+        .filter(_any_window(query.s1_windows))
+        .filter(ee.Filter.eq("instrumentMode", "IW"))
+        .filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VV"))
+        .filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VH"))
+        .filter(ee.Filter.eq("resolution_meters", 10))
+    )
+    near = ee.Filter.maxDifference(
+        difference=round(query.s1_max_gap_days * 86_400_000),
+        leftField="system:time_start",
+        rightField="system:time_start",
+    )
+    s1 = ee.Join.simple().apply(s1, l2a, near)
+
+    def granule(pair: Any) -> ee.Feature:
+        a, b = ee.Image(ee.Feature(pair).get("l1c")), ee.Image(ee.Feature(pair).get("l2a"))
+        return ee.Feature(
+            None,
+            {
+                "kind": "S2",
+                "id": a.get("system:index"),
+                "time_ms": a.get("system:time_start"),
+                "l2a_time_ms": b.get("system:time_start"),
+                "cloud_l1c": a.get(CLOUD_PROPERTY),
+                "cloud_l2a": b.get(CLOUD_PROPERTY),
+                "tile": a.get("MGRS_TILE"),
+                "crs": a.select("B2").projection().crs(),
+                "l2a_crs": b.select("B2").projection().crs(),
+                "cloud_score": scored.contains(a.get("system:index")),
+            },
+        )
+
+    def radar(image: Any) -> ee.Feature:
         image = ee.Image(image)
-        props = {"scene_id": image.get("system:index"), "time_ms": image.get("system:time_start")}
-        props.update({name: image.get(prop) for name, prop in extra.items()})
-        props["crs"] = image.select(band).projection().crs()
-        return ee.Feature(image.geometry(), props)
+        return ee.Feature(
+            None,
+            {
+                "kind": "S1",
+                "id": image.get("system:index"),
+                "time_ms": image.get("system:time_start"),
+            },
+        )
 
-    return ee.FeatureCollection(images.map(describe))
+    return ee.FeatureCollection(pairs.map(granule)).merge(ee.FeatureCollection(s1.map(radar)))
 
 
-def scenes_from_features(product: str, features: Sequence[Mapping[str, Any]]) -> list[Scene]:
-    """Scenes from a search answer; results without id, time or an EPSG CRS are skipped."""
-    scenes = []
+def _epsg(crs: Any) -> int:
+    authority, code = str(crs).split(":")
+    if authority != "EPSG":
+        raise ValueError(crs)
+    return int(code)
+
+
+def _when(time_ms: Any) -> datetime:
+    return datetime.fromtimestamp(float(time_ms) / 1000.0, UTC).replace(tzinfo=None)
+
+
+def _cloud(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def scenes_from_plan(features: Sequence[Mapping[str, Any]]) -> dict[str, list[Scene]]:
+    """Candidates per product from the plan's answer. A result without id, time or an EPSG
+    CRS is skipped with a warning; a null tile or cloud cover stays None (the service answers
+    null where an image lacks the property)."""
+    found: dict[str, list[Scene]] = {"S2L1C": [], "S2L2A": [], "S1GRD": []}
     for feature in features:
         props = feature.get("properties") or {}
         try:
-            scene_id = str(props["scene_id"])
-            acquired = datetime.fromtimestamp(float(props["time_ms"]) / 1000.0, UTC)
-            authority, code = str(props["crs"]).split(":")
-            if authority != "EPSG":
-                raise ValueError(authority)
-            epsg = int(code)
-        except (KeyError, TypeError, ValueError):
-            log.warning("%s: skipping a search result without id, time or EPSG CRS", product)
-            continue
-        cloud, tile = props.get("cloud_pct"), props.get("tile")
-        is_s2 = product != "S1GRD"
-        scenes.append(
-            Scene(
-                scene_id,
-                product,
-                acquired.replace(tzinfo=None),
-                epsg,
-                cloud_pct=None if cloud is None else float(cloud),
-                granule=scene_id if is_s2 else None,  # L1C and L2A share system:index
-                tile_id=f"T{tile}" if is_s2 and tile else None,
+            scene_id, kind = str(props["id"]), props["kind"]
+            if kind == "S1":
+                found["S1GRD"].append(Scene(scene_id, "S1GRD", _when(props["time_ms"]), 4326))
+                continue
+            tile, scored = props.get("tile"), bool(props.get("cloud_score"))
+            tile_id = f"T{tile}" if tile else None
+            l1c, l2a = (
+                Scene(
+                    scene_id,
+                    product,
+                    _when(props[time]),
+                    _epsg(props[crs]),
+                    _cloud(props.get(cloud)),
+                    scene_id,
+                    tile_id,
+                    scored,
+                )
+                for product, time, crs, cloud in (
+                    ("S2L1C", "time_ms", "crs", "cloud_l1c"),
+                    ("S2L2A", "l2a_time_ms", "l2a_crs", "cloud_l2a"),
+                )
             )
+        except (KeyError, TypeError, ValueError):
+            log.warning("skipping a scene-plan result without id, time or EPSG CRS: %s", props)
+            continue
+        found["S2L1C"].append(l1c)
+        found["S2L2A"].append(l2a)
+    return {p: sorted(v, key=lambda s: (s.acquired, s.scene_id)) for p, v in found.items()}
+
+
+def band_id(layer: Layer, band: str) -> str:
+    """The band's name in a stacked request: product, season and band (v1.1 spelling)."""
+    return f"{layer.product}_{layer.season}_{band}"
+
+
+def pixel_expression(request: PixelRequest, s1_resampling: str) -> ee.Image:
+    """Every layer of ``request`` as one image: each scene's bands selected and renamed,
+    resampled as its product declares (nearest is Earth Engine's default), cast to the stored
+    type, and masked pixels unmasked to :data:`MISSING` everywhere (outside the swath too)."""
+    images = []
+    for layer in request.layers:
+        image = ee.Image(f"{PRODUCTS[layer.product].collection}/{layer.scene.scene_id}").select(
+            [ee_band(b) for b in layer.bands], [band_id(layer, b) for b in layer.bands]
         )
-    return sorted(scenes, key=lambda s: (s.acquired, s.scene_id))
+        if layer.product == "S1GRD" and s1_resampling != "nearest":
+            image = image.resample(s1_resampling)
+        image = image.toInt16() if layer.dtype == "int16" else image.toFloat()
+        images.append(image.unmask(MISSING, False))
+    return ee.Image.cat(images)
 
 
-def pixel_request(
-    product: str, scene_id: str, ee_bands: Sequence[str], grid: PixelGrid, chunk: Chunk
-) -> dict[str, Any]:
-    """computePixels parameters: ``ee_bands`` of one scene on one chunk of ``grid``."""
-    image = (
-        ee.Image(f"{PRODUCTS[product].collection}/{scene_id}")
-        .select(list(ee_bands))
-        .toFloat()
-        .unmask(MISSING, False)  # sameFootprint=False: outside the swath too
-    )
+def pixel_params(request: PixelRequest, s1_resampling: str) -> dict[str, Any]:
+    """computePixels parameters: the stacked image on the request's grid, as NPY."""
+    grid = request.grid
     return {
-        "expression": image,
+        "expression": pixel_expression(request, s1_resampling),
         "fileFormat": "NUMPY_NDARRAY",
-        "bandIds": list(ee_bands),
         "grid": {
-            "dimensions": {"width": chunk.width, "height": chunk.height},
+            "dimensions": {"width": grid.width, "height": grid.height},
             "affineTransform": {
                 "scaleX": grid.res_x,
                 "shearX": 0.0,
-                "translateX": grid.left + chunk.col0 * grid.res_x,
+                "translateX": grid.left,
                 "shearY": 0.0,
                 "scaleY": -grid.res_y,
-                "translateY": grid.top - chunk.row0 * grid.res_y,
+                "translateY": grid.top,
             },
             "crsCode": f"EPSG:{grid.epsg}",
         },
     }
 
 
-def decode_pixels(data: Any, ee_bands: Sequence[str], chunk: Chunk) -> NDArray[np.float32]:
-    """(bands, height, width) float32 from an NPY structured array, NaN where masked."""
+def decode_pixels(data: Any, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
+    """(bands, height, width) per layer from an NPY structured array, in the layer's type:
+    :data:`MISSING` becomes NaN in float32 layers and stays the int16 nodata marker."""
+    shape = (request.grid.height, request.grid.width)
     names = getattr(getattr(data, "dtype", None), "names", None) or ()
-    if getattr(data, "shape", None) != (chunk.height, chunk.width) or set(ee_bands) - set(names):
+    wanted = [band_id(x, b) for x in request.layers for b in x.bands]
+    if getattr(data, "shape", None) != shape or set(wanted) - set(names):
         raise ValueError(
-            f"expected a {chunk.height}x{chunk.width} array with bands {list(ee_bands)}, "
+            f"expected a {shape[0]}x{shape[1]} array with bands {wanted}, "
             f"found shape {getattr(data, 'shape', None)} with fields {list(names)}"
         )
-    pixels = np.stack([np.asarray(data[b], dtype=np.float32) for b in ee_bands])
-    pixels[pixels == np.float32(MISSING)] = np.nan
-    return pixels
+    out = {}
+    for layer in request.layers:
+        stack = np.stack([np.asarray(data[band_id(layer, b)]) for b in layer.bands])
+        if layer.dtype == "float32":
+            pixels = stack.astype(np.float32)
+            pixels[stack == MISSING] = np.nan
+        else:
+            pixels = stack.astype(np.int16)
+        out[layer.key] = pixels
+    return out
 
 
 # ---------------------------------------------------------------- errors
 
 
 def _retry_after(response: Any) -> float | None:
+    if response is None:
+        return None
     try:
         return float(response.get("retry-after"))
     except (TypeError, ValueError):
         return None
 
 
+def _has(message: str, texts: Sequence[str]) -> bool:
+    lowered = message.lower()
+    return any(text in lowered for text in texts)
+
+
 def classify(exc: BaseException, what: str) -> SourceError | None:
-    """The source error an exception from the client means, or None (a bug: let it raise)."""
+    """The source error an exception from the client means, or None (a bug: let it raise).
+
+    Earth Engine answers some transient conditions with HTTP 400 and a message; those are
+    told apart by their wording, as the service documents no other sign.
+    """
     if isinstance(exc, ee.EEException):
         http = exc.__context__ if isinstance(exc.__context__, HttpError) else None
-        if http is not None:
-            status = int(http.resp.status)
-            message = f"{what}: HTTP {status}: {exc}"
-            if status == 429:
-                return RetryableSourceError(message, _retry_after(http.resp), quota=True)
-            if status >= 500 or status == 408:
-                return RetryableSourceError(message)
-            return FinalSourceError(message)
-        if any(text in str(exc).lower() for text in TRANSIENT_MESSAGES):
-            return RetryableSourceError(f"{what}: {exc}")
-        return FinalSourceError(f"{what}: {exc}")
+        status = int(http.resp.status) if http is not None else None
+        message = f"{what}: HTTP {status}: {exc}" if status else f"{what}: {exc}"
+        if status == 429:
+            return RetryableSourceError(message, _retry_after(getattr(http, "resp", None)), True)
+        if _has(str(exc), TOO_LARGE_MESSAGES):
+            return RequestTooLargeError(message)
+        if (status or 0) >= 500 or status == 408 or _has(str(exc), TRANSIENT_MESSAGES):
+            return RetryableSourceError(message)
+        if status in (401, 403) or _has(str(exc), ACCESS_MESSAGES):
+            return FinalSourceError(f"{message}. {HOW_TO_FIX_ACCESS}")
+        return FinalSourceError(message)
+    if isinstance(exc, google.auth.exceptions.RefreshError | google.auth.exceptions.TransportError):
+        return RetryableSourceError(f"{what}: token refresh failed ({type(exc).__name__})")
     if isinstance(exc, OSError | httplib2.HttpLib2Error):  # timeouts, resets, TLS, DNS
         return RetryableSourceError(f"{what}: {type(exc).__name__}: {exc}")
     if isinstance(exc, ValueError | EOFError | KeyError | AttributeError):
@@ -291,13 +489,17 @@ def _features(page: Any) -> list[Mapping[str, Any]]:
     return features
 
 
-def _request(call: Callable[[], T], what: str) -> T:
+def _request(call: Callable[[], T], what: str, can_cut: bool = True) -> T:
+    """``call`` with its failure classified; a metadata request cannot be cut, so there
+    memory and time-outs are retried as they are."""
     try:
         return call()
     except Exception as exc:
         error = classify(exc, what)
         if error is None:
             raise
+        if isinstance(error, RequestTooLargeError) and not can_cut:
+            error = RetryableSourceError(str(error))
         raise error from None
 
 
@@ -312,38 +514,33 @@ class EarthEngineSource:
     def __init__(
         self,
         cfg: EarthEngineConfig,
-        max_cloud_pct: float,
+        s1_resampling: str = "nearest",
+        pool_size: int = 40,
         http_transport: Any = None,
         credentials: Any = "load",
     ) -> None:
         self.cfg = cfg
-        self.max_cloud_pct = max_cloud_pct
+        self.s1_resampling = s1_resampling
         self.limits = ResponseLimits.from_mb(cfg.max_response_mb, cfg.max_side_px, cfg.max_bands)
-        self.project = connect(cfg, http_transport, credentials)
+        self.project = connect(cfg, http_transport, credentials, pool_size=pool_size)
 
-    def search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
-        expression = search_expression(product, point, windows, self.max_cloud_pct)
+    def plan(self, query: SceneQuery) -> dict[str, list[Scene]]:
+        expression = plan_expression(query)
         features: list[Mapping[str, Any]] = []
         token = None
         while True:  # one page unless a location has more than PAGE_SIZE candidates
             params: dict[str, Any] = {"expression": expression, "pageSize": PAGE_SIZE}
             if token:
                 params["pageToken"] = token
-            page = _request(partial(ee.data.computeFeatures, params), f"search {product}")
-            features.extend(_request(partial(_features, page), f"search {product}"))
+            page = _request(partial(ee.data.computeFeatures, params), "scene plan", False)
+            features.extend(_request(partial(_features, page), "scene plan"))
             token = page.get("nextPageToken") or page.get("next_page_token")
             if not token:
-                return scenes_from_features(product, features)
+                return scenes_from_plan(features)
 
-    def fetch(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
-        out = np.empty((len(bands), grid.height, grid.width), dtype=np.float32)
-        what = f"pixels {scene.product} {scene.scene_id}"
-        for chunk in plan_chunks(grid.width, grid.height, len(bands), self.limits):
-            names = [ee_band(b) for b in bands[chunk.band0 : chunk.band1]]
-            params = pixel_request(scene.product, scene.scene_id, names, grid, chunk)
-            data = _request(partial(ee.data.computePixels, params), what)
-            rows = slice(chunk.row0, chunk.row0 + chunk.height)
-            cols = slice(chunk.col0, chunk.col0 + chunk.width)
-            decode = partial(decode_pixels, data, names, chunk)
-            out[chunk.band0 : chunk.band1, rows, cols] = _request(decode, what)
-        return out
+    def fetch(self, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
+        ids = sorted({layer.scene.scene_id for layer in request.layers})
+        what = f"pixels {', '.join(ids)}"
+        params = pixel_params(request, self.s1_resampling)
+        data = _request(partial(ee.data.computePixels, params), what)
+        return _request(partial(decode_pixels, data, request), what)

@@ -11,7 +11,8 @@ The archive:
   granule (same datatake, other tile, other EPSG). Revisit 5 days, overpass ~10:30 local solar
   time. Scene cloud % follows a per-region climate so some seasons fail the < 10 % rule.
   Granule ids look like ``20201116T023001_20201116T022955_T51SYA``; L1C and L2A share them.
-- S-1 IW GRD scenes every 6 or 12 days in EPSG:4326, VV/VH in dB
+- S-1 IW GRD scenes every 6 or 12 days (EPSG:4326 in the search), evaluated on whatever grid a
+  request asks for — the season's S-2 grid, as Earth Engine resamples them — VV/VH in dB
   (VV ~ -12.6 +/- 5.2, VH ~ -20.3 +/- 5.9), ids like
   ``S1A_IW_GRDH_1SDV_20201127T214646_20201127T214711_035456_0424F4_D4F1``.
 - Occasional partial coverage: a swath edge crosses the area and the far side is NaN.
@@ -31,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,7 +42,9 @@ from ..errors import FinalSourceError, RetryableSourceError
 from ..geo import LonLat, utm_epsg
 from ..grid import PixelGrid, lonlat_of_pixels, transformer
 from ..products import PRODUCTS
-from .base import Scene, TimeWindow
+from ..raster_io import as_dtype
+from .base import Scene, SceneQuery, TimeWindow
+from .requests import EARTH_ENGINE_LIMITS, PixelRequest
 
 EPOCH = datetime(2015, 6, 27)  # Sentinel-2A launch; acquisition calendars count from here
 S2_REVISIT_DAYS = 5
@@ -187,6 +191,7 @@ class SyntheticSource:
     """The simulator behind the :class:`~ssl4eo_build.sources.base.Source` interface."""
 
     name = "synthetic"
+    limits = EARTH_ENGINE_LIMITS  # the same requests as Earth Engine, so one path
 
     def __init__(self, params: SyntheticConfig | None = None) -> None:
         self.params = params or SyntheticConfig()
@@ -212,10 +217,26 @@ class SyntheticSource:
 
     # -- search --------------------------------------------------------------------------------
 
-    def search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
+    def plan(self, query: SceneQuery) -> dict[str, list[Scene]]:
+        """Every candidate of the location, as Earth Engine's one metadata request answers:
+        L1C and L2A granules under the cloud limit in both, S-1 scenes within the gap of one
+        of them."""
         self._request("search")
-        if product not in PRODUCTS:
-            raise FinalSourceError(f"unknown product {product!r}")
+        found = {p: self._search(query.point, p, query.s2_windows) for p in ("S2L1C", "S2L2A")}
+        found = {p: [s for s in v if (s.cloud_pct or 0.0) < query.max_cloud_pct]
+                 for p, v in found.items()}  # fmt: skip
+        both = {s.scene_id for s in found["S2L1C"]} & {s.scene_id for s in found["S2L2A"]}
+        found = {p: [s for s in v if s.scene_id in both] for p, v in found.items()}
+        times = [s.acquired for s in found["S2L2A"]]
+        gap = timedelta(days=query.s1_max_gap_days)
+        found["S1GRD"] = [
+            s
+            for s in self._search(query.point, "S1GRD", query.s1_windows)
+            if any(abs(s.acquired - t) <= gap for t in times)
+        ]
+        return found
+
+    def _search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
         scenes: list[Scene] = []
         for w in windows:
             if product == "S1GRD":
@@ -311,15 +332,25 @@ class SyntheticSource:
                 self._truth_cache.popitem(last=False)
         return fields
 
-    def fetch(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
+    def fetch(self, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
+        """Every layer on the request's grid, in its stored type. S-2 must be asked for in its
+        own CRS; S-1 is evaluated on any grid (Earth Engine resamples it onto the S-2 grid)."""
         self._request("fetch")
+        out = {}
+        for layer in request.layers:
+            if layer.product != "S1GRD" and request.grid.epsg != layer.scene.epsg:
+                raise FinalSourceError(
+                    f"{layer.scene.scene_id}: requested EPSG:{request.grid.epsg}, "
+                    f"native is EPSG:{layer.scene.epsg}"
+                )
+            pixels = self._pixels(layer.scene, request.grid, layer.bands)
+            out[layer.key] = as_dtype(pixels, layer.dtype)
+        return out
+
+    def _pixels(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
         product = PRODUCTS.get(scene.product)
         if product is None or any(b not in product.bands for b in bands):
             raise FinalSourceError(f"{scene.scene_id}: bands {list(bands)} not in {scene.product}")
-        if grid.epsg != scene.epsg:
-            raise FinalSourceError(
-                f"{scene.scene_id}: requested EPSG:{grid.epsg}, native is EPSG:{scene.epsg}"
-            )
         key = _text_key(scene.scene_id)
         out = np.empty((len(bands), grid.height, grid.width), dtype=np.float32)
         by_res: dict[int, list[int]] = {}
