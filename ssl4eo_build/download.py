@@ -367,14 +367,20 @@ def fetch_request(
     source: Source, call: LimitedCaller, shape: RequestShape, request: PixelRequest
 ) -> dict[tuple[str, int], NDArray[Any]]:
     """All pixels of ``request``, in as many pieces as the limits and the server demand. A
-    piece refused as too big (or too heavy to compute) is cut, and the cut remembered."""
+    piece refused for its size is cut, and the cut remembered; one the server ran out of
+    memory or time on is sent once more as it is, and cut if that fails the same way."""
     whole = Assembly(request)
     todo = pieces(request, shape, source.limits)
+    struck: set[PixelRequest] = set()
     while todo:
         piece = todo.pop(0)
         try:
             whole.add(piece, call(partial(fetch_checked, source, piece)))
         except RequestTooLargeError as exc:
+            if not exc.certain and piece not in struck:
+                struck.add(piece)
+                todo.insert(0, piece)
+                continue
             if not shape.shrink(piece):
                 raise RetryableSourceError(f"{exc} (a single band and pixel)") from None
             log.info("cutting pixel requests smaller after: %s", exc)

@@ -53,8 +53,12 @@ class FinalSourceError(SourceError):
 
 
 class RequestTooLargeError(SourceError):
-    """The server refused a pixel request for its size, or ran out of memory or time on it:
-    cut it smaller and send the pieces (a retry as it is would fail the same way)."""
+    """The server refused a pixel request for its size (``certain``: a retry as it is fails
+    the same way), or ran out of memory or time on it (which may pass on a second try)."""
+
+    def __init__(self, message: str, certain: bool = True) -> None:
+        super().__init__(message)
+        self.certain = certain
 
 
 class CredentialsError(UserError):

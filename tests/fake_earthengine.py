@@ -471,7 +471,7 @@ class FakeEarthEngine:
         self.peak_in_flight = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._sources: dict[str, Any] = {}
+        self._answers: dict[str, bytes | Refused] = {}
 
     # -- test API -------------------------------------------------------------------------------
 
@@ -544,14 +544,26 @@ class FakeEarthEngine:
             return _ok(json.dumps({"access_token": TOKEN, "expires_in": 3600}).encode())
         if kind not in ("computeFeatures", "computePixels") or body is None:
             return _error(404, f"the fake has no {kind} endpoint")
-        try:
-            if kind == "computeFeatures":
-                return _ok(json.dumps(self._features(body)).encode())
-            return _ok(self._pixels(body))
-        except Refused as exc:
+        key = json.dumps(body, sort_keys=True)
+        with self._lock:
+            outcome = self._answers.get(key)
+        if outcome is None:  # the same expression gets the same answer: kept, as a cache
+            try:
+                if kind == "computeFeatures":
+                    outcome = json.dumps(self._features(body)).encode()
+                else:
+                    outcome = self._pixels(body)
+            except Refused as exc:
+                outcome = exc
             with self._lock:
-                self.refusals.append(str(exc))
-            return _error(400, str(exc))
+                self._answers[key] = outcome
+                while len(self._answers) > 64:
+                    self._answers.pop(next(iter(self._answers)))
+        if isinstance(outcome, Refused):
+            with self._lock:
+                self.refusals.append(str(outcome))
+            return _error(400, str(outcome))
+        return _ok(outcome)
 
     @staticmethod
     def _fault(fault: Fault) -> tuple[httplib2.Response, bytes]:

@@ -12,7 +12,8 @@ from ssl4eo_build.errors import FinalSourceError, RetryableSourceError
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import centred_grid, lonlat_of_pixels
 from ssl4eo_build.products import PRODUCTS
-from ssl4eo_build.sources.base import TimeWindow
+from ssl4eo_build.sources.base import SceneQuery, TimeWindow
+from ssl4eo_build.sources.requests import Layer, PixelRequest
 from ssl4eo_build.sources.synthetic import SyntheticSource, mgrs_tile, truth
 
 MUNICH = LonLat(11.575, 48.137)
@@ -71,9 +72,9 @@ def test_fetch_matches_truth_in_any_crs() -> None:
         t = truth(lon, lat, 0)
         land = t.water >= -0.35
         if epsg == 4326:
-            values = src.fetch(scene, grid, ("VV",))[0]
+            values = src.pixels(scene, grid, ("VV",))[0]
         else:
-            values, scl = src.fetch(scene, grid, ("B08", "SCL"))
+            values, scl = src.pixels(scene, grid, ("B08", "SCL"))
             land &= (scl == 4) | (scl == 5)  # clear land only
         expected = t.brightness + (0.75 if epsg == 4326 else 0.875) * t.vegetation
         r = np.corrcoef(values[land], expected[land])[0, 1]
@@ -87,14 +88,14 @@ def test_values_have_realistic_ranges() -> None:
     for lon, lat in zip(rng.uniform(-120, 140, 12), rng.uniform(-40, 60, 12), strict=True):
         where = LonLat(float(lon), float(lat))
         s1 = src.search(where, "S1GRD", SPRING)[0]
-        cube = src.fetch(s1, centred_grid(4326, where, 96, 10.0, 60.0), ("VV", "VH"))
+        cube = src.pixels(s1, centred_grid(4326, where, 96, 10.0, 60.0), ("VV", "VH"))
         vv.append(cube[0])
         vh.append(cube[1])
     assert -12.6 - 3 < np.mean(vv) < -12.6 + 3 and 3 < np.std(vv) < 8
     assert -20.3 - 3 < np.mean(vh) < -20.3 + 3 and 3 < np.std(vh) < 9
     clear = min(src.search(MUNICH, "S2L2A", SPRING), key=lambda s: s.cloud_pct or 0)
     grid = centred_grid(clear.epsg, MUNICH, 384, 10.0, 60.0)
-    cube = src.fetch(clear, grid, PRODUCTS["S2L2A"].bands)
+    cube = src.pixels(clear, grid, PRODUCTS["S2L2A"].bands)
     assert np.all((cube[:-1] >= 0) & (cube[:-1] <= 10_000))
     assert set(np.unique(cube[-1]).tolist()) <= {3.0, 4.0, 5.0, 6.0, 8.0, 9.0, 10.0, 11.0}
 
@@ -103,7 +104,7 @@ def test_coarse_bands_are_nested_blocks() -> None:
     src = SyntheticSource(SyntheticConfig(partial_prob=0.0))
     scene = src.search(MUNICH, "S2L1C", SPRING)[0]
     grid = centred_grid(scene.epsg, MUNICH, 384, 10.0, 60.0)
-    b01, b05 = src.fetch(scene, grid, ("B01", "B05"))
+    b01, b05 = src.pixels(scene, grid, ("B01", "B05"))
     assert np.all(b01.reshape(64, 6, 64, 6) == b01.reshape(64, 6, 64, 6)[:, :1, :, :1])
     assert np.all(b05.reshape(192, 2, 192, 2) == b05.reshape(192, 2, 192, 2)[:, :1, :, :1])
 
@@ -111,7 +112,7 @@ def test_coarse_bands_are_nested_blocks() -> None:
 def test_partial_coverage_is_nan_never_zero() -> None:
     src = SyntheticSource(SyntheticConfig(partial_prob=1.0))
     scene = src.search(MUNICH, "S2L2A", SPRING)[0]
-    cube = src.fetch(scene, centred_grid(scene.epsg, MUNICH, 384, 10.0, 60.0), ("B02", "B03"))
+    cube = src.pixels(scene, centred_grid(scene.epsg, MUNICH, 384, 10.0, 60.0), ("B02", "B03"))
     assert np.isnan(cube).any()
     assert np.isnan(cube[0]).sum() == np.isnan(cube[1]).sum()
 
@@ -120,8 +121,10 @@ def test_errors() -> None:
     flaky = SyntheticSource(SyntheticConfig(error_rate=0.95))
     with pytest.raises(RetryableSourceError):
         for _ in range(50):
-            flaky.search(MUNICH, "S2L2A", SPRING)
+            flaky.plan(SceneQuery(MUNICH, tuple(SPRING), tuple(SPRING), 10.0, 15.0))
     src = SyntheticSource()
     scene = src.search(MUNICH, "S2L2A", SPRING)[0]
+    layer = Layer("S2L2A", 0, scene, ("B02",))
+    request = PixelRequest(centred_grid(32633, MUNICH, 12, 10.0, 60.0), (layer,))
     with pytest.raises(FinalSourceError, match="native is EPSG:32632"):
-        src.fetch(scene, centred_grid(32633, MUNICH, 12, 10.0, 60.0), ("B02",))
+        src.fetch(request)

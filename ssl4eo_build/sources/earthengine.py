@@ -67,11 +67,12 @@ TRANSIENT_MESSAGES = (
     "timed out", "capacity exceeded", "too many concurrent", "try again", "memory limit exceeded",
     "internal error",
 )  # fmt: skip
-# ... and these (on a pixel request) mean: ask for less at once.
+# ... and these (on a pixel request) mean: ask for less at once — for sure (the size limits),
+# or probably (memory and time-outs, which may also pass on a second try).
 TOO_LARGE_MESSAGES = (
-    "total request size", "must be less than or equal to", "memory limit exceeded",
-    "computation timed out", "too many bands", "grid dimensions",
+    "total request size", "must be less than or equal to", "too many bands", "grid dimensions",
 )  # fmt: skip
+TOO_HEAVY_MESSAGES = ("memory limit exceeded", "computation timed out")
 ACCESS_MESSAGES = ("permission", "not registered", "has not been used", "is disabled")
 HOW_TO_FIX_ACCESS = (
     "Check the project: the Earth Engine API enabled in it, the project registered for Earth "
@@ -466,8 +467,8 @@ def classify(exc: BaseException, what: str) -> SourceError | None:
         message = f"{what}: HTTP {status}: {exc}" if status else f"{what}: {exc}"
         if status == 429:
             return RetryableSourceError(message, _retry_after(getattr(http, "resp", None)), True)
-        if _has(str(exc), TOO_LARGE_MESSAGES):
-            return RequestTooLargeError(message)
+        if _has(str(exc), TOO_LARGE_MESSAGES + TOO_HEAVY_MESSAGES):
+            return RequestTooLargeError(message, certain=_has(str(exc), TOO_LARGE_MESSAGES))
         if (status or 0) >= 500 or status == 408 or _has(str(exc), TRANSIENT_MESSAGES):
             return RetryableSourceError(message)
         if status in (401, 403) or _has(str(exc), ACCESS_MESSAGES):

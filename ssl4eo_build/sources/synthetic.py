@@ -222,7 +222,7 @@ class SyntheticSource:
         L1C and L2A granules under the cloud limit in both, S-1 scenes within the gap of one
         of them."""
         self._request("search")
-        found = {p: self._search(query.point, p, query.s2_windows) for p in ("S2L1C", "S2L2A")}
+        found = {p: self.search(query.point, p, query.s2_windows) for p in ("S2L1C", "S2L2A")}
         found = {p: [s for s in v if (s.cloud_pct or 0.0) < query.max_cloud_pct]
                  for p, v in found.items()}  # fmt: skip
         both = {s.scene_id for s in found["S2L1C"]} & {s.scene_id for s in found["S2L2A"]}
@@ -231,12 +231,12 @@ class SyntheticSource:
         gap = timedelta(days=query.s1_max_gap_days)
         found["S1GRD"] = [
             s
-            for s in self._search(query.point, "S1GRD", query.s1_windows)
+            for s in self.search(query.point, "S1GRD", query.s1_windows)
             if any(abs(s.acquired - t) <= gap for t in times)
         ]
         return found
 
-    def _search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
+    def search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
         scenes: list[Scene] = []
         for w in windows:
             if product == "S1GRD":
@@ -343,11 +343,11 @@ class SyntheticSource:
                     f"{layer.scene.scene_id}: requested EPSG:{request.grid.epsg}, "
                     f"native is EPSG:{layer.scene.epsg}"
                 )
-            pixels = self._pixels(layer.scene, request.grid, layer.bands)
+            pixels = self.pixels(layer.scene, request.grid, layer.bands)
             out[layer.key] = as_dtype(pixels, layer.dtype)
         return out
 
-    def _pixels(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
+    def pixels(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
         product = PRODUCTS.get(scene.product)
         if product is None or any(b not in product.bands for b in bands):
             raise FinalSourceError(f"{scene.scene_id}: bands {list(bands)} not in {scene.product}")
