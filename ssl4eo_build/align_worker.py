@@ -79,27 +79,34 @@ class _Stopwatch:
 
 
 class DamagedRawFile(RawFileError):
-    def __init__(self, message: str, key: tuple[str, int]) -> None:
+    def __init__(self, message: str, keys: tuple[tuple[str, int], ...]) -> None:
         super().__init__(message)
-        self.key = key
+        self.keys = keys  # every (product, season) the file holds: fetched again together
 
 
 def _read_all(task: AlignTask, work: WorkDir, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
-    """All raw rasters, each read only where it lies under the reference grid."""
+    """Every (product, season) raster, each file read once and only where it lies under the
+    reference grid (a file holds the layers of one pixel request)."""
+    for key in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
+        if key not in task.files:
+            raise DamagedRawFile(
+                f"{task.sample_id}: no raw file for {key[0]} season {key[1]}", (key,)
+            )
+    by_file: dict[str, list[tuple[str, int]]] = {}
+    for key, (rel, _, _) in task.files.items():
+        by_file.setdefault(rel, []).append(key)
+    _prefetch(work.path(rel) for rel in by_file)
     rasters = {}
-    paths = {key: work.path(rel) for key, (rel, _, _) in task.files.items()}
-    _prefetch(paths.values())
-    # One GDAL environment for all twelve files; raw files have no side-car files to look for.
+    # One GDAL environment for all files; raw files have no side-car files to look for.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-        for key in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
-            if key not in task.files:
-                raise DamagedRawFile(
-                    f"{task.sample_id}: no raw file for {key[0]} season {key[1]}", key
-                )
+        for rel, keys in by_file.items():
+            _, epsg, sha256 = task.files[keys[0]]
             try:
-                rasters[key] = _read_one(paths[key], key[0], *task.files[key][1:], grid)
+                raster = _read_one(work.path(rel), keys[0][0], epsg, sha256, grid)
+                for key in keys:
+                    rasters[key] = _layer(raster, work.path(rel), key)
             except (RawFileError, RasterioError) as exc:
-                raise DamagedRawFile(str(exc), key) from None
+                raise DamagedRawFile(str(exc), tuple(keys)) from None
     return rasters
 
 
@@ -114,13 +121,27 @@ def _read_one(path: Path, product: str, epsg: int, sha256: str | None, grid: Pix
     raster = read_geotiff(path, within=grid, dtype=PRODUCTS[product].raw_dtype)
     if raster.grid.epsg != epsg:
         raise RawFileError(f"{path}: EPSG:{raster.grid.epsg}, manifest says EPSG:{epsg}")
-    expected = PRODUCTS[product].bands
-    if raster.bands != expected:
-        raise RawFileError(f"{path}: bands {raster.bands}, expected {expected}")
-    problem = PRODUCTS[product].value_problem(raster.data)
+    return raster
+
+
+def _layer(raster: Raster, path: Path, key: tuple[str, int]) -> Raster:
+    """The bands and tags of one (product, season) in a raw file, checked against the
+    product's bands and hard limits. Files of one product and season (work dirs from before
+    the batched requests) name their bands plainly."""
+    product = PRODUCTS[key[0]]
+    prefix = f"{key[0]}_{key[1]}_"
+    if raster.bands == product.bands:
+        return raster
+    index = [i for i, name in enumerate(raster.bands) if name.startswith(prefix)]
+    bands = tuple(raster.bands[i][len(prefix) :] for i in index)
+    if bands != product.bands:
+        raise RawFileError(f"{path}: bands {bands} for {prefix[:-1]}, expected {product.bands}")
+    data = raster.data[index]
+    problem = product.value_problem(data)
     if problem is not None:
         raise RawFileError(f"{path}: corrupt values ({problem})")
-    return raster
+    tags = {k[len(prefix) :]: v for k, v in raster.tags.items() if k.startswith(prefix)}
+    return Raster(data, raster.grid, bands, tags)
 
 
 def _prefetch(paths: Iterable[Path]) -> None:
@@ -159,7 +180,7 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
     try:
         rasters = _read_all(task, work, grid)
     except DamagedRawFile as exc:
-        return AlignResult(task.sample_id, "failed", f"raw file: {exc}", damaged=(exc.key,))
+        return AlignResult(task.sample_id, "failed", f"raw file: {exc}", damaged=exc.keys)
     watch.lap("read")
     l2a = [rasters["S2L2A", s] for s in range(N_SEASONS)]
     acquired = [datetime.fromisoformat(r.tags["acquired"]) for r in l2a]

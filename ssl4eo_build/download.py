@@ -57,10 +57,11 @@ from .sources.requests import (
     Layer,
     PixelRequest,
     RequestShape,
+    band_id,
     pieces,
     plan_requests,
 )
-from .workdir import WorkDir, raw_relpath
+from .workdir import WorkDir, request_relpath
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -294,9 +295,11 @@ class DownloadTask:
     sample_id: str
     position: LonLat
     refs: dict[int, datetime] = field(default_factory=dict)
-    # (product, season) -> (scene id, sha256, EPSG) recorded by an earlier, unfinished
-    # attempt: not fetched again while the file is on disk and intact.
-    done: dict[tuple[str, int], tuple[str, str | None, int | None]] = field(default_factory=dict)
+    # (product, season) -> (scene id, sha256, EPSG, path) recorded by an earlier, unfinished
+    # attempt: not fetched again while its file is on disk and intact.
+    done: dict[tuple[str, int], tuple[str, str | None, int | None, str]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True)
@@ -427,19 +430,19 @@ def download_location(
         picks = {pick.season: pick for pick in choice}
         grids = {pick.season: fetch_grid(cfg, pick.l2a, task.position) for pick in choice}
         wanted = []
+        checked: dict[str, bool] = {}
         for pick, product in itertools.product(choice, FETCH_PRODUCTS):
             layer = Layer(product, pick.season, pick.scene(product), PRODUCTS[product].bands)
-            kept = _kept(task, work, layer, picks[layer.season])
+            kept = _kept(task, work, layer, pick, checked)
             if kept is None:
                 wanted.append(layer)
             else:
                 records.append(kept)
         for request in plan_requests(wanted, grids, cfg.download.seasons_per_request):
             pixels = fetch_request(source, call, shape, request)
-            for layer in request.layers:
-                records.append(
-                    _write_raw(cfg, task, work, layer, picks[layer.season], request.grid, pixels)
-                )
+            for dtype in sorted({layer.dtype for layer in request.layers}):
+                layers = [layer for layer in request.layers if layer.dtype == dtype]
+                records.extend(_write_raw(cfg, task, work, layers, picks, request.grid, pixels))
         return result("ok")
     except CorruptDataError as exc:
         return result("rejected", f"corrupt_data: {exc}")
@@ -453,16 +456,23 @@ def _gap(layer: Layer, pick: SeasonPick) -> float | None:
     return pick.s1_gap_days if layer.product == "S1GRD" else None
 
 
-def _kept(task: DownloadTask, work: WorkDir, layer: Layer, pick: SeasonPick) -> SceneRecord | None:
-    """The record of a raw file an earlier attempt left intact, or None."""
-    relpath = raw_relpath(task.sample_id, layer.product, layer.season)
+def _kept(
+    task: DownloadTask, work: WorkDir, layer: Layer, pick: SeasonPick, checked: dict[str, bool]
+) -> SceneRecord | None:
+    """The record of a layer whose file an earlier attempt left intact, or None (``checked``:
+    files already verified for this location, as several layers share one)."""
     earlier = task.done.get(layer.key)
-    if earlier is None or earlier[0] != layer.scene.scene_id or earlier[2] is None:
+    if earlier is None:
         return None
-    if not intact(work.path(relpath), earlier[1]):
+    scene_id, sha256, epsg, relpath = earlier
+    if scene_id != layer.scene.scene_id or epsg is None:
+        return None
+    if relpath not in checked:
+        checked[relpath] = intact(work.path(relpath), sha256)
+    if not checked[relpath]:
         return None
     return SceneRecord(
-        layer.product, layer.season, layer.scene, relpath, _gap(layer, pick), earlier[1], earlier[2]
+        layer.product, layer.season, layer.scene, relpath, _gap(layer, pick), sha256, epsg
     )
 
 
@@ -470,34 +480,43 @@ def _write_raw(
     cfg: Config,
     task: DownloadTask,
     work: WorkDir,
-    layer: Layer,
-    pick: SeasonPick,
+    layers: Sequence[Layer],
+    picks: Mapping[int, SeasonPick],
     grid: PixelGrid,
     pixels: Mapping[tuple[str, int], NDArray[Any]],
-) -> SceneRecord:
-    """One raw GeoTIFF: a layer of a request, with the scene's metadata as tags."""
-    scene, gap = layer.scene, _gap(layer, pick)
-    relpath = raw_relpath(task.sample_id, layer.product, layer.season)
+) -> list[SceneRecord]:
+    """One raw GeoTIFF for layers of one type fetched together: bands named
+    ``{product}_{season}_{band}``, each layer's scene metadata in tags of the same prefix."""
+    products = [p for p in FETCH_PRODUCTS if any(x.product == p for x in layers)]
+    seasons = sorted({x.season for x in layers})
+    relpath = request_relpath(task.sample_id, products, seasons)
+    tags = {"sample_id": task.sample_id}
+    for layer in layers:
+        scene, gap = layer.scene, _gap(layer, picks[layer.season])
+        prefix = f"{layer.product}_{layer.season}_"
+        tags.update({
+            prefix + "scene_id": scene.scene_id,
+            prefix + "acquired": scene.acquired.isoformat(),
+            prefix + "cloud_pct": "" if scene.cloud_pct is None else f"{scene.cloud_pct:g}",
+            prefix + "tile_id": scene.tile_id or "",
+            prefix + "s1_gap_days": "" if gap is None else f"{gap:g}",
+        })  # fmt: skip
     sha256 = write_geotiff(
         work.path(relpath),
-        pixels[layer.key],
+        np.concatenate([pixels[layer.key] for layer in layers]),
         grid,
-        layer.bands,
-        tags={
-            "sample_id": task.sample_id,
-            "product": layer.product,
-            "season": str(layer.season),
-            "scene_id": scene.scene_id,
-            "acquired": scene.acquired.isoformat(),
-            "cloud_pct": "" if scene.cloud_pct is None else f"{scene.cloud_pct:g}",
-            "tile_id": scene.tile_id or "",
-            "s1_gap_days": "" if gap is None else f"{gap:g}",
-        },
+        [band_id(layer, b) for layer in layers for b in layer.bands],
+        tags=tags,
         compress=cfg.download.compress,
-        dtype=layer.dtype,
+        dtype=layers[0].dtype,
         scratch=work.scratch,
     )
-    return SceneRecord(layer.product, layer.season, scene, relpath, gap, sha256, grid.epsg)
+    return [
+        SceneRecord(
+            x.product, x.season, x.scene, relpath, _gap(x, picks[x.season]), sha256, grid.epsg
+        )
+        for x in layers
+    ]
 
 
 # One source, limiter and request shape per worker process (Dask workers, process pools):

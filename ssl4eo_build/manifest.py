@@ -478,17 +478,17 @@ class Manifest:
 
     def all_recorded_scenes(
         self,
-    ) -> dict[str, dict[tuple[str, int], tuple[str, str | None, int | None]]]:
-        """sample_id -> {(product, season): (scene id, sha256, EPSG of the file)} of files
-        already fetched and recorded (only locations whose download is not finished keep such
-        partial records)."""
-        out: dict[str, dict[tuple[str, int], tuple[str, str | None, int | None]]] = {}
-        for sample_id, product, season, scene_id, sha, crs in self.db.execute(
-            "SELECT s.sample_id, s.product, s.time_index, s.scene_id, s.sha256, s.crs "
+    ) -> dict[str, dict[tuple[str, int], tuple[str, str | None, int | None, str]]]:
+        """sample_id -> {(product, season): (scene id, sha256, EPSG, path of the file)} of
+        files already fetched and recorded (only locations whose download is not finished keep
+        such partial records)."""
+        out: dict[str, dict[tuple[str, int], tuple[str, str | None, int | None, str]]] = {}
+        for sample_id, product, season, scene_id, sha, crs, path in self.db.execute(
+            "SELECT s.sample_id, s.product, s.time_index, s.scene_id, s.sha256, s.crs, s.path "
             "FROM scenes s JOIN downloads d ON d.sample_id = s.sample_id "
             "WHERE s.status='ok' AND d.status != 'ok'"
         ):
-            record = (str(scene_id), sha, None if crs is None else int(crs))
+            record = (str(scene_id), sha, None if crs is None else int(crs), str(path))
             out.setdefault(str(sample_id), {})[(str(product), int(season))] = record
         return out
 
@@ -522,10 +522,12 @@ class Manifest:
     def invalidate_files(
         self, db: sqlite3.Connection, sample_id: str, files: Iterable[tuple[str, int]], reason: str
     ) -> None:
-        """Raw files found damaged: only they are fetched again on the next download run."""
+        """Raw files found damaged (named by a product and season they hold): only they are
+        fetched again on the next download run, with every layer they held."""
         db.executemany(
-            "DELETE FROM scenes WHERE sample_id=? AND product=? AND time_index=?",
-            ((sample_id, product, season) for product, season in files),
+            "DELETE FROM scenes WHERE sample_id=? AND path IN (SELECT path FROM scenes "
+            "WHERE sample_id=? AND product=? AND time_index=?)",
+            ((sample_id, sample_id, product, season) for product, season in files),
         )
         db.execute(
             "UPDATE downloads SET status='failed', reason=?, attempts=0, updated=? "

@@ -35,7 +35,15 @@ LOCK_NAME = "ssl4eo-build.lock"
 
 
 def raw_relpath(sample_id: str, product: str, season: int) -> str:
+    """One product and season per file: the layout of work dirs before the batched requests."""
     return f"raw/{sample_id[:4]}/{sample_id}/{product}_{season}.tif"
+
+
+def request_relpath(sample_id: str, products: list[str], seasons: list[int]) -> str:
+    """The raw file of one pixel request (its layers of one type), e.g. ``S2L1C+S2L2A_s01.tif``:
+    the products and seasons it holds name it, so fetching them again rewrites the same file."""
+    name = f"{'+'.join(products)}_s{''.join(map(str, seasons))}"
+    return f"raw/{sample_id[:4]}/{sample_id}/{name}.tif"
 
 
 def cube_relpath(sample_id: str) -> str:

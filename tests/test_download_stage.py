@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import rasterio
 
 from ssl4eo_build import pipeline
+from ssl4eo_build.align_worker import _layer
 from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import Config, load_config, override
 from ssl4eo_build.errors import ConfigChangedError
@@ -67,15 +69,22 @@ def test_download_writes_georeferenced_geotiffs(tmp_path: Path, cfg_path: Path) 
     assert len(rows) == 12 * summary.ok
     zones = set()
     s2_crs = {(r[0], r[2]): r[5] for r in rows if r[1] == "S2L2A"}
+    files = {r[3] for r in rows}
+    # One file per pixel request and type: S-2 (int16) and S-1 (float32) of the request's
+    # seasons; a request per pair of seasons in one UTM zone, more near a zone border.
+    pixel_requests = summary.requests - summary.ok  # no retries: one scene plan each
+    assert len(files) == 2 * pixel_requests and pixel_requests >= 2 * summary.ok
     for sample_id, product, season, relpath, scene_id, crs in rows:
-        assert relpath == f"raw/{sample_id[:4]}/{sample_id}/{product}_{season}.tif"
-        path = str(work / relpath)
-        raster = read_geotiff(Path(path))
+        assert re.fullmatch(rf"raw/{sample_id[:4]}/{sample_id}/(S2L1C\+S2L2A|S1GRD)_s\d+\.tif",
+                            relpath)  # fmt: skip
+        path = work / relpath
+        raster = _layer(read_geotiff(path), path, (product, season))
         with rasterio.open(path) as f:  # S-2 digital numbers as int16, S-1 dB as float32
             assert set(f.dtypes) == {PRODUCTS[product].raw_dtype}
+            assert f.tags()["sample_id"] == sample_id
         assert raster.grid.width == raster.grid.height == 384
         assert raster.grid.epsg == crs
-        assert raster.tags["scene_id"] == scene_id and raster.tags["season"] == str(season)
+        assert raster.tags["scene_id"] == scene_id
         if product != "S1GRD":
             zones.add(crs)
             assert raster.grid.left % 60 == 0 and raster.grid.top % 60 == 0, "60 m lattice"
@@ -85,7 +94,7 @@ def test_download_writes_georeferenced_geotiffs(tmp_path: Path, cfg_path: Path) 
             assert raster.bands == ("VV", "VH") and crs == s2_crs[sample_id, season]
         scl = None
         if product != "S1GRD":  # L1C has no SCL: use its L2A sibling (same granule and grid)
-            scl = read_geotiff(Path(path.replace("S2L1C", "S2L2A"))).data[-1]
+            scl = _layer(read_geotiff(path), path, ("S2L2A", season)).data[-1]
         assert_pixels_follow_truth(raster.data, raster.grid, raster.tags, product, scl)
         assert_centre_pixel_is_the_locations(raster.grid, locations[sample_id])
     assert zones >= {32632, 32633}, "locations near the zone border use both zones"

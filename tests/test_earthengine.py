@@ -20,6 +20,7 @@ from ssl4eo_build.cli.app import app
 from typer.testing import CliRunner
 
 from ssl4eo_build import download, pipeline
+from ssl4eo_build.align_worker import _layer
 from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import Config, EarthEngineConfig, load_config
 from ssl4eo_build.download import (
@@ -380,7 +381,8 @@ def test_download_location_rides_out_every_transient_fault_and_slows_on_429(
     assert by_product[("S2L2A", 0)].scene.cloud_pct == 4.0
     assert by_product[("S1GRD", 3)].gap_days == 2.0
     for record in result.scenes:
-        raster = read_geotiff(tmp_path / record.path)
+        path = tmp_path / record.path
+        raster = _layer(read_geotiff(path), path, (record.product, record.season))
         assert raster.grid.epsg == record.epsg == 32632, "S-1 on the S-2 grid"
         bands = [eesrc.ee_band(b) for b in raster.bands]
         np.testing.assert_allclose(raster.data, expected_pixels(raster.grid, bands), rtol=1e-6)
@@ -454,11 +456,11 @@ def test_download_and_align_stages_on_the_earthengine_source(
     assert result.exit_code == 0, result.output
     with Manifest.open(work) as m:
         verdicts = m.db.execute("SELECT status, COUNT(*) FROM downloads GROUP BY 1").fetchall()
-        paths = [r[0] for r in m.db.execute("SELECT path FROM scenes").fetchall()]
+        rows = m.db.execute("SELECT path, product, time_index FROM scenes").fetchall()
     assert verdicts == [("ok", 3)], "20% transient errors of every kind lose nothing"
-    assert len(paths) == 36
-    for path in paths:
-        raster = read_geotiff(work / path)
+    assert len(rows) == 36
+    for path, product, season in rows:
+        raster = _layer(read_geotiff(work / path), work / path, (product, season))
         bands = [eesrc.ee_band(b) for b in raster.bands]
         np.testing.assert_allclose(raster.data, expected_pixels(raster.grid, bands), rtol=1e-6)
     # A rerun finds everything done: no search, no pixels.

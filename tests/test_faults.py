@@ -363,7 +363,7 @@ def disk_fills_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield budget
 
 
-@pytest.mark.parametrize("budget", [5, 90])
+@pytest.mark.parametrize("budget", [5, 30])
 def test_full_disk_stops_with_a_clear_error_and_loses_nothing(
     tmp_path: Path, cfg_path: Path, clean_run: Path, disk_fills_after: list[int], budget: int
 ) -> None:

@@ -51,7 +51,7 @@ from ..errors import (
 )
 from ..products import PRODUCTS
 from .base import Scene, SceneQuery, TimeWindow
-from .requests import Layer, PixelRequest, ResponseLimits
+from .requests import PixelRequest, ResponseLimits, band_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -371,11 +371,6 @@ def scenes_from_plan(features: Sequence[Mapping[str, Any]]) -> dict[str, list[Sc
         found["S2L1C"].append(l1c)
         found["S2L2A"].append(l2a)
     return {p: sorted(v, key=lambda s: (s.acquired, s.scene_id)) for p, v in found.items()}
-
-
-def band_id(layer: Layer, band: str) -> str:
-    """The band's name in a stacked request: product, season and band (v1.1 spelling)."""
-    return f"{layer.product}_{layer.season}_{band}"
 
 
 def pixel_expression(request: PixelRequest, s1_resampling: str) -> ee.Image:

@@ -65,6 +65,11 @@ class Layer:
         return PRODUCTS[self.product].raw_dtype
 
 
+def band_id(layer: Layer, band: str) -> str:
+    """A band's name where layers are stacked (requests, raw files): ``S2L1C_0_B01``."""
+    return f"{layer.product}_{layer.season}_{band}"
+
+
 @dataclass(frozen=True)
 class PixelRequest:
     """Layers on one grid (a whole fetch grid, or a tile of one after a cut)."""
