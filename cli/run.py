@@ -9,6 +9,7 @@ import typer
 
 from ssl4eo_build.executor import DaskExecutor
 from ssl4eo_build.run import RunSummary, run_all
+from ssl4eo_build.run import dry_run as plan_run
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -42,6 +43,10 @@ def run(
     ee_project: EeProjectOpt = None,
     ee_key: EeKeyOpt = None,
     scheduler: SchedulerOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only print requests, bytes, disk and time; no data."),
+    ] = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
@@ -51,6 +56,9 @@ def run(
         verbose, config, {**source_overrides(source, ee_project, ee_key), "sample.seed": seed}
     )
     wanted = target if target is not None else cfg.sample.n
+    if dry_run:
+        typer.echo("run --dry-run: " + "\n  ".join(plan_run(cfg, wanted)))
+        return
 
     def call(dask: DaskExecutor | None) -> RunSummary:
         return run_all(cfg, work_dir, wanted, out=out, dask=dask, progress=not quiet)

@@ -31,9 +31,11 @@ from typing import Any, TypeVar
 
 from . import pipeline
 from .config import Config
+from .download import worker_state
 from .errors import IncompleteError
 from .executor import DaskExecutor
 from .manifest import Manifest, settled_cut
+from .sources import describe_plan
 from .sources.base import RetryPolicy
 from .workdir import owned
 
@@ -106,6 +108,17 @@ class RunSummary:
     pack: pipeline.PackSummary | None = None
 
 
+def dry_run(config: Config, target: int) -> list[str]:
+    """What ``run --target`` costs, from the plan alone: the first round's locations (target
+    over the expected yield) through the request plan. Reads and writes nothing."""
+    locations = math.ceil(target / config.run.initial_yield)
+    head = (
+        f"{target} accepted location(s) need about {locations} downloaded "
+        f"(run.initial_yield {config.run.initial_yield:g}; rejected ones are replaced)"
+    )
+    return [head, *describe_plan(config, locations)]
+
+
 def run_all(
     config: Config,
     work_dir: Path,
@@ -129,6 +142,8 @@ def run_all(
 
     with owned(work_dir):
         plan = _plan(config, work_dir, target)
+        if not plan.settled:  # bad credentials stop the run before anything is sampled
+            worker_state(config)
         retrying = False
         while not plan.settled and summary.rounds < config.run.max_rounds:
             if retrying:  # transient failures only: back off before trying them again

@@ -499,6 +499,16 @@ def test_dry_run_needs_no_credentials_and_estimates_time(tmp_path: Path) -> None
     assert per_location > 3
     assert f"{40 * per_location} requests" in result.output
     assert f"about {40 * per_location / 10:,.0f} s" in result.output
+    # The whole target: 100 accepted need 125 downloaded at the default yield of 0.8.
+    fresh = tmp_path / "never-written"
+    args = ["run", "-c", str(cfg), "-w", str(fresh), "--source", "earthengine", "--dry-run",
+            "--target", "100"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "about 125 downloaded" in result.output and f"{125 * per_location} requests" in (
+        result.output
+    )
+    assert " MB " in result.output and not fresh.exists(), "a dry run writes nothing"
 
 
 def _no_credentials(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
@@ -521,6 +531,20 @@ def test_missing_credentials_exit_2_with_how_to_authenticate(
     assert "Traceback" not in result.output
     with Manifest.open(work) as m:
         assert m.count("downloads") == 0
+
+
+def test_run_checks_credentials_before_sampling(
+    ee_work: tuple[Path, Path, FakeEarthEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, work, _ = ee_work
+    monkeypatch.setitem(SOURCES, "earthengine", REAL_FACTORY)
+    _no_credentials(monkeypatch, work)
+    fresh = work.parent / "fresh"
+    result = CliRunner().invoke(app, ["run", "-c", str(cfg), "-w", str(fresh), "--target", "2"])
+    assert result.exit_code == 2 and "earthengine authenticate" in result.output
+    if (fresh / "manifest.sqlite").exists():
+        with Manifest.open(fresh) as m:
+            assert m.count("locations") == 0, "nothing sampled"
 
 
 def test_missing_project_names_the_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
