@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -523,11 +524,13 @@ def _write_raw(
 # sources hold connections and locks that do not travel between processes.
 WorkerState = tuple[Source, Limiter | ClusterLimiter, RetryPolicy, RequestShape]
 _WORKER_STATE: dict[str, WorkerState] = {}
+_WORKER_STATE_LOCK = threading.Lock()  # a Dask worker's threads start their first tasks at once
 
 
 def worker_state(cfg: Config, quota: ClusterQuota | None = None) -> WorkerState:
-    """This process's source, limiter, retry policy and request shape (made once). On a Dask
-    worker (``quota``) the limiter holds the quota together with every other worker."""
+    """This process's source, limiter, retry policy and request shape (made once, by the first
+    thread that asks). On a Dask worker (``quota``) the limiter holds the quota together with
+    every other worker."""
     from .config import fingerprint, section_dict
     from .sources import make_source
 
@@ -535,21 +538,22 @@ def worker_state(cfg: Config, quota: ClusterQuota | None = None) -> WorkerState:
     key = fingerprint(
         [section_dict(d), section_dict(cfg.synthetic), section_dict(cfg.earthengine), quota]
     )
-    state = _WORKER_STATE.get(key)
-    if state is None:
-        source = make_source(cfg)
-        limiter = (
-            ClusterLimiter(quota, d.max_in_flight, d.requests_per_s)
-            if quota is not None
-            else Limiter(d.max_in_flight, d.requests_per_s)
-        )
-        state = _WORKER_STATE[key] = (
-            source,
-            limiter,
-            RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s),
-            RequestShape(d.seasons_per_request, source.limits.max_bands),
-        )
-    return state
+    with _WORKER_STATE_LOCK:
+        state = _WORKER_STATE.get(key)
+        if state is None:
+            source = make_source(cfg)
+            limiter = (
+                ClusterLimiter(quota, d.max_in_flight, d.requests_per_s)
+                if quota is not None
+                else Limiter(d.max_in_flight, d.requests_per_s)
+            )
+            state = _WORKER_STATE[key] = (
+                source,
+                limiter,
+                RetryPolicy(d.max_attempts, d.retry_base_s, d.retry_max_s),
+                RequestShape(d.seasons_per_request, source.limits.max_bands),
+            )
+        return state
 
 
 def download_on_worker(

@@ -469,6 +469,7 @@ class FakeEarthEngine:
         }
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.spans: list[tuple[float, float]] = []  # wall-clock (start, end) of compute calls
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._answers: dict[str, bytes | Refused] = {}
@@ -501,6 +502,7 @@ class FakeEarthEngine:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             fault = self._next_fault(kind)
+        started = time.time()
         try:
             if self.latency_s:
                 time.sleep(self.latency_s)
@@ -508,6 +510,8 @@ class FakeEarthEngine:
         finally:
             with self._lock:
                 self.in_flight -= 1
+                if kind in self.scripted:
+                    self.spans.append((started, time.time()))
 
     @staticmethod
     def _kind(uri: str) -> str:
@@ -634,6 +638,9 @@ class FakeEarthEngine:
         buffer = io.BytesIO()
         np.save(buffer, out)
         return buffer.getvalue()
+
+
+CURRENT: list[FakeEarthEngine] = []  # the benchmark's fake of this process
 
 
 def _plain(value: Any) -> Any:

@@ -21,9 +21,11 @@ Credentials never leave this module: messages name the key file or the project, 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -394,7 +396,7 @@ def pixel_params(request: PixelRequest, s1_resampling: str) -> dict[str, Any]:
     grid = request.grid
     return {
         "expression": pixel_expression(request, s1_resampling),
-        "fileFormat": "NUMPY_NDARRAY",
+        "fileFormat": "NPY",  # bytes, read by read_npy (the client's own reader is unsafe)
         "grid": {
             "dimensions": {"width": grid.width, "height": grid.height},
             "affineTransform": {
@@ -410,9 +412,25 @@ def pixel_params(request: PixelRequest, s1_resampling: str) -> dict[str, Any]:
     }
 
 
+_NPY_LOCK = threading.Lock()
+
+
+def read_npy(data: bytes) -> Any:
+    """An NPY answer as an array, one at a time per process.
+
+    ``numpy.load`` parses the header with ``ast.literal_eval``, and CPython 3.11 before
+    3.11.8 fails that ("AST constructor recursion depth mismatch") when threads compile at
+    once, as 40 download threads do (seen with the client's own NUMPY_NDARRAY conversion).
+    """
+    with _NPY_LOCK:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def decode_pixels(data: Any, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
     """(bands, height, width) per layer from an NPY structured array, in the layer's type:
     :data:`MISSING` becomes NaN in float32 layers and stays the int16 nodata marker."""
+    if isinstance(data, bytes):
+        data = read_npy(data)
     shape = (request.grid.height, request.grid.width)
     names = getattr(getattr(data, "dtype", None), "names", None) or ()
     wanted = [band_id(x, b) for x in request.layers for b in x.bands]
