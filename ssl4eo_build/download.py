@@ -328,10 +328,12 @@ class CorruptDataError(RetryableSourceError):
     fetched again; if the source keeps sending them, the location is rejected."""
 
 
-def fetch_checked(source: Source, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
-    """One request's pixels, refused (retryably) when a layer breaks its product's hard
-    limits or does not have the shape and type asked for."""
-    pixels = source.fetch(request)
+def checked_pixels(
+    source: Source, request: PixelRequest, answer: Any
+) -> dict[tuple[str, int], NDArray[Any]]:
+    """The pixels of a request's answer, refused (retryably) when a layer breaks its
+    product's hard limits or does not have the shape and type asked for."""
+    pixels = source.decode(request, answer)
     for layer in request.layers:
         data = pixels.get(layer.key)
         shape = (len(layer.bands), request.grid.height, request.grid.width)
@@ -346,6 +348,10 @@ def fetch_checked(source: Source, request: PixelRequest) -> dict[tuple[str, int]
     return pixels
 
 
+def _same(value: T) -> T:
+    return value
+
+
 class LimitedCaller:
     """Source calls through the shared limiter with retries; counts requests."""
 
@@ -353,12 +359,18 @@ class LimitedCaller:
         self.limiter, self.policy, self.requests = limiter, policy, 0
 
     def __call__(self, fn: Callable[[], T]) -> T:
+        return self.then(fn, _same)
+
+    def then(self, fn: Callable[[], Any], after: Callable[[Any], T]) -> T:
+        """``fn()`` (one request) under the quota, then ``after`` on its answer outside it:
+        decoding and checks do not hold a slot. Both are retried together."""
+
         def once() -> T:
             self.requests += 1
             with self.limiter:
                 value = fn()
             self.limiter.recover()
-            return value
+            return after(value)
 
         def on_retry(exc: RetryableSourceError) -> None:
             if exc.quota:
@@ -379,7 +391,10 @@ def fetch_request(
     while todo:
         piece = todo.pop(0)
         try:
-            whole.add(piece, call(partial(fetch_checked, source, piece)))
+            whole.add(
+                piece,
+                call.then(partial(source.send, piece), partial(checked_pixels, source, piece)),
+            )
         except RequestTooLargeError as exc:
             if not exc.certain and piece not in struck:
                 struck.add(piece)

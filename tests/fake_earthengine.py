@@ -469,7 +469,8 @@ class FakeEarthEngine:
         }
         self.in_flight = 0
         self.peak_in_flight = 0
-        self.spans: list[tuple[float, float]] = []  # wall-clock (start, end) of compute calls
+        # (kind, start, end) of every compute call, wall clock
+        self.spans: list[tuple[str, float, float]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._answers: dict[str, bytes | Refused] = {}
@@ -511,7 +512,7 @@ class FakeEarthEngine:
             with self._lock:
                 self.in_flight -= 1
                 if kind in self.scripted:
-                    self.spans.append((started, time.time()))
+                    self.spans.append((kind, started, time.time()))
 
     @staticmethod
     def _kind(uri: str) -> str:

@@ -195,7 +195,7 @@ def test_plan_follows_the_pages() -> None:
     paged = FakeEarthEngine(page_size=3)
     assert source(paged).plan(query()) == source(FakeEarthEngine()).plan(query())
     tokens = [c.body.get("pageToken") for c in paged.of_kind("computeFeatures")]
-    assert tokens == [None, "3", "6"]
+    assert tokens == [None, "3", "6", "9"], "4 granules, 4 S-1 scenes, 4 Cloud Score+ ids"
 
 
 def test_plan_skips_results_without_an_epsg_crs() -> None:

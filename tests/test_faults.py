@@ -202,8 +202,11 @@ class CorruptingSource:
     def plan(self, query: object) -> object:
         return self.inner.plan(query)  # type: ignore[attr-defined]
 
-    def fetch(self, request):  # type: ignore[no-untyped-def]
-        pixels = self.inner.fetch(request)  # type: ignore[attr-defined]
+    def send(self, request: object) -> object:
+        return self.inner.send(request)  # type: ignore[attr-defined]
+
+    def decode(self, request, answer):  # type: ignore[no-untyped-def]
+        pixels = self.inner.decode(request, answer)  # type: ignore[attr-defined]
         if self.bad > 0 and ("S1GRD", request.seasons[0]) in pixels:
             self.bad -= 1
             pixels[("S1GRD", request.seasons[0])][0, 0, 0] = 6200.0

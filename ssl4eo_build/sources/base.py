@@ -64,9 +64,18 @@ class Source(Protocol):
         """Candidates per product (``S2L1C``, ``S2L2A``, ``S1GRD``): one request."""
         ...
 
+    def send(self, request: PixelRequest) -> Any:
+        """One pixel request, sent: its answer as it arrived (the part that counts against
+        the quota)."""
+        ...
+
+    def decode(self, request: PixelRequest, answer: Any) -> dict[tuple[str, int], Any]:
+        """Every layer of ``request`` from its answer, on the request's grid, (bands, height,
+        width) in the layer's dtype: missing pixels NaN (float32) or ``INT16_MISSING``."""
+        ...
+
     def fetch(self, request: PixelRequest) -> dict[tuple[str, int], Any]:
-        """Every layer of ``request`` on its grid, (bands, height, width) in the layer's
-        dtype: missing pixels NaN (float32) or ``INT16_MISSING`` (int16). One request."""
+        """``decode(request, send(request))``."""
         ...
 
 

@@ -333,6 +333,15 @@ class SyntheticSource:
         return fields
 
     def fetch(self, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
+        return self.decode(request, self.send(request))
+
+    @staticmethod
+    def decode(
+        request: PixelRequest, answer: dict[tuple[str, int], NDArray[Any]]
+    ) -> dict[tuple[str, int], NDArray[Any]]:
+        return answer
+
+    def send(self, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
         """Every layer on the request's grid, in its stored type. S-2 must be asked for in its
         own CRS; S-1 is evaluated on any grid (Earth Engine resamples it onto the S-2 grid)."""
         self._request("fetch")
