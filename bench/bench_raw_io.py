@@ -46,7 +46,7 @@ def main(repeats: int = 10) -> None:
     window = [TimeWindow(datetime(2021, 3, 5), datetime(2021, 4, 4))]
     scene = src.search(where, "S2L1C", window)[0]
     grid = centred_grid(scene.epsg, where, 384, 10.0, 60.0)
-    data = src.fetch(scene, grid, PRODUCTS["S2L1C"].bands)
+    data = src.pixels(scene, grid, PRODUCTS["S2L1C"].bands)
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, (dtype, options)) in enumerate(ENCODINGS.items()):
         path = OUT / f"encoding-{i}.tif"

@@ -126,6 +126,7 @@ def describe_plan(config: Config, locations: int) -> list[str]:
     # Per location the dataset holds 4 timestamps of L1C (13) and L2A (12) int16 bands, S-1 (2)
     # float32 bands, S2RGB (3) and the cloud mask (1) uint8: an upper bound before compression.
     dataset = 4 * patch * (25 * 2 + 2 * 4 + 3 + 1)
+    seconds = seconds_at_quota(config, requests)
     return [
         f"{locations} location(s), source {d.source}",
         f"requests: {requests} requests ({volume.typical} per location when the four seasons "
@@ -134,9 +135,13 @@ def describe_plan(config: Config, locations: int) -> list[str]:
         f"({_size(volume.bytes)} per location)",
         f"disk: raw files at most {_size(volume.bytes * locations)}, dataset at most "
         f"{_size(dataset * locations)} before compression",
-        f"time: about {seconds_at_quota(config, requests):,.0f} s at {bound:g} requests/s "
-        f"(the lower of {d.requests_per_s:g} requests/s and {d.max_in_flight} in flight / "
-        f"{latency:g} s per request)",
+        f"time: about {seconds:,.0f} s ({seconds / 3600:,.1f} h) at {bound:g} requests/s "
+        + (
+            f"(the lower of {d.requests_per_s:g} requests/s and {d.max_in_flight} in flight / "
+            f"{latency:g} s per request)"
+            if latency > 0
+            else "(the rate: no latency assumed)"
+        ),
     ]
 
 
