@@ -16,8 +16,9 @@ Scene choice (SPEC section 4):
 The worker :func:`download_location` runs in a thread: one metadata request answers every
 candidate of the location, then one pixel request per season — or per pair of seasons on the
 same grid — stacks L1C, L2A + SCL and S-1 on the season's S-2 grid. It talks to the source
-through the shared limiter and retry policy, writes one GeoTIFF per (product, season), and
-returns a small result record; only the coordinator writes the manifest.
+through the shared limiter and retry policy, writes one GeoTIFF per request and type (S-2
+int16, S-1 float32), and returns a small result record; only the coordinator writes the
+manifest.
 """
 
 from __future__ import annotations

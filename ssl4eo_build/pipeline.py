@@ -36,7 +36,7 @@ from .files import SCRATCH, clear_scratch, file_sha256, intact, scratch_dir, wri
 from .manifest import LocationRow, Manifest, settled_cut
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
-from .sources import requests_per_location, seconds_at_quota
+from .sources import requests_per_location
 from .sources.base import ClusterQuota
 from .workdir import WorkDir, owned
 
@@ -197,7 +197,6 @@ class DownloadSummary:
     requests: int = 0
     dry_run: bool = False
     requests_planned: int = 0
-    seconds_at_quota: float = 0.0
 
 
 def _only(rows: list[LocationRow], only: Collection[str] | None) -> list[LocationRow]:
@@ -236,12 +235,10 @@ def run_download(
     if dry_run:  # no source, no lock: a dry run needs neither network nor credentials
         with Manifest.open_readonly(work_dir) as manifest:
             rows = manifest.download_candidates(d.max_runs, up_to)[:limit]
-        requests = requests_per_location(config) * len(rows)
         return DownloadSummary(
             planned=len(rows),
             dry_run=True,
-            requests_planned=requests,
-            seconds_at_quota=seconds_at_quota(config, requests),
+            requests_planned=requests_per_location(config) * len(rows),
         )
     with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
         rows = _only(manifest.download_candidates(d.max_runs, up_to), only)[:limit]

@@ -121,7 +121,7 @@ def describe_plan(config: Config, locations: int) -> list[str]:
     volume = request_volume(config)
     requests = volume.typical * locations
     latency = request_latency_s(config)
-    bound = min(d.requests_per_s, d.max_in_flight / latency) if latency > 0 else d.requests_per_s
+    bound = quota_rate(config)
     patch = config.sample.patch_px**2
     # Per location the dataset holds 4 timestamps of L1C (13) and L2A (12) int16 bands, S-1 (2)
     # float32 bands, S2RGB (3) and the cloud mask (1) uint8: an upper bound before compression.
@@ -185,11 +185,13 @@ def request_latency_s(config: Config) -> float:
     return config.synthetic.latency_s
 
 
-def seconds_at_quota(config: Config, requests: int) -> float:
-    """Wall time for ``requests`` at the quota: the rate or in-flight bound, whichever binds."""
+def quota_rate(config: Config) -> float:
+    """Requests/s the quota allows: the rate or the in-flight bound, whichever binds."""
     d = config.download
     latency = request_latency_s(config)
-    throughput = d.requests_per_s
-    if latency > 0:
-        throughput = min(throughput, d.max_in_flight / latency)
-    return requests / throughput
+    return min(d.requests_per_s, d.max_in_flight / latency) if latency > 0 else d.requests_per_s
+
+
+def seconds_at_quota(config: Config, requests: int) -> float:
+    """Wall time for ``requests`` at the quota."""
+    return requests / quota_rate(config)

@@ -67,8 +67,7 @@ CLOUD_PROPERTY = "CLOUDY_PIXEL_PERCENTAGE"
 CLOUD_SCORE_PLUS = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
 # Earth Engine answers some transient conditions with HTTP 400 and one of these messages.
 TRANSIENT_MESSAGES = (
-    "timed out", "capacity exceeded", "too many concurrent", "try again", "memory limit exceeded",
-    "internal error",
+    "timed out", "capacity exceeded", "too many concurrent", "try again", "internal error",
 )  # fmt: skip
 # ... and these (on a pixel request) mean: ask for less at once — for sure (the size limits),
 # or probably (memory and time-outs, which may also pass on a second try).
@@ -302,13 +301,10 @@ def _map(collection: Any, function: Any) -> ee.FeatureCollection:
     return ee.FeatureCollection(ee.ApiFunction.call_("Collection.map", collection, function))
 
 
-def plan_expression(
-    query: SceneQuery, functions: PlanFunctions | None = None
-) -> ee.FeatureCollection:
+def plan_expression(query: SceneQuery, f: PlanFunctions) -> ee.FeatureCollection:
     """The whole scene plan of a location as one FeatureCollection of property-only
     features: ``kind`` "S2" (a granule clear in L1C and L2A), "CS" (a granule with a Cloud
     Score+ image) or "S1" (a scene within the gap of a clear granule)."""
-    f = functions or plan_functions()
     where = ee.Geometry.Point([query.point.lon, query.point.lat])
     s2_dates = _any_window(query.s2_windows)
 
@@ -443,7 +439,7 @@ def pixel_params(request: PixelRequest, s1_resampling: str) -> dict[str, Any]:
 _NPY_LOCK = threading.Lock()
 
 
-def read_npy(data: bytes) -> Any:
+def read_npy(data: bytes) -> NDArray[Any]:
     """An NPY answer as an array, one at a time per process.
 
     ``numpy.load`` parses the header with ``ast.literal_eval``, and CPython 3.11 before
@@ -454,22 +450,21 @@ def read_npy(data: bytes) -> Any:
         return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def decode_pixels(data: Any, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
+def decode_pixels(data: bytes, request: PixelRequest) -> dict[tuple[str, int], NDArray[Any]]:
     """(bands, height, width) per layer from an NPY structured array, in the layer's type:
     :data:`MISSING` becomes NaN in float32 layers and stays the int16 nodata marker."""
-    if isinstance(data, bytes):
-        data = read_npy(data)
+    array = read_npy(data)
     shape = (request.grid.height, request.grid.width)
-    names = getattr(getattr(data, "dtype", None), "names", None) or ()
+    names = array.dtype.names or ()
     wanted = [band_id(x, b) for x in request.layers for b in x.bands]
-    if getattr(data, "shape", None) != shape or set(wanted) - set(names):
+    if array.shape != shape or set(wanted) - set(names):
         raise ValueError(
             f"expected a {shape[0]}x{shape[1]} array with bands {wanted}, "
-            f"found shape {getattr(data, 'shape', None)} with fields {list(names)}"
+            f"found shape {array.shape} with fields {list(names)}"
         )
     out = {}
     for layer in request.layers:
-        stack = np.stack([np.asarray(data[band_id(layer, b)]) for b in layer.bands])
+        stack = np.stack([np.asarray(array[band_id(layer, b)]) for b in layer.bands])
         if layer.dtype == "float32":
             pixels = stack.astype(np.float32)
             pixels[stack == MISSING] = np.nan
