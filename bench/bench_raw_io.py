@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from ssl4eo_build.align import missing_value
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import centred_grid
-from ssl4eo_build.products import PRODUCTS
+from ssl4eo_build.modalities import PRODUCTS
 from ssl4eo_build.raster_io import as_dtype
 from ssl4eo_build.sources.base import TimeWindow
 from ssl4eo_build.sources.synthetic import SyntheticSource

@@ -55,6 +55,12 @@ EeKeyOpt = Annotated[
         "credentials).",
     ),
 ]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format", help="zarr (v1.1 shards), webdataset (per-sample tars) or both (pack.format)."
+    ),
+]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=1, help="Concurrent workers (at least 1).")
 ]

@@ -16,6 +16,7 @@ from .options import (
     ConfigOpt,
     EeKeyOpt,
     EeProjectOpt,
+    FormatOpt,
     QuietOpt,
     SchedulerOpt,
     SeedOpt,
@@ -38,6 +39,7 @@ def run(
         typer.Option("--target", min=1, help="Locations that must pass align (default sample.n)."),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Dataset directory.")] = None,
+    output_format: FormatOpt = None,
     seed: SeedOpt = None,
     source: SourceOpt = None,
     ee_project: EeProjectOpt = None,
@@ -53,7 +55,13 @@ def run(
     """sample -> download -> align in rounds until --target pass align, then pack them."""
     setup_logging(verbose, quiet)
     cfg = config_or_exit(
-        verbose, config, {**source_overrides(source, ee_project, ee_key), "sample.seed": seed}
+        verbose,
+        config,
+        {
+            **source_overrides(source, ee_project, ee_key),
+            "sample.seed": seed,
+            "pack.format": output_format,
+        },
     )
     wanted = target if target is not None else cfg.sample.n
     if dry_run:

@@ -9,7 +9,7 @@
 4. NaN policy: a location is rejected when any (modality, timestamp, band) has more than
    ``nan_threshold`` missing pixels; otherwise each missing pixel takes the value of the nearest
    valid pixel of its band and timestamp (Euclidean distance transform).
-5. S2RGB from L2A B04/B03/B02 and a cloud mask from the L2A scene classification (SCL).
+5. Derived layers (cloud mask, S2RGB, NDVI, LULC classes) are in :mod:`ssl4eo_build.derive`.
 
 Arrays are float (missing: NaN) or int16 (missing: ``INT16_MISSING``); S-2 stays int16 from the
 raw file to the cube, as the output stores it.
@@ -29,29 +29,11 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from scipy import ndimage
 
-from .config import AlignConfig
 from .geo import LonLat, utm_epsg
 from .grid import PixelGrid, centred_grid, transformer
-from .products import INT16_MISSING
+from .modalities import INT16_MISSING
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
-
-# Cloud-mask classes (v1.1's class list: land, water, snow, thin cloud, thick cloud, cloud
-# shadow, no data), derived from the Sentinel-2 L2A scene classification (SCL).
-CLOUD_CLASSES = {
-    0: "land",
-    1: "water",
-    2: "snow",
-    3: "thin cloud",
-    4: "thick cloud",
-    5: "cloud shadow",
-    6: "no data",
-}
-NO_DATA = 6
-# SCL code -> cloud-mask class. SCL: 0 no data, 1 saturated/defective, 2 dark area,
-# 3 cloud shadow, 4 vegetation, 5 not vegetated, 6 water, 7 unclassified, 8 cloud medium
-# probability, 9 cloud high probability, 10 thin cirrus, 11 snow/ice.
-SCL_TO_CLOUD = np.array([6, 6, 0, 5, 0, 0, 1, 0, 4, 4, 3, 2], dtype=np.uint8)
 
 
 def majority_crs(epsgs: Sequence[int], centre: LonLat) -> int:
@@ -196,68 +178,3 @@ def fill_cube(cube: NDArray[Any]) -> NDArray[Any]:
     for i in np.flatnonzero(is_missing(flat).any(axis=(1, 2))):
         flat[i] = fill_nearest(flat[i])
     return cube
-
-
-V11_RGB = AlignConfig()  # the report's constants are AlignConfig's defaults
-
-
-def _quantiles(order_stats: dict[int, float], n: int, qs: Sequence[float]) -> list[float]:
-    """numpy's default ('linear') quantiles from the order statistics they need."""
-    out = []
-    for q in qs:
-        position = q * (n - 1)
-        k = int(np.floor(position))
-        a, b = order_stats[k], order_stats[min(k + 1, n - 1)]
-        out.append(a + (position - k) * (b - a))
-    return out
-
-
-def _ranks(n: int, qs: Sequence[float]) -> list[int]:
-    ks = {int(np.floor(q * (n - 1))) for q in qs}
-    return sorted(ks | {min(k + 1, n - 1) for k in ks})
-
-
-def s2_rgb(rgb: NDArray[Any], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
-    """8-bit RGB from L2A B04/B03/B02 (3, h, w) per the v1.1 report.
-
-    Values beyond the 2 % / 98 % quantiles (over all three channels) have their excess beyond
-    the bound multiplied by 0.5; the result maps linearly to 0-255 between its 0.2 % and
-    99.8 % quantiles, the upper limit at least 2,000, the lower limit 0 for dark images
-    (median below 1,000).
-
-    The squeeze is monotonic, so the second quantiles are the squeezed order statistics of the
-    input: one partial sort serves both.
-    """
-    values = np.array(rgb, dtype=np.float64).reshape(-1)  # a copy: squeezed in place below
-    n = values.size
-    first = (p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q)
-    second = (p.rgb_low_q, p.rgb_high_q)
-    ranks = _ranks(n, first + second)
-    partial = np.partition(values, ranks)
-    stats = {k: float(partial[k]) for k in ranks}
-    lo, median, hi = _quantiles(stats, n, first)
-
-    def squeeze(v: NDArray[np.float64]) -> NDArray[np.float64]:
-        above, below = v > hi, v < lo
-        v[above] = hi + p.rgb_compress_factor * (v[above] - hi)
-        v[below] = lo - p.rgb_compress_factor * (lo - v[below])
-        return v
-
-    squeezed_stats = squeeze(np.array([stats[k] for k in ranks]))
-    lower, upper = _quantiles(dict(zip(ranks, squeezed_stats.tolist(), strict=True)), n, second)
-    upper = max(upper, p.rgb_min_upper)
-    if median < p.rgb_dark_median:
-        lower = 0.0
-    scaled = squeeze(values)
-    scaled -= lower
-    scaled *= 255.0 / max(upper - lower, 1e-9)
-    np.rint(scaled, out=scaled)
-    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8).reshape(rgb.shape)
-
-
-def cloud_mask(scl: NDArray[Any], missing: NDArray[np.bool_]) -> NDArray[np.uint8]:
-    """Cloud-mask classes from SCL; pixels missing before the fill are 'no data'."""
-    codes = np.clip(np.nan_to_num(scl, nan=0.0), 0, len(SCL_TO_CLOUD) - 1).astype(np.intp)
-    out = SCL_TO_CLOUD[codes]
-    out[missing] = NO_DATA
-    return out

@@ -8,38 +8,45 @@ at download, and its values against the product's hard limits. A damaged file yi
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
+from numpy.typing import NDArray
 from rasterio.errors import RasterioError
 
 from .align import (
-    cloud_mask,
     fill_cube,
     is_missing,
     majority_crs,
+    missing_value,
     onto_grid,
     reference_grid,
-    s2_rgb,
     worst_nan,
 )
-from .config import Config
+from .config import AlignConfig, Config
 from .cube import AlignedCube, Modality, save_cube
+from .derive import AlignedLayers, cloud_mask
 from .files import file_sha256
 from .geo import LonLat
 from .grid import PixelGrid, transformer
-from .products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS
+from .modalities import (
+    CLOUD_SCORE,
+    MODALITIES,
+    N_SEASONS,
+    Product,
+    fetched_products,
+    resampling,
+)
+from .modalities import Modality as ModalitySpec
 from .raster_io import Raster, RawFileError, read_geotiff
 from .workdir import WorkDir, cube_relpath
-
-RGB_BANDS = ("B04", "B03", "B02")
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,7 @@ class AlignResult:
     path: str | None = None  # the cube, relative to the work dir
     sha256: str | None = None  # of the cube
     damaged: tuple[tuple[str, int], ...] = ()  # raw files to fetch again: (product, season)
-    seconds: dict[str, float] = field(
-        default_factory=dict
-    )  # read, reproject, fill, rgb_mask, write
+    seconds: dict[str, float] = field(default_factory=dict)  # read, reproject, fill, derive, write
 
 
 class _Stopwatch:
@@ -84,17 +89,33 @@ class DamagedRawFile(RawFileError):
         self.keys = keys  # every (product, season) the file holds: fetched again together
 
 
-def _read_all(task: AlignTask, work: WorkDir, grid: PixelGrid) -> dict[tuple[str, int], Raster]:
+def required_keys(products: Mapping[str, Product], files: Collection[tuple[str, int]]) -> list:
+    """The (product, season) raw layers a location must have: every season of the
+    four-timestamp products, one season of the single-timestamp ones; optional companions
+    (Cloud Score+) where they were fetched."""
+    missing = []
+    for name, product in products.items():
+        if product.optional:
+            continue
+        if product.timestamps == 1:
+            if not any(key[0] == name for key in files):
+                missing.append((name, 0))
+            continue
+        missing.extend((name, s) for s in range(N_SEASONS) if (name, s) not in files)
+    return missing
+
+
+def _read_all(
+    task: AlignTask, work: WorkDir, grid: PixelGrid, products: Mapping[str, Product]
+) -> dict[tuple[str, int], Raster]:
     """Every (product, season) raster, each file read once and only where it lies under the
     reference grid (a file holds the layers of one pixel request)."""
-    for key in itertools.product(FETCH_PRODUCTS, range(N_SEASONS)):
-        if key not in task.files:
-            raise DamagedRawFile(
-                f"{task.sample_id}: no raw file for {key[0]} season {key[1]}", (key,)
-            )
+    for key in required_keys(products, task.files):
+        raise DamagedRawFile(f"{task.sample_id}: no raw file for {key[0]} season {key[1]}", (key,))
     by_file: dict[str, list[tuple[str, int]]] = {}
     for key, (rel, _, _) in task.files.items():
-        by_file.setdefault(rel, []).append(key)
+        if key[0] in products:
+            by_file.setdefault(rel, []).append(key)
     _prefetch(work.path(rel) for rel in by_file)
     rasters = {}
     # One GDAL environment for all files; raw files have no side-car files to look for.
@@ -102,15 +123,17 @@ def _read_all(task: AlignTask, work: WorkDir, grid: PixelGrid) -> dict[tuple[str
         for rel, keys in by_file.items():
             _, epsg, sha256 = task.files[keys[0]]
             try:
-                raster = _read_one(work.path(rel), keys[0][0], epsg, sha256, grid)
+                raster = _read_one(work.path(rel), products[keys[0][0]], epsg, sha256, grid)
                 for key in keys:
-                    rasters[key] = _layer(raster, work.path(rel), key)
+                    rasters[key] = _layer(raster, work.path(rel), key, products[key[0]])
             except (RawFileError, RasterioError) as exc:
                 raise DamagedRawFile(str(exc), tuple(keys)) from None
     return rasters
 
 
-def _read_one(path: Path, product: str, epsg: int, sha256: str | None, grid: PixelGrid) -> Raster:
+def _read_one(
+    path: Path, product: Product, epsg: int, sha256: str | None, grid: PixelGrid
+) -> Raster:
     if sha256 is not None:
         try:
             actual = file_sha256(path)
@@ -118,17 +141,16 @@ def _read_one(path: Path, product: str, epsg: int, sha256: str | None, grid: Pix
             raise RawFileError(f"{path}: unreadable ({exc.strerror})") from None
         if actual != sha256:
             raise RawFileError(f"{path}: sha256 differs from the one recorded at download")
-    raster = read_geotiff(path, within=grid, dtype=PRODUCTS[product].raw_dtype)
+    raster = read_geotiff(path, within=grid, dtype=product.raw_dtype)
     if raster.grid.epsg != epsg:
         raise RawFileError(f"{path}: EPSG:{raster.grid.epsg}, manifest says EPSG:{epsg}")
     return raster
 
 
-def _layer(raster: Raster, path: Path, key: tuple[str, int]) -> Raster:
+def _layer(raster: Raster, path: Path, key: tuple[str, int], product: Product) -> Raster:
     """The bands and tags of one (product, season) in a raw file, checked against the
     product's bands and hard limits. Files of one product and season (work dirs from before
     the batched requests) name their bands plainly."""
-    product = PRODUCTS[key[0]]
     prefix = f"{key[0]}_{key[1]}_"
     if raster.bands == product.bands:
         return raster
@@ -162,6 +184,7 @@ def _prefetch(paths: Iterable[Path]) -> None:
 
 def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
     a = cfg.align
+    products = {p.name: p for p in fetched_products(cfg)}
     centre = task.position
     watch = _Stopwatch()
     try:
@@ -178,58 +201,45 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
         reason = f"raw file: {task.sample_id}: no raw file for {key[0]} season {key[1]}"
         return AlignResult(task.sample_id, "failed", reason, damaged=(key,))
     try:
-        rasters = _read_all(task, work, grid)
+        rasters = _read_all(task, work, grid, products)
     except DamagedRawFile as exc:
         return AlignResult(task.sample_id, "failed", f"raw file: {exc}", damaged=exc.keys)
     watch.lap("read")
-    l2a = [rasters["S2L2A", s] for s in range(N_SEASONS)]
-    acquired = [datetime.fromisoformat(r.tags["acquired"]) for r in l2a]
+    acquired = [
+        datetime.fromisoformat(rasters["S2L2A", s].tags["acquired"]) for s in range(N_SEASONS)
+    ]
     order = sorted(range(N_SEASONS), key=lambda s: acquired[s])  # timestamps by date
-
-    aligned: dict[str, np.ndarray] = {}
-    for product in FETCH_PRODUCTS:
-        method = a.s1_resampling if product == "S1GRD" else a.s2_resampling
-        shape = (N_SEASONS, len(PRODUCTS[product].bands), grid.height, grid.width)
-        stack = aligned[product] = np.empty(shape, dtype=PRODUCTS[product].raw_dtype)
-        for t, s in enumerate(order):
-            onto_grid(rasters[product, s].data, rasters[product, s].grid, grid, method, stack[t])
+    seasons = {name: _seasons(name, p, rasters, order) for name, p in products.items()}
+    stacks = {
+        name: _stack(rasters, name, p, seasons[name], grid, resampling(p, a))
+        for name, p in products.items()
+    }
     watch.lap("reproject")
-    worst, where = worst_nan(aligned)
+    checked = {name: stacks[name] for name, p in products.items() if p.missing == "reject"}
+    worst, where = worst_nan(checked)
     if worst > a.nan_threshold:
-        band = PRODUCTS[where[0]].bands[where[2]]
+        band = products[where[0]].bands[where[2]]
+        season = seasons[where[0]][where[1]]
         return AlignResult(
             task.sample_id,
             "rejected",
-            f"nan_fraction: {worst:.4f} in {where[0]} season {order[where[1]]} band {band}",
+            f"nan_fraction: {worst:.4f} in {where[0]} season {season} band {band}",
             epsg,
             worst,
             seconds=watch.seconds,
         )
-    missing_l2a = is_missing(aligned["S2L2A"][:, -1])  # SCL, before the fill
-    filled = {p: fill_cube(cube) for p, cube in aligned.items()}
+    missing_l2a = is_missing(stacks["S2L2A"][:, -1])  # SCL, before the fill
+    for name, product in products.items():
+        if product.missing == "reject":
+            fill_cube(stacks[name])
+        elif product.missing != "keep":
+            stacks[name][is_missing(stacks[name])] = product.missing
     watch.lap("fill")
-    l2a_bands = PRODUCTS["S2L2A"].bands[:-1]  # SCL is used for the mask, not stored
-    rgb_index = [PRODUCTS["S2L2A"].bands.index(b) for b in RGB_BANDS]
-    s2_time = np.array([acquired[s] for s in order], dtype="datetime64[ns]")
-    s2_ids = tuple(l2a[s].tags["scene_id"] for s in order)
-    s1 = [rasters["S1GRD", s] for s in order]
-    rgb = np.stack([s2_rgb(filled["S2L2A"][t, rgb_index], a) for t in range(N_SEASONS)])
-    masks = np.stack([cloud_mask(filled["S2L2A"][t, -1], missing_l2a[t]) for t in range(N_SEASONS)])
-    modalities = {  # S-2 is int16 from the raw files on
-        "S2L1C": Modality(filled["S2L1C"], PRODUCTS["S2L1C"].bands, s2_time, s2_ids),
-        "S2L2A": Modality(filled["S2L2A"][:, :-1], l2a_bands, s2_time, s2_ids),
-        "S1GRD": Modality(
-            filled["S1GRD"].astype(np.float16),
-            ("vv", "vh"),
-            np.array(
-                [datetime.fromisoformat(r.tags["acquired"]) for r in s1], dtype="datetime64[ns]"
-            ),
-            tuple(r.tags["scene_id"] for r in s1),
-        ),
-        "S2RGB": Modality(rgb, ("R", "G", "B"), s2_time, s2_ids),
-    }
+    layers = AlignedLayers(stacks, products, _cloud_masks(stacks, missing_l2a, a), a)
+    modalities = {m.name: _modality(m, layers, rasters, seasons) for m in MODALITIES}
     mid_x, mid_y = grid.left + grid.width * grid.res_x / 2, grid.top - grid.height * grid.res_y / 2
     lon, lat = transformer(epsg, 4326).transform(mid_x, mid_y)
+    l2a = [rasters["S2L2A", s] for s in order]
     cube = AlignedCube(
         sample_id=task.sample_id,
         epsg=epsg,
@@ -238,15 +248,78 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
         x=grid.x_centres(),
         y=grid.y_centres(),
         modalities=modalities,
-        cloud_mask=masks,
-        tile_id=tuple(l2a[s].tags.get("tile_id", "") for s in order),
-        tile_crs=tuple(l2a[s].grid.epsg for s in order),
+        cloud_mask=layers.cloud_mask,
+        tile_id=tuple(r.tags.get("tile_id", "") for r in l2a),
+        tile_crs=tuple(r.grid.epsg for r in l2a),
         season=tuple(order),
     )
-    watch.lap("rgb_mask")
+    watch.lap("derive")
     relpath = cube_relpath(task.sample_id)
     sha256 = save_cube(work.path(relpath), cube, work.scratch)
     watch.lap("write")
     return AlignResult(
         task.sample_id, "ok", None, epsg, worst, relpath, sha256, seconds=watch.seconds
     )
+
+
+def _seasons(
+    name: str, product: Product, rasters: Mapping[tuple[str, int], Raster], order: list[int]
+) -> list[int]:
+    """The seasons of ``product``'s timestamps in date order (one for a single-timestamp
+    product: the season it was fetched with)."""
+    if product.timestamps == 1:
+        return [min(s for p, s in rasters if p == name)]
+    return order
+
+
+def _stack(
+    rasters: Mapping[tuple[str, int], Raster],
+    name: str,
+    product: Product,
+    seasons: list[int],
+    grid: PixelGrid,
+    method: str,
+) -> NDArray[Any]:
+    """(time, band, y, x) of ``product`` on the reference grid; missing where a season has no
+    layer (an optional companion the granule lacks)."""
+    shape = (len(seasons), len(product.bands), grid.height, grid.width)
+    dtype = np.dtype(product.raw_dtype)
+    stack = np.full(shape, missing_value(dtype), dtype=dtype)
+    for t, season in enumerate(seasons):
+        raster = rasters.get((name, season))
+        if raster is not None:
+            onto_grid(raster.data, raster.grid, grid, method, stack[t])
+    return stack
+
+
+def _cloud_masks(
+    stacks: Mapping[str, NDArray[Any]], missing: NDArray[np.bool_], a: AlignConfig
+) -> NDArray[np.uint8]:
+    """The cloud mask of every timestamp: SCL, with Cloud Score+ where it was fetched."""
+    score = None
+    if "CS" in stacks:
+        score = stacks["CS"][:, CLOUD_SCORE.bands.index(a.cs_band)]
+    return np.stack([
+        cloud_mask(stacks["S2L2A"][t, -1], missing[t], None if score is None else score[t], a)
+        for t in range(missing.shape[0])
+    ])  # fmt: skip
+
+
+def _modality(
+    m: ModalitySpec,
+    layers: AlignedLayers,
+    rasters: Mapping[tuple[str, int], Raster],
+    seasons: Mapping[str, list[int]],
+) -> Modality:
+    """One modality as the registry derives it, with its timestamps and file ids."""
+
+    def tags(product: str, key: str) -> list[str]:
+        return [rasters[product, s].tags[key] for s in seasons[product]]
+
+    if m.timestamps == 1:
+        time = np.zeros(1, dtype="datetime64[ns]")  # time value 0, as the 2026 release stores
+    else:
+        times = [datetime.fromisoformat(t) for t in tags(m.times_from, "acquired")]
+        time = np.array(times, dtype="datetime64[ns]")
+    bands = m.derive(layers).astype(m.dtype, copy=False)
+    return Modality(bands, m.bands, time, tuple(tags(m.file_id_from, "scene_id")))

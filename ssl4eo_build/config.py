@@ -108,6 +108,16 @@ class DownloadConfig:
     max_in_flight: int = field(default=40, metadata=_rng(1, 1024))
     requests_per_s: float = field(default=100.0, metadata=_rng(0.01, 100_000.0))
     compress: str = field(default="zstd", metadata=_choice("zstd", "deflate", "lzw", "none"))
+    # Clouds in the cloud mask: Cloud Score+ (fetched with each granule that has it; SCL where
+    # not) or the L2A scene classification alone.
+    cloud_mask: str = field(default="cloud_score_plus", metadata=_choice("cloud_score_plus", "scl"))
+    # Land cover: ESRI 10 m annual (the image of each timestamp's year; years outside
+    # the years the collection holds take the nearest one) or Dynamic World (the label image
+    # of each S-2 granule).
+    lulc_source: str = field(default="esri", metadata=_choice("esri", "dynamic_world"))
+    lulc_collection: str = "projects/sat-io/open-datasets/landcover/ESRI_Global-LULC_10m_TS"
+    lulc_first_year: int = field(default=2017, metadata=_rng(2015, 2100))
+    lulc_last_year: int = field(default=2023, metadata=_rng(2015, 2100))
 
     def __post_init__(self) -> None:
         if len(self.season_dates) != 4:
@@ -186,6 +196,11 @@ class AlignConfig:
     rgb_dark_median: float = field(default=1000.0, metadata=_rng(0.0, 100_000.0))
     workers: int = field(default=0, metadata=_rng(0, 1024))  # 0: one process per core
     max_runs: int = field(default=3, metadata=_rng(1, 1000))
+    # Cloud Score+ in the cloud mask: the band, and the scores below which a pixel is thin
+    # cloud (cs_clear; the catalog suggests 0.5-0.65) and thick cloud (cs_thick).
+    cs_band: str = field(default="cs_cdf", metadata=_choice("cs_cdf", "cs"))
+    cs_clear: float = field(default=0.6, metadata=_rng(0.0, 1.0))
+    cs_thick: float = field(default=0.3, metadata=_rng(0.0, 1.0))
 
 
 @dataclass(frozen=True)

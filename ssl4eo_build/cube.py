@@ -28,8 +28,6 @@ from numpy.typing import NDArray
 from .files import atomic_target, commit_file
 from .raster_io import RawFileError
 
-MODALITIES = ("S2L1C", "S2L2A", "S1GRD", "S2RGB")
-
 
 @dataclass(frozen=True)
 class Modality:

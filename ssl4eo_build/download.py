@@ -15,10 +15,12 @@ Scene choice (SPEC section 4):
 
 The worker :func:`download_location` runs in a thread: one metadata request answers every
 candidate of the location, then one pixel request per season — or per pair of seasons on the
-same grid — stacks L1C, L2A + SCL and S-1 on the season's S-2 grid. It talks to the source
-through the shared limiter and retry policy, writes one GeoTIFF per request and type (S-2
-int16, S-1 float32), and returns a small result record; only the coordinator writes the
-manifest.
+same grid — stacks every layer of the registry (L1C, L2A + SCL, S-1, Cloud Score+ where the
+granule has it, the land cover of the timestamp's year; the DEM once, in the season on the
+majority CRS) on the season's S-2 grid. It talks to the source through the shared limiter and
+retry policy, writes one GeoTIFF per request and type (int16: S-2 and land-cover classes;
+float32: S-1, Cloud Score+, DEM), and returns a small result record; only the coordinator
+writes the manifest.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from .align import majority_crs
 from .config import Config
 from .errors import FinalSourceError, RequestTooLargeError, RetryableSourceError
 from .files import intact
 from .geo import LonLat
 from .grid import PixelGrid, centred_grid
-from .products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS, season_reference, window
+from .modalities import N_SEASONS, Product, fetched_products
 from .raster_io import write_geotiff
 from .sources.base import (
     ClusterLimiter,
@@ -69,6 +72,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DAY_S = 86_400.0
 EPOCH = datetime(1970, 1, 1)
+
+
+def season_reference(season: int, year: int, dates: tuple[str, ...]) -> datetime:
+    """Reference date of ``season`` (0..3) in ``year``; ``dates`` are "MM-DD" strings."""
+    month, day = (int(part) for part in dates[season].split("-"))
+    return datetime(year, month, day, 12, 0, 0)
+
+
+def window(centre: datetime, half_days: float) -> tuple[datetime, datetime]:
+    return centre - timedelta(days=half_days), centre + timedelta(days=half_days)
 
 
 @dataclass(frozen=True)
@@ -138,9 +151,10 @@ def s1_windows(cfg: Config, refs: Mapping[int, datetime]) -> list[TimeWindow]:
 
 
 def usable_pairs(
-    l1c: Sequence[Scene], l2a: Sequence[Scene], max_cloud: float
+    l1c: Sequence[Scene], l2a: Sequence[Scene], max_cloud: float, companions: Sequence[str] = ()
 ) -> list[tuple[Scene, Scene]]:
-    """Granules present in both L1C and L2A with a cloud cover below ``max_cloud`` in both.
+    """Granules present in both L1C and L2A with a cloud cover below ``max_cloud`` in both,
+    and with every granule companion in ``companions`` (e.g. Dynamic World's label image).
 
     The pairing by id is checked: an L1C and an L2A granule of one id must have been acquired
     at the same time in the same CRS, or the pair is left out (with a warning).
@@ -157,7 +171,7 @@ def usable_pairs(
                 a.scene_id, a.acquired, a.epsg, b.acquired, b.epsg,
             )  # fmt: skip
             continue
-        if a.cloud_pct < max_cloud and b.cloud_pct < max_cloud:
+        if a.cloud_pct < max_cloud and b.cloud_pct < max_cloud and b.companions >= set(companions):
             pairs.append((a, b))
     return pairs
 
@@ -231,7 +245,7 @@ def choose_scenes(
     date rule a location that cannot fill every season draws a new shift, up to
     ``download.shift_tries`` times in all."""
     d = cfg.download
-    pairs = usable_pairs(l1c, l2a, d.max_cloud_pct)
+    pairs = usable_pairs(l1c, l2a, d.max_cloud_pct, required_companions(cfg))
     if d.date_rule == "fixed_year" or len(refs) == N_SEASONS:
         return _fill_seasons(pairs, s1, cfg, refs, None)
     failure: NoScene | None = None
@@ -284,6 +298,54 @@ def _fill_seasons(
                 f"{len(ranked)} clear S-2 granule(s)",
             )
     return picks
+
+
+def required_companions(cfg: Config) -> tuple[str, ...]:
+    """Granule companions a usable granule must have (Dynamic World when it is the land cover)."""
+    return tuple(p.name for p in fetched_products(cfg) if p.image == "granule" and not p.optional)
+
+
+def lulc_year(cfg: Config, acquired: datetime) -> int:
+    """The land-cover year of a timestamp: its own, or the nearest the collection holds."""
+    d = cfg.download
+    return min(max(acquired.year, d.lulc_first_year), d.lulc_last_year)
+
+
+def layer_scene(cfg: Config, product: Product, pick: SeasonPick) -> Scene | None:
+    """The image ``product`` contributes to ``pick``'s season (None: an optional companion the
+    granule lacks). Besides the chosen scenes: a granule companion has the granule's id, a
+    mosaic the collection's, an annual product ``{collection}:{year}``."""
+    granule = pick.l2a
+    if product.image == "scene":
+        return pick.scene(product.name)
+    if product.image == "granule":
+        if product.optional and product.name not in granule.companions:
+            return None
+        return Scene(granule.scene_id, product.name, granule.acquired, granule.epsg)
+    if product.image == "mosaic":
+        return Scene(product.collection, product.name, EPOCH, granule.epsg)
+    year = lulc_year(cfg, granule.acquired)
+    return Scene(f"{product.collection}:{year}", product.name, datetime(year, 1, 1), granule.epsg)
+
+
+def single_season(picks: Sequence[SeasonPick], centre: LonLat) -> int:
+    """Where single-timestamp layers (the DEM) are fetched: the first season in the CRS
+    `align` will choose, so they are resampled once."""
+    epsg = majority_crs([p.l2a.epsg for p in picks], centre)
+    return min(p.season for p in picks if p.l2a.epsg == epsg)
+
+
+def planned_layers(cfg: Config, picks: Sequence[SeasonPick], centre: LonLat) -> list[Layer]:
+    """Every layer the chosen scenes need, per season, in the registry's order."""
+    once = single_season(picks, centre)
+    layers = []
+    for pick, product in itertools.product(picks, fetched_products(cfg)):
+        if product.timestamps == 1 and pick.season != once:
+            continue
+        scene = layer_scene(cfg, product, pick)
+        if scene is not None:
+            layers.append(Layer(product, pick.season, scene, product.bands))
+    return layers
 
 
 def fetch_grid(cfg: Config, scene: Scene, centre: LonLat) -> PixelGrid:
@@ -343,7 +405,7 @@ def checked_pixels(
             raise CorruptDataError(
                 f"{layer.scene.scene_id}: expected {layer.dtype} {shape}, found {found}"
             )
-        problem = PRODUCTS[layer.product].value_problem(data, layer.bands)
+        problem = layer.spec.value_problem(data, layer.bands)
         if problem is not None:
             raise CorruptDataError(f"corrupt pixels from {layer.scene.scene_id}: {problem}")
     return pixels
@@ -416,6 +478,7 @@ def scene_query(cfg: Config, task: DownloadTask) -> SceneQuery:
         tuple(s1_windows(cfg, task.refs)),
         d.max_cloud_pct,
         d.s1_max_gap_days,
+        tuple((p.name, p.collection) for p in fetched_products(cfg) if p.image == "granule"),
     )
 
 
@@ -448,9 +511,8 @@ def download_location(
         grids = {pick.season: fetch_grid(cfg, pick.l2a, task.position) for pick in choice}
         wanted = []
         checked: dict[str, bool] = {}
-        for pick, product in itertools.product(choice, FETCH_PRODUCTS):
-            layer = Layer(product, pick.season, pick.scene(product), PRODUCTS[product].bands)
-            kept = _kept(task, work, layer, pick, checked)
+        for layer in planned_layers(cfg, choice, task.position):
+            kept = _kept(task, work, layer, picks[layer.season], checked)
             if kept is None:
                 wanted.append(layer)
             else:
@@ -504,7 +566,7 @@ def _write_raw(
 ) -> list[SceneRecord]:
     """One raw GeoTIFF for layers of one type fetched together: bands named
     ``{product}_{season}_{band}``, each layer's scene metadata in tags of the same prefix."""
-    products = [p for p in FETCH_PRODUCTS if any(x.product == p for x in layers)]
+    products = list(dict.fromkeys(x.product for x in layers))
     seasons = sorted({x.season for x in layers})
     relpath = request_relpath(task.sample_id, products, seasons)
     tags = {"sample_id": task.sample_id}

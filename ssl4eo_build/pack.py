@@ -30,14 +30,14 @@ import zarr
 from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
-from .cube import MODALITIES, AlignedCube, load_cube
+from .cube import AlignedCube, load_cube
 from .files import atomic_target, commit_file, scratch_dir
+from .modalities import MODALITIES, MODALITY, NAMES
 from .raster_io import RawFileError
 
 SPLITS = ("train", "val")
 CHECKSUMS = "checksums.sha256"  # every file of a dataset root, in the sha256sum format
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-S2_MODALITIES = ("S2L1C", "S2L2A", "S2RGB")
 
 
 def shard_name(split: str, number: int) -> str:
@@ -108,6 +108,7 @@ def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
     """The v1.1 variables of one modality for ``cubes`` (in order)."""
     first = cubes[0].modalities[modality]
     size = cubes[0].x.shape[0]
+    n_time = first.bands.shape[0]
     bands = np.stack([c.modalities[modality].bands for c in cubes])
     ids = np.array([c.sample_id for c in cubes], dtype="<U7")
     file_ids = [list(c.modalities[modality].file_id) for c in cubes]
@@ -120,7 +121,7 @@ def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
         "file_id": (("sample", "time"), np.array(file_ids, dtype=f"<U{width}")),
         "sample_id": (
             ("sample", "time"),
-            np.array([[f"{s}_{t}" for t in range(4)] for s in ids], dtype="<U9"),
+            np.array([[f"{s}_{t}" for t in range(n_time)] for s in ids], dtype="<U9"),
         ),
         "time_": (
             ("sample", "time"),
@@ -129,7 +130,7 @@ def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
         "x_": (("sample", "x"), np.stack([c.x for c in cubes]).astype(np.float64)),
         "y_": (("sample", "y"), np.stack([c.y for c in cubes]).astype(np.float64)),
     }
-    if modality in S2_MODALITIES:
+    if MODALITY[modality].cloud_mask:
         data_vars["cloud_mask"] = (
             ("sample", "time", "y", "x"),
             np.stack([c.cloud_mask for c in cubes]).astype(np.uint8),
@@ -140,7 +141,7 @@ def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
         coords={
             "band": np.array(band_names, dtype=f"<U{max(len(b) for b in band_names)}"),
             "sample": ids,
-            "time": np.arange(4, dtype=np.int64),
+            "time": np.arange(n_time, dtype=np.int64),
             "x": np.arange(size, dtype=np.int64),
             "y": np.arange(size, dtype=np.int64),
         },
@@ -327,7 +328,7 @@ class ShardResult:
 
 
 CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, sha256 or None)
-S2_DN = ("S2L1C", "S2L2A")  # modalities holding Sentinel-2 digital numbers
+S2_DN = tuple(m.name for m in MODALITIES if m.dn_offset)  # Sentinel-2 digital numbers
 INT16_MAX = 32767
 
 
@@ -407,7 +408,7 @@ def _write_modalities(
     if damaged:
         return ShardResult(plan.split, plan.number, (), (), {}, tuple(damaged))
     files = []
-    for modality in MODALITIES:
+    for modality in NAMES:
         rel = f"{plan.split}/{modality}/{file_name}"
         sha256 = write(cubes, modality, out_dir / rel, encoding, scratch_dir(out_dir))
         files.append((rel, modality, len(cubes), sha256))
@@ -442,7 +443,7 @@ def sample_dataset(cube: AlignedCube, modality: str) -> xr.Dataset:
         "center_lat": ((), np.float64(cube.center_lat)),
         "file_id": (("time",), np.array(m.file_id)),
     }
-    if modality in S2_MODALITIES:
+    if MODALITY[modality].cloud_mask:
         data_vars["cloud_mask"] = (("time", "y", "x"), cube.cloud_mask.astype(np.uint8))
     return xr.Dataset(
         data_vars,
@@ -485,7 +486,7 @@ def _write_one_tar(
 
 def _band_sums(cubes: Sequence[AlignedCube]) -> dict[str, dict[str, list[float]]]:
     out = {}
-    for modality in MODALITIES:
+    for modality in NAMES:
         running = RunningStats()
         running.add(np.stack([c.modalities[modality].bands for c in cubes]))
         out[modality] = running.as_dict()

@@ -21,7 +21,6 @@ from .align import footprint_grid
 from .align_worker import AlignResult, AlignTask, align_location
 from .cities import load_cities
 from .config import Config, fingerprint, section_dict
-from .cube import MODALITIES
 from .download import DownloadTask, download_on_worker, worker_state
 from .errors import (
     ConfigChangedError,
@@ -34,6 +33,8 @@ from .errors import (
 from .executor import DaskExecutor, run_pool
 from .files import SCRATCH, clear_scratch, file_sha256, intact, scratch_dir, write_atomic
 from .manifest import LocationRow, Manifest, settled_cut
+from .modalities import MODALITY
+from .modalities import NAMES as MODALITIES
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
 from .sources import requests_per_location
@@ -768,7 +769,7 @@ def write_pack_sidecars(
     stats = {}
     for modality in MODALITIES:
         mean, std = pack.RunningStats.merged(train_stats.get(modality, [])).mean_std()
-        stats[modality] = {"mean": mean, "std": std}
+        stats[modality] = {"mean": mean, "std": std, "bands": list(MODALITY[modality].bands)}
     write("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
     return sums
 

@@ -18,7 +18,7 @@ from .align import is_missing, missing_value
 from .errors import Ssl4eoError
 from .files import atomic_target, commit_file
 from .grid import PixelGrid
-from .products import INT16_MISSING
+from .modalities import INT16_MISSING
 
 
 class RawFileError(Ssl4eoError):

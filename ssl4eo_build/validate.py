@@ -22,18 +22,12 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .cube import MODALITIES
+from .modalities import MODALITY
+from .modalities import NAMES as MODALITIES
 from .pack import CHECKSUMS, INT16_MAX, S2_DN, SPLITS, RunningStats, open_shard
-from .products import PRODUCTS
 
 FILE_RE = re.compile(r"^ssl4eos12_(train|val)_seasonal_data_(\d{6})\.zarr\.zip$")
-BANDS = {
-    "S2L1C": PRODUCTS["S2L1C"].bands,
-    "S2L2A": PRODUCTS["S2L2A"].bands[:-1],
-    "S1GRD": ("vv", "vh"),
-    "S2RGB": ("R", "G", "B"),
-}
-BAND_DTYPE = {"S2L1C": "int16", "S2L2A": "int16", "S1GRD": "float16", "S2RGB": "uint8"}
+BANDS = {m.name: m.bands for m in MODALITY.values()}
 VARIABLES = {
     "center_lat": (("sample",), "float64"),
     "center_lon": (("sample",), "float64"),
@@ -261,6 +255,7 @@ def _check_file_group(
             continue
         yield from _check_dataset(path, ds, modality)
         yield from _check_offset(path, ds["bands"].attrs if "bands" in ds else {}, modality, watch)
+        yield from _check_range(path, modality, watch)
         ids = [str(s) for s in ds["sample"].values] if "sample" in ds.coords else []
         if samples is None:
             samples = ids
@@ -305,6 +300,12 @@ def _check_member(where: str, data: bytes, modality: str, watch: _BandsWatch) ->
             return
         attrs = ds["bands"].attrs if "bands" in ds else {}
         yield from _check_offset(Path(where), attrs, modality, watch)
+        yield from _check_range(Path(where), modality, watch)
+        n_time = MODALITY[modality].timestamps
+        if "bands" in ds and ds["bands"].shape[0] != n_time:
+            yield f"{where}: {ds['bands'].shape[0]} timestamps, expected {n_time}"
+        if n_time == 1 and "time" in ds.coords and ds["time"].values.tolist() != [0]:
+            yield f"{where}: time {ds['time'].values.tolist()}, expected [0] (one timestamp)"
         if "time" in ds.coords:
             times = ds["time"].values.astype("datetime64[ns]")[None]
             yield from _check_date_span(Path(where), ds.attrs, times)
@@ -343,18 +344,31 @@ def _check_offset(
         )
 
 
+def _check_range(path: Path, modality: str, watch: _BandsWatch) -> Iterator[str]:
+    """Stored values within the modality's typical range (NDVI in [-1, 1], LULC 0-9, ...)."""
+    bounds = MODALITY[modality].value_range
+    if bounds is None or watch.low > watch.high:
+        return
+    if not (bounds[0] <= watch.low and watch.high <= bounds[1]):
+        yield (
+            f"{path}: {modality} values {watch.low:g}..{watch.high:g} outside the expected "
+            f"{bounds[0]:g}..{bounds[1]:g}"
+        )
+
+
 def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
-    n_bands = len(BANDS[modality])
+    spec = MODALITY[modality]
+    n_bands, n_time = len(spec.bands), spec.timestamps
     if "bands" not in ds:
         yield f"{path}: variable 'bands' missing"
         return
     bands = ds["bands"]
     if bands.dims != ("sample", "time", "band", "y", "x"):
         yield f"{path}: bands dims {bands.dims}, expected (sample, time, band, y, x)"
-    if str(bands.dtype) != BAND_DTYPE[modality]:
-        yield f"{path}: bands dtype {bands.dtype}, expected {BAND_DTYPE[modality]}"
-    if bands.shape[1:] != (4, n_bands, 264, 264):
-        yield f"{path}: bands shape {bands.shape}, expected (n, 4, {n_bands}, 264, 264)"
+    if str(bands.dtype) != spec.dtype:
+        yield f"{path}: bands dtype {bands.dtype}, expected {spec.dtype}"
+    if bands.shape[1:] != (n_time, n_bands, 264, 264):
+        yield f"{path}: bands shape {bands.shape}, expected (n, {n_time}, {n_bands}, 264, 264)"
     chunks = bands.encoding.get("chunks") or bands.encoding.get("preferred_chunks")
     if chunks is not None and tuple(chunks)[1] != 1:
         yield f"{path}: bands chunked {tuple(chunks)}, expected one chunk per time index"
@@ -370,10 +384,10 @@ def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
             yield f"{path}: coordinate {name} missing or not int64"
     expected = dict(VARIABLES)
     expected["file_id"] = (("sample", "time"), "<U")
-    if modality != "S1GRD":
+    if spec.cloud_mask:
         expected["cloud_mask"] = (("sample", "time", "y", "x"), "uint8")
     elif "cloud_mask" in ds:
-        yield f"{path}: S1GRD must not have a cloud_mask"
+        yield f"{path}: {modality} must not have a cloud_mask"
     for name, (dims, dtype) in expected.items():
         if name not in ds:
             yield f"{path}: variable {name!r} missing"
@@ -394,9 +408,11 @@ def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
             yield f"{path}: timestamps of a sample are not sorted by date"
         if np.any(times.astype("datetime64[ns]").astype(np.int64) % 1_000_000_000):
             yield f"{path}: time_ has sub-second parts; the published values are whole seconds"
+        if n_time == 1 and np.any(times.astype("datetime64[ns]").astype(np.int64) != 0):
+            yield f"{path}: time_ of a single-timestamp modality must be 1970-01-01 (0 ns)"
         yield from _check_date_span(path, ds.attrs, times.astype("datetime64[ns]"))
     if "sample_id" in ds and "sample" in ds.coords:
-        want = np.array([[f"{s}_{t}" for t in range(4)] for s in ds["sample"].values])
+        want = np.array([[f"{s}_{t}" for t in range(n_time)] for s in ds["sample"].values])
         if ds["sample_id"].shape != want.shape or not np.array_equal(ds["sample_id"].values, want):
             yield f"{path}: sample_id is not '{{sample}}_{{time}}'"
 

@@ -20,7 +20,7 @@ from ssl4eo_build.config import Config, load_config, override
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.grid import PixelGrid, lonlat_of_pixels
 from ssl4eo_build.manifest import Manifest
-from ssl4eo_build.products import PRODUCTS
+from ssl4eo_build.modalities import PRODUCTS
 from ssl4eo_build.raster_io import read_geotiff
 from ssl4eo_build.sources.synthetic import truth
 

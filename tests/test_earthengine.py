@@ -39,7 +39,7 @@ from ssl4eo_build.errors import (
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import PixelGrid
 from ssl4eo_build.manifest import Manifest
-from ssl4eo_build.products import FETCH_PRODUCTS, INT16_MISSING, PRODUCTS
+from ssl4eo_build.modalities import FETCH_PRODUCTS, INT16_MISSING, PRODUCTS
 from ssl4eo_build.raster_io import read_geotiff
 from ssl4eo_build.sources import SOURCES, Limiter, RetryPolicy, Scene, SceneQuery, TimeWindow
 from ssl4eo_build.sources import earthengine as eesrc

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from ssl4eo_build.grid import PixelGrid
-from ssl4eo_build.products import INT16_MISSING
+from ssl4eo_build.modalities import INT16_MISSING
 from ssl4eo_build.raster_io import read_geotiff, write_geotiff
 
 GRID = PixelGrid(32632, 600_000.0, 5_300_040.0, 10.0, 10.0, 6, 4)

@@ -11,7 +11,7 @@ from ssl4eo_build.config import SyntheticConfig
 from ssl4eo_build.errors import FinalSourceError, RetryableSourceError
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import centred_grid, lonlat_of_pixels
-from ssl4eo_build.products import PRODUCTS
+from ssl4eo_build.modalities import PRODUCTS
 from ssl4eo_build.sources.base import SceneQuery, TimeWindow
 from ssl4eo_build.sources.requests import Layer, PixelRequest
 from ssl4eo_build.sources.synthetic import SyntheticSource, mgrs_tile, truth

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 
 from ..config import Config
 from ..errors import ConfigError
+from ..geo import LonLat
 from ..grid import PixelGrid
-from ..products import FETCH_PRODUCTS, N_SEASONS, PRODUCTS
+from ..modalities import N_SEASONS, fetched_products
 from .base import Limiter, RetryPolicy, Scene, SceneQuery, Source, TimeWindow
 from .requests import (
     HEADER_BYTES,
-    Layer,
     PixelRequest,
     RequestShape,
     ResponseLimits,
@@ -85,14 +85,16 @@ def request_volume(config: Config) -> RequestVolume:
     e = config.earthengine
     limits = ResponseLimits.from_mb(e.max_response_mb, e.max_side_px, e.max_bands)
     shape = RequestShape(config.download.seasons_per_request, limits.max_bands)
-    placeholder = Scene("plan", "S2L2A", datetime(2021, 1, 1), grid.epsg)
-    layers = [
-        Layer(product, season, placeholder, PRODUCTS[product].bands)
-        for season in range(N_SEASONS)
-        for product in FETCH_PRODUCTS
-    ]
+    from ..download import SeasonPick, planned_layers  # the download stage imports this package
+
+    every = frozenset(p.name for p in fetched_products(config))  # every companion present
 
     def pixel_requests(grids: dict[int, PixelGrid]) -> list[PixelRequest]:
+        picks = []
+        for season, g in grids.items():
+            granule = Scene("plan", "S2L2A", datetime(2021, 1, 1), g.epsg, companions=every)
+            picks.append(SeasonPick(season, granule, granule, granule, 0.0))
+        layers = planned_layers(config, picks, LonLat(0.0, 0.0))
         planned = plan_requests(layers, grids, shape.max_seasons)
         return [p for request in planned for p in pieces(request, shape, limits)]
 

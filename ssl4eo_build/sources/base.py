@@ -26,13 +26,15 @@ class Scene:
     """One acquisition of one product, as a search returns it."""
 
     scene_id: str  # the product's own id (S-2: granule id; S-1: product id)
-    product: str  # S2L1C | S2L2A | S1GRD
+    product: str  # a registry product: S2L1C | S2L2A | S1GRD | CS | DEM | LULC
     acquired: datetime  # UTC, naive
     epsg: int  # native CRS the pixels are delivered in
     cloud_pct: float | None = None  # S-2 CLOUDY_PIXEL_PERCENTAGE
     granule: str | None = None  # S-2: "<datatake>_<tile>", shared by L1C and L2A
     tile_id: str | None = None  # S-2 MGRS tile, e.g. "T33SWC"
-    cloud_score: bool = False  # S-2: a Cloud Score+ image exists for the granule
+    # S-2: the granule companions that exist (products whose image has the granule's
+    # system:index: "CS" for Cloud Score+, "LULC" for Dynamic World)
+    companions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class SceneQuery:
     s1_windows: tuple[TimeWindow, ...]
     max_cloud_pct: float  # in both L1C and L2A
     s1_max_gap_days: float  # S-1 scenes farther than this from every clear L2A are left out
+    # Granule companions to look for: (product, collection), e.g. ("CS", Cloud Score+'s)
+    companions: tuple[tuple[str, str], ...] = ()
 
 
 class Source(Protocol):

@@ -52,9 +52,9 @@ from ..errors import (
     RetryableSourceError,
     SourceError,
 )
-from ..products import PRODUCTS
+from ..modalities import CLOUD_SCORE, LULC_DYNAMIC_WORLD, PRODUCTS
 from .base import Scene, SceneQuery, TimeWindow
-from .requests import PixelRequest, ResponseLimits, band_id
+from .requests import Layer, PixelRequest, ResponseLimits, band_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,7 +64,6 @@ HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
 MISSING = -32768.0
 PAGE_SIZE = 1000
 CLOUD_PROPERTY = "CLOUDY_PIXEL_PERCENTAGE"
-CLOUD_SCORE_PLUS = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
 # Earth Engine answers some transient conditions with HTTP 400 and one of these messages.
 TRANSIENT_MESSAGES = (
     "timed out", "capacity exceeded", "too many concurrent", "try again", "internal error",
@@ -281,20 +280,34 @@ def _scene(kind: str) -> Callable[[Any], ee.Feature]:
 @dataclass(frozen=True)
 class PlanFunctions:
     """What the scene plan maps over its collections: a clear granule (L1C + L2A) to its
-    properties, an S-1 scene to its id and time, a Cloud Score+ image to its id. They do not
-    depend on the location, so the client builds them once (:func:`plan_functions`) instead of
-    for every request — building one costs milliseconds of client CPU."""
+    properties, an S-1 scene to its id and time, a granule companion (Cloud Score+, Dynamic
+    World) to its id, by product. They do not depend on the location, so the client builds
+    them once (:func:`plan_functions`) instead of for every request — building one costs
+    milliseconds of client CPU."""
 
     granule: Any
     radar: Any
-    score: Any
+    companions: dict[str, Any]
+    resample: dict[str, Any]  # an image resampled before a mosaic, by method
+
+
+GRANULE_COMPANIONS = (CLOUD_SCORE.name, LULC_DYNAMIC_WORLD.name)
 
 
 def plan_functions() -> PlanFunctions:
-    def function(body: Callable[[Any], ee.Feature]) -> Any:
-        return ee.CustomFunction.create(body, "Feature", ["Feature"])
+    def function(body: Callable[[Any], ee.Element], kind: str = "Feature") -> Any:
+        return ee.CustomFunction.create(body, kind, [kind])
 
-    return PlanFunctions(function(_granule), function(_scene("S1")), function(_scene("CS")))
+    return PlanFunctions(
+        function(_granule),
+        function(_scene("S1")),
+        {name: function(_scene(name)) for name in GRANULE_COMPANIONS},
+        {method: function(_resampled(method), "Image") for method in ("bilinear", "bicubic")},
+    )
+
+
+def _resampled(method: str) -> Callable[[Any], ee.Image]:
+    return lambda image: ee.Image(image).resample(method)
 
 
 def _map(collection: Any, function: Any) -> ee.FeatureCollection:
@@ -303,8 +316,8 @@ def _map(collection: Any, function: Any) -> ee.FeatureCollection:
 
 def plan_expression(query: SceneQuery, f: PlanFunctions) -> ee.FeatureCollection:
     """The whole scene plan of a location as one FeatureCollection of property-only
-    features: ``kind`` "S2" (a granule clear in L1C and L2A), "CS" (a granule with a Cloud
-    Score+ image) or "S1" (a scene within the gap of a clear granule)."""
+    features: ``kind`` "S2" (a granule clear in L1C and L2A), "S1" (a scene within the gap of a
+    clear granule), or a companion product ("CS": a granule with a Cloud Score+ image)."""
     where = ee.Geometry.Point([query.point.lon, query.point.lat])
     s2_dates = _any_window(query.s2_windows)
 
@@ -320,7 +333,6 @@ def plan_expression(query: SceneQuery, f: PlanFunctions) -> ee.FeatureCollection
     pairs = ee.Join.inner("l1c", "l2a").apply(
         l1c, l2a, ee.Filter.equals(leftField="system:index", rightField="system:index")
     )
-    scored = ee.ImageCollection(CLOUD_SCORE_PLUS).filterBounds(where).filter(s2_dates)
     s1 = (
         ee.ImageCollection(PRODUCTS["S1GRD"].collection)
         .filterBounds(where)
@@ -336,7 +348,11 @@ def plan_expression(query: SceneQuery, f: PlanFunctions) -> ee.FeatureCollection
         rightField="system:time_start",
     )
     s1 = ee.Join.simple().apply(s1, l2a, near)
-    return _map(pairs, f.granule).merge(_map(s1, f.radar)).merge(_map(scored, f.score))
+    plan = _map(pairs, f.granule).merge(_map(s1, f.radar))
+    for name, collection in query.companions:
+        found = ee.ImageCollection(collection).filterBounds(where).filter(s2_dates)
+        plan = plan.merge(_map(found, f.companions[name]))
+    return plan
 
 
 def _epsg(crs: Any) -> int:
@@ -359,16 +375,16 @@ def scenes_from_plan(features: Sequence[Mapping[str, Any]]) -> dict[str, list[Sc
     CRS is skipped with a warning; a null tile or cloud cover stays None (the service answers
     null where an image lacks the property)."""
     found: dict[str, list[Scene]] = {"S2L1C": [], "S2L2A": [], "S1GRD": []}
-    scored = {
-        str((f.get("properties") or {}).get("id"))
-        for f in features
-        if (f.get("properties") or {}).get("kind") == "CS"
-    }
+    companions: dict[str, set[str]] = {}
+    for f in features:
+        props = f.get("properties") or {}
+        if props.get("kind") in GRANULE_COMPANIONS:
+            companions.setdefault(str(props.get("id")), set()).add(props["kind"])
     for feature in features:
         props = feature.get("properties") or {}
         try:
             scene_id, kind = str(props["id"]), props["kind"]
-            if kind == "CS":
+            if kind in GRANULE_COMPANIONS:
                 continue
             if kind == "S1":
                 found["S1GRD"].append(Scene(scene_id, "S1GRD", _when(props["time_ms"]), 4326))
@@ -384,7 +400,7 @@ def scenes_from_plan(features: Sequence[Mapping[str, Any]]) -> dict[str, list[Sc
                     _cloud(props.get(cloud)),
                     scene_id,
                     tile_id,
-                    scene_id in scored,
+                    frozenset(companions.get(scene_id, ())),
                 )
                 for product, time, crs, cloud in (
                     ("S2L1C", "time_ms", "crs", "cloud_l1c"),
@@ -399,27 +415,44 @@ def scenes_from_plan(features: Sequence[Mapping[str, Any]]) -> dict[str, list[Sc
     return {p: sorted(v, key=lambda s: (s.acquired, s.scene_id)) for p, v in found.items()}
 
 
-def pixel_expression(request: PixelRequest, s1_resampling: str) -> ee.Image:
-    """Every layer of ``request`` as one image: each scene's bands selected and renamed,
+def layer_image(layer: Layer, s1_resampling: str, f: PlanFunctions) -> ee.Image:
+    """One layer's image, as its registry entry says it is found: the chosen scene or the
+    granule's companion by id, the collection mosaicked (each image resampled first), or the
+    collection's images of the layer's year mosaicked."""
+    spec = layer.spec
+    # S-2 is asked for on its own grid: nothing to resample.
+    method = {"s1": s1_resampling, "s2": "nearest"}.get(spec.resampling, spec.resampling)
+    if spec.image in ("scene", "granule"):
+        image = ee.Image(f"{spec.collection}/{layer.scene.scene_id}")
+        return image if method == "nearest" else image.resample(method)
+    images = ee.ImageCollection(spec.collection)
+    if spec.image == "annual":
+        year = layer.scene.acquired.year
+        images = images.filterDate(_millis(datetime(year, 1, 1)), _millis(datetime(year + 1, 1, 1)))
+    if method != "nearest":
+        images = images.map(f.resample[method])
+    return images.mosaic()
+
+
+def pixel_expression(request: PixelRequest, s1_resampling: str, f: PlanFunctions) -> ee.Image:
+    """Every layer of ``request`` as one image: each layer's bands selected and renamed,
     resampled as its product declares (nearest is Earth Engine's default), cast to the stored
     type, and masked pixels unmasked to :data:`MISSING` everywhere (outside the swath too)."""
     images = []
     for layer in request.layers:
-        image = ee.Image(f"{PRODUCTS[layer.product].collection}/{layer.scene.scene_id}").select(
+        image = layer_image(layer, s1_resampling, f).select(
             [ee_band(b) for b in layer.bands], [band_id(layer, b) for b in layer.bands]
         )
-        if layer.product == "S1GRD" and s1_resampling != "nearest":
-            image = image.resample(s1_resampling)
         image = image.toInt16() if layer.dtype == "int16" else image.toFloat()
         images.append(image.unmask(MISSING, False))
     return ee.Image.cat(images)
 
 
-def pixel_params(request: PixelRequest, s1_resampling: str) -> dict[str, Any]:
+def pixel_params(request: PixelRequest, s1_resampling: str, f: PlanFunctions) -> dict[str, Any]:
     """computePixels parameters: the stacked image on the request's grid, as NPY."""
     grid = request.grid
     return {
-        "expression": pixel_expression(request, s1_resampling),
+        "expression": pixel_expression(request, s1_resampling, f),
         "fileFormat": "NPY",  # bytes, read by read_npy (the client's own reader is unsafe)
         "grid": {
             "dimensions": {"width": grid.width, "height": grid.height},
@@ -577,7 +610,7 @@ class EarthEngineSource:
                 return scenes_from_plan(features)
 
     def send(self, request: PixelRequest) -> Any:
-        params = pixel_params(request, self.s1_resampling)
+        params = pixel_params(request, self.s1_resampling, self.functions)
         return _request(partial(ee.data.computePixels, params), _what(request))
 
     def decode(self, request: PixelRequest, answer: Any) -> dict[tuple[str, int], NDArray[Any]]:

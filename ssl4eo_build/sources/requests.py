@@ -1,11 +1,12 @@
 """Pixel requests: which scenes' bands travel together, on which grid, and how a request that
 is too big for the server is cut.
 
-Per location and season the download stage needs one raw file per product (L1C, L2A + SCL,
-S-1), all on that season's S-2 grid. Seasons whose S-2 granules share an EPSG code share the
-grid, so one request can stack them: :func:`plan_requests` groups the layers by grid, up to
-``max_seasons`` seasons per request (SPEC section 4: two, so a typical location needs two
-pixel requests beside its one metadata request).
+Per location and season the download stage needs every fetched layer (L1C, L2A + SCL, S-1,
+Cloud Score+, land cover; the DEM once), all on that season's S-2 grid. Seasons whose S-2
+granules share an EPSG code share the grid, so one request can stack them:
+:func:`plan_requests` groups the layers by grid, up to ``max_seasons`` seasons per request
+(SPEC section 4: two, so a typical location needs two pixel requests beside its one metadata
+request).
 
 A request must fit the server's limits (Earth Engine: 48 MB uncompressed, 32,768 px per side,
 1,024 bands). :func:`pieces` cuts one that does not — seasons apart first, then products, then
@@ -24,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..grid import PixelGrid
-from ..products import INT16_MISSING, PRODUCTS
+from ..modalities import INT16_MISSING, Product
 from .base import Scene
 
 VALUE_BYTES = {"int16": 2, "float32": 4}
@@ -49,12 +50,16 @@ EARTH_ENGINE_LIMITS = ResponseLimits.from_mb(48.0, 32_768, 1024)
 
 @dataclass(frozen=True)
 class Layer:
-    """Bands of one scene in a request; each (product, season) becomes one raw file."""
+    """Bands of one product's image in a request, for one season."""
 
-    product: str
+    spec: Product  # the registry entry: collection, how the image is found, resampling, type
     season: int
     scene: Scene
     bands: tuple[str, ...]
+
+    @property
+    def product(self) -> str:
+        return self.spec.name
 
     @property
     def key(self) -> tuple[str, int]:
@@ -62,7 +67,7 @@ class Layer:
 
     @property
     def dtype(self) -> str:
-        return PRODUCTS[self.product].raw_dtype
+        return self.spec.raw_dtype
 
 
 def band_id(layer: Layer, band: str) -> str:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,13 +41,14 @@ from ..config import SyntheticConfig
 from ..errors import FinalSourceError, RetryableSourceError
 from ..geo import LonLat, utm_epsg
 from ..grid import PixelGrid, lonlat_of_pixels, transformer
-from ..products import PRODUCTS
+from ..modalities import LULC_DYNAMIC_WORLD, PRODUCTS, Product
 from ..raster_io import as_dtype
 from .base import Scene, SceneQuery, TimeWindow
 from .requests import EARTH_ENGINE_LIMITS, PixelRequest
 
 EPOCH = datetime(2015, 6, 27)  # Sentinel-2A launch; acquisition calendars count from here
 S2_REVISIT_DAYS = 5
+CLOUD_SCORE_SHARE = 0.9  # of granules with a Cloud Score+ image (the rest: SCL alone)
 EARTH_R = 6_371_008.8
 # Per-band (mean, std) of the v1.1 standardisation values (dataset README), used to scale the
 # simulated reflectances so the statistics look like the real archive.
@@ -148,7 +149,8 @@ def metric_frame(
 
 @dataclass(frozen=True)
 class Truth:
-    """Ground-truth fields on some pixels: brightness, vegetation, water (each ~[-1, 1]).
+    """Ground-truth fields on some pixels: brightness, vegetation, water (each ~[-1, 1]) and
+    the terrain's elevation (metres).
 
     ``regional`` varies over tens of kilometres and sets a location's overall level, so that
     statistics over many locations look like the archive's while one patch stays coherent.
@@ -158,17 +160,64 @@ class Truth:
     brightness: NDArray[np.float32]
     vegetation: NDArray[np.float32]
     water: NDArray[np.float32]
+    elevation: NDArray[np.float32]
+
+    @property
+    def is_water(self) -> NDArray[np.bool_]:
+        return self.water < -0.35
+
+    def land_cover(self, year: int) -> NDArray[np.int16]:
+        """ESRI 10 m annual land-cover codes in ``year``: built areas grow a little each
+        year, the rest stays."""
+        built = self.brightness > 0.5 - 0.01 * (year - 2017)
+        choices = [
+            (self.is_water, 1),
+            ((self.water < -0.28) & (self.vegetation > 0.0), 4),  # flooded vegetation
+            (self.elevation > 2800.0, 9),  # snow and ice
+            (built, 7),
+            (self.vegetation > 0.35, 2),  # trees
+            (self.vegetation > 0.1, 5),  # crops
+            (self.brightness < -0.45, 8),  # bare ground
+        ]
+        codes = np.full(self.water.shape, 11, dtype=np.int16)  # rangeland
+        for where, code in reversed(choices):  # the first that holds wins
+            codes[where] = code
+        return codes
+
+    def snow(self, acquired: datetime) -> NDArray[np.bool_]:
+        """Snow cover at ``acquired``: above a snow line at 1,000 m in winter, 3,400 m in
+        summer (northern seasons)."""
+        return self.elevation > 2200.0 - 1200.0 * _winter(acquired)
+
+
+def _winter(acquired: datetime) -> float:
+    """1 at the winter solstice, -1 at the summer one (northern hemisphere)."""
+    return -math.cos(2.0 * math.pi * (acquired.timetuple().tm_yday - 172) / 365.0)
 
 
 def truth(lon: NDArray[np.float64], lat: NDArray[np.float64], seed: int) -> Truth:
     """The simulator's ground truth at world positions (the alignment tests' reference)."""
     u, v = metric_frame(lon, lat)
+    regional = value_noise(u, v, seed * 7 + 4, 40_000.0, 2)
+    relief = value_noise(u, v, seed * 7 + 5, 12_000.0, 5)
     return Truth(
-        regional=value_noise(u, v, seed * 7 + 4, 40_000.0, 2),
+        regional=regional,
         brightness=value_noise(u, v, seed * 7 + 1, 1600.0, 7),
         vegetation=value_noise(u, v, seed * 7 + 2, 2400.0, 5),
         water=value_noise(u, v, seed * 7 + 3, 6000.0, 3),
+        elevation=np.maximum(700.0 + 1500.0 * relief + 700.0 * regional, 0.0).astype(np.float32),
     )
+
+
+# Dynamic World label of each ESRI land-cover code the simulator draws.
+ESRI_TO_DYNAMIC_WORLD = {1: 0, 2: 1, 4: 3, 5: 4, 7: 6, 8: 7, 9: 8, 11: 2}
+
+
+def cloud_score(thickness: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Cloud Score+ ``cs_cdf`` (1 clear .. 0 cloudy) of a cloud thickness: clear sky 0.9, a
+    cloud's edge (thickness 0.2) 0.55, thick cloud (above ~0.37) under 0.3."""
+    cloudy = np.clip(0.55 - 1.5 * (thickness - 0.2), 0.0, 1.0)
+    return np.where(thickness > 0, cloudy, 0.9).astype(np.float32)
 
 
 def mgrs_tile(lon: float, lat: float, epsg: int) -> str:
@@ -185,6 +234,19 @@ def mgrs_tile(lon: float, lat: float, epsg: int) -> str:
 
 def _ts(t: datetime) -> str:
     return t.strftime("%Y%m%dT%H%M%S")
+
+
+BANDS: dict[str, tuple[str, ...]] = {
+    **{name: p.bands for name, p in PRODUCTS.items()},
+    "LULC": (*PRODUCTS["LULC"].bands, *LULC_DYNAMIC_WORLD.bands),
+}
+
+
+def _native_grid_only(product: Product) -> bool:
+    """S-2 granules and their companions must be asked for in their own CRS (the simulator's
+    rule, so that a wrong grid is caught); S-1 and the DEM and land-cover mosaics are
+    evaluated on any grid, as Earth Engine resamples them."""
+    return product.image == "granule" or product.name in ("S2L1C", "S2L2A")
 
 
 class SyntheticSource:
@@ -219,14 +281,18 @@ class SyntheticSource:
 
     def plan(self, query: SceneQuery) -> dict[str, list[Scene]]:
         """Every candidate of the location, as Earth Engine's one metadata request answers:
-        L1C and L2A granules under the cloud limit in both, S-1 scenes within the gap of one
-        of them."""
+        L1C and L2A granules under the cloud limit in both, with the companions the query asks
+        about (Cloud Score+ for about 9 granules in 10, Dynamic World for all), S-1 scenes
+        within the gap of one of them."""
         self._request("search")
         found = {p: self.search(query.point, p, query.s2_windows) for p in ("S2L1C", "S2L2A")}
         found = {p: [s for s in v if (s.cloud_pct or 0.0) < query.max_cloud_pct]
                  for p, v in found.items()}  # fmt: skip
         both = {s.scene_id for s in found["S2L1C"]} & {s.scene_id for s in found["S2L2A"]}
-        found = {p: [s for s in v if s.scene_id in both] for p, v in found.items()}
+        found = {
+            p: [replace(s, companions=self._companions(s, query)) for s in v if s.scene_id in both]
+            for p, v in found.items()
+        }
         times = [s.acquired for s in found["S2L2A"]]
         gap = timedelta(days=query.s1_max_gap_days)
         found["S1GRD"] = [
@@ -235,6 +301,14 @@ class SyntheticSource:
             if any(abs(s.acquired - t) <= gap for t in times)
         ]
         return found
+
+    def _companions(self, granule: Scene, query: SceneQuery) -> frozenset[str]:
+        present = set()
+        for name, _ in query.companions:
+            key = _text_key(granule.scene_id + name)
+            if name != "CS" or _scalar_unit(self.params.seed, 24, key) < CLOUD_SCORE_SHARE:
+                present.add(name)
+        return frozenset(present)
 
     def search(self, point: LonLat, product: str, windows: Sequence[TimeWindow]) -> list[Scene]:
         scenes: list[Scene] = []
@@ -347,7 +421,7 @@ class SyntheticSource:
         self._request("fetch")
         out = {}
         for layer in request.layers:
-            if layer.product != "S1GRD" and request.grid.epsg != layer.scene.epsg:
+            if _native_grid_only(layer.spec) and request.grid.epsg != layer.scene.epsg:
                 raise FinalSourceError(
                     f"{layer.scene.scene_id}: requested EPSG:{request.grid.epsg}, "
                     f"native is EPSG:{layer.scene.epsg}"
@@ -357,10 +431,23 @@ class SyntheticSource:
         return out
 
     def pixels(self, scene: Scene, grid: PixelGrid, bands: Sequence[str]) -> NDArray[np.float32]:
-        product = PRODUCTS.get(scene.product)
-        if product is None or any(b not in product.bands for b in bands):
+        allowed = BANDS.get(scene.product, ())
+        if not bands or any(b not in allowed for b in bands):
             raise FinalSourceError(f"{scene.scene_id}: bands {list(bands)} not in {scene.product}")
         key = _text_key(scene.scene_id)
+        if scene.product in ("CS", "DEM", "LULC"):
+            out = self._layer(scene, grid, bands, key)
+        else:
+            out = self._measured(scene, grid, bands, key)
+        if scene.product in ("S2L1C", "S2L2A", "S1GRD", "CS"):
+            self._apply_swath_edge(scene, grid, out, key)
+        return out
+
+    def _measured(
+        self, scene: Scene, grid: PixelGrid, bands: Sequence[str], key: int
+    ) -> NDArray[np.float32]:
+        """S-2 and S-1 bands, each at its native resolution repeated onto 10 m."""
+        product = PRODUCTS[scene.product]
         out = np.empty((len(bands), grid.height, grid.width), dtype=np.float32)
         by_res: dict[int, list[int]] = {}
         for i, band in enumerate(bands):
@@ -379,8 +466,29 @@ class SyntheticSource:
                 if factor > 1:
                     values = np.repeat(np.repeat(values, factor, axis=0), factor, axis=1)
                 out[i] = values
-        self._apply_swath_edge(scene, grid, out, key)
         return out
+
+    def _layer(
+        self, scene: Scene, grid: PixelGrid, bands: Sequence[str], key: int
+    ) -> NDArray[np.float32]:
+        """Cloud Score+ of a granule (from its clouds), the DEM (the terrain, evaluated on the
+        grid as Earth Engine's bilinear resampling approximates it) or land cover (the year's
+        ESRI map, or Dynamic World labels of a granule)."""
+        if scene.product == "CS":
+            clouds = self._clouds(scene, grid, key)
+            score = cloud_score(np.repeat(np.repeat(clouds, 6, axis=0), 6, axis=1))
+            by_band = {"cs_cdf": score, "cs": np.clip(score - 0.05, 0.0, 1.0)}
+            return np.stack([by_band[b] for b in bands]).astype(np.float32)
+        fields = self._truth_on(grid)
+        if scene.product == "DEM":
+            return fields.elevation[None].astype(np.float32)
+        codes = fields.land_cover(scene.acquired.year)
+        if bands[0] == "label":  # Dynamic World
+            table = np.zeros(16, dtype=np.int16)
+            for esri, label in ESRI_TO_DYNAMIC_WORLD.items():
+                table[esri] = label
+            codes = table[codes]
+        return codes[None].astype(np.float32)
 
     @staticmethod
     def _coarse_grid(grid: PixelGrid, factor: int) -> PixelGrid:
@@ -448,9 +556,11 @@ class SyntheticSource:
             return np.where(water, -30.0 + 2.0 * fields.brightness, db).astype(np.float32)
         season = math.cos(2.0 * math.pi * (scene.acquired.timetuple().tm_yday - 200) / 365.0)
         vegetation = fields.vegetation + 0.25 * season
-        water = fields.water < -0.35
+        water = fields.is_water
+        snow = fields.snow(scene.acquired) & ~water
         if band == "SCL":
             scl = np.where(water, 6, np.where(vegetation > 0.0, 4, 5)).astype(np.float32)
+            scl[snow] = 11
             scl[clouds > 0] = 8
             scl[clouds > 0.3] = 9
             return scl
@@ -459,6 +569,7 @@ class SyntheticSource:
         texture = 0.8 * fields.brightness + w_veg * vegetation + 1.2 * fields.regional
         value = mean + std * 1.6 * texture
         value = np.where(water, 0.15 * mean + 0.1 * std * fields.brightness, value)
+        value = np.where(snow, value * 0.2 + 7000.0 * (1.0 - 0.5 * max(w_veg, 0.0)), value)
         value = np.where(clouds > 0, value * 0.3 + 6000.0 + 4000.0 * clouds, value)
         # Digital numbers are whole, as in the archive.
         return np.rint(np.clip(value, 0.0, 10_000.0)).astype(np.float32)
