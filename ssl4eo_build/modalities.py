@@ -45,13 +45,14 @@ class Product:
     name: str
     collection: str  # Earth Engine collection id
     bands: tuple[str, ...]  # as stored in the raw files (S-2 in the v1.1 spelling)
-    native_res_m: dict[str, int]
+    # (The mappings do not take part in equality and hashing: layers are hashed in requests.)
+    native_res_m: dict[str, int] = field(compare=False)
     # Type of the raw GeoTIFFs and of the aligned arrays: int16 (missing: INT16_MISSING) or
     # float32 (missing: NaN).
     raw_dtype: str = "int16"
     # Hard limits (SPEC section 8): values outside are corrupt data, not a quality verdict.
     valid_range: tuple[float, float] = (0.0, 65535.0)
-    band_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    band_ranges: dict[str, tuple[float, float]] = field(default_factory=dict, compare=False)
     # scene: the image the scene plan chose (collection/<id>); granule: the image of another
     # collection with the S-2 granule's system:index (Cloud Score+, Dynamic World); mosaic: the
     # whole collection mosaicked (DEM); annual: the collection's images of the timestamp's
@@ -68,7 +69,7 @@ class Product:
     # "keep": left for the derivation (which says what missing means); a number: replaces it.
     missing: str | float = "reject"
     # Class codes: source value -> output class (land cover); None for measurements.
-    class_map: Mapping[int, int] | None = None
+    class_map: Mapping[int, int] | None = field(default=None, compare=False)
 
     def value_problem(self, data: NDArray[Any], bands: Sequence[str] | None = None) -> str | None:
         """Why ``data`` (``bands``, default all, by y, x; missing as NaN or INT16_MISSING) is
@@ -171,6 +172,14 @@ def fetched_products(cfg: Config) -> tuple[Product, ...]:
     else:
         layers.append(Product(**{**LULC_ESRI.__dict__, "collection": d.lulc_collection}))
     return tuple(layers)
+
+
+def product_named(cfg: Config, name: str) -> Product:
+    """The fetched product called ``name`` in this build (land cover depends on the config)."""
+    for product in fetched_products(cfg):
+        if product.name == name:
+            return product
+    raise KeyError(f"{name}: not a product this build fetches")
 
 
 def resampling(product: Product, settings: AlignConfig) -> str:

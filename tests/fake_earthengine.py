@@ -85,14 +85,18 @@ TRANSIENT = (
 )
 
 BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12",
-              "SCL", "VV", "VH", "cs", "cs_cdf")  # fmt: skip
+              "SCL", "VV", "VH", "cs", "cs_cdf", "DEM", "b1", "label")  # fmt: skip
 L1C_BANDS = BAND_NAMES[:13]
 L2A_BANDS = tuple(b for b in BAND_NAMES[:14] if b != "B10")
 L1C = "COPERNICUS/S2_HARMONIZED"
 L2A = "COPERNICUS/S2_SR_HARMONIZED"
 S1 = "COPERNICUS/S1_GRD"
 CS = "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED"
-DTYPES = {"int16": "<i2", "float": "<f4", "uint16": "<u2", "float64": "<f8"}
+DEM = "COPERNICUS/DEM/GLO30"
+ESRI = "projects/sat-io/open-datasets/landcover/ESRI_Global-LULC_10m_TS"
+DW = "GOOGLE/DYNAMICWORLD/V1"
+DTYPES = {"int16": "<i2", "float": "<f4", "uint16": "<u2", "float64": "<f8", "uint8": "<u1"}
+ESRI_CODES = (1, 2, 4, 5, 7, 8, 9, 10, 11)
 
 
 def band_code(band: str) -> int:
@@ -103,13 +107,21 @@ def band_code(band: str) -> int:
 def truth(band: str, ix: NDArray[np.int64], iy: NDArray[np.int64]) -> NDArray[np.float64]:
     """The fake archive's value at world pixel (ix, iy), inside the product's hard limits:
     S-2 bands 1000 per band code, one step per column is 10, per row 1; SCL a class 0..11;
-    S-1 dB from -50 (quarter dB per column, sixteenth per row); Cloud Score+ in 0..1."""
+    S-1 dB from -50 (quarter dB per column, sixteenth per row); Cloud Score+ in 0..1; the
+    DEM 100 m plus a metre per column and a tenth per row; ESRI land-cover codes and Dynamic
+    World labels cycling along the diagonals."""
     if band == "SCL":
         return ((ix + iy) % 12).astype(np.float64)
     if band in ("VV", "VH"):
         return -50 + band_code(band) + 0.25 * (ix % 90) + (iy % 10) / 16
     if band in ("cs", "cs_cdf"):
         return ((ix + 3 * iy) % 100) / 100.0
+    if band == "DEM":
+        return 100.0 + (ix % 90) + (iy % 10) / 10
+    if band == "b1":
+        return np.array(ESRI_CODES, dtype=np.float64)[(ix + iy) % len(ESRI_CODES)]
+    if band == "label":
+        return ((ix + iy) % 9).astype(np.float64)
     return (1000 * band_code(band) + 10 * (ix % 90) + (iy % 10)).astype(np.float64)
 
 
@@ -172,11 +184,20 @@ def granule_id(when: datetime, tile: str = "T32UPU") -> str:
 
 
 def archive() -> dict[str, list[Image]]:
-    """Per season of 2021: a clear granule (+1 day, with a Cloud Score+ image) and a cloudy
-    one (-2 days) in L1C and L2A; an S-1 IW VV+VH 10 m scene 2 days after the clear granule,
-    and decoys the search must leave out (a 40 m scene, a single-polarisation one, one far
-    from every clear granule)."""
-    out: dict[str, list[Image]] = {L1C: [], L2A: [], S1: [], CS: []}
+    """Per season of 2021: a clear granule (+1 day, with Cloud Score+ and Dynamic World
+    images) and a cloudy one (-2 days) in L1C and L2A; an S-1 IW VV+VH 10 m scene 2 days after
+    the clear granule, and decoys the search must leave out (a 40 m scene, a
+    single-polarisation one, one far from every clear granule). Two DEM tiles, and ESRI land
+    cover per year 2017-2023 in two tiles."""
+    out: dict[str, list[Image]] = {L1C: [], L2A: [], S1: [], CS: [], DW: []}
+    west, east = (10.0, 47.0, 11.5, 49.5), (11.5, 47.0, 13.0, 49.5)
+    out[DEM] = [image(DEM, f"Copernicus_DSM_{i}", datetime(2015, 1, 1), ("DEM",), "float",
+                      4326, bbox) for i, bbox in enumerate((west, east))]  # fmt: skip
+    out[ESRI] = [
+        image(ESRI, f"32U_{year}_{i}", datetime(year, 1, 1), ("b1",), "uint8", 32632, bbox)
+        for year in range(2017, 2024)
+        for i, bbox in enumerate((west, east))
+    ]
     for season, ref in enumerate(SEASONS_2021):
         clear, cloudy = ref + timedelta(days=1), ref - timedelta(days=2)
         for when, cloud in ((clear, 3.5), (cloudy, 40.0)):
@@ -187,6 +208,7 @@ def archive() -> dict[str, list[Image]]:
             out[L2A].append(image(L2A, gid, when, L2A_BANDS, "uint16", 32632,
                                   CLOUDY_PIXEL_PERCENTAGE=cloud + 0.5, **tile))  # fmt: skip
         out[CS].append(image(CS, granule_id(clear), clear, ("cs", "cs_cdf"), "float", 32632))
+        out[DW].append(image(DW, granule_id(clear), clear, ("label",), "uint8", 32632))
         s1 = {"instrumentMode": "IW", "transmitterReceiverPolarisation": ["VV", "VH"],
               "resolution_meters": 10}  # fmt: skip
         when = clear + timedelta(days=2)
@@ -305,6 +327,7 @@ class Evaluator:
             ),
             "Image.constant": lambda value: _number(value, "Image.constant"),
             "Image.addBands": self.add_bands,
+            "ImageCollection.mosaic": self.mosaic,
         }
 
     def evaluate(self, expression: Mapping[str, Any]) -> Any:
@@ -428,6 +451,17 @@ class Evaluator:
     @staticmethod
     def each_band(image: Image, **change: Any) -> Image:
         return replace(image, bands=tuple(replace(b, **change) for b in image.bands))
+
+    @staticmethod
+    def mosaic(collection: list[Image]) -> Image:
+        """The images' common bands, as one image (values come from the archive's truth);
+        an empty collection mosaics to an image without bands, as the service's does."""
+        if not collection:
+            return Image("(mosaic)", {}, 4326, (-180.0, -90.0, 180.0, 90.0), ())
+        names = [b.name for b in collection[0].bands]
+        if any([b.name for b in e.bands] != names for e in collection):
+            raise Refused("ImageCollection.mosaic: the images' bands differ.")
+        return replace(collection[0], asset="(mosaic)", properties={})
 
     @staticmethod
     def add_bands(

@@ -8,17 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssl4eo_build.align import (
-    NO_DATA,
-    cloud_mask,
     fill_nearest,
     is_missing,
     majority_crs,
     missing_value,
     onto_grid,
     reference_grid,
-    s2_rgb,
     worst_nan,
 )
+from ssl4eo_build.derive import NO_DATA, cloud_mask, s2_rgb
 from ssl4eo_build.geo import LonLat, utm_epsg
 from ssl4eo_build.grid import PixelGrid, centre_pixel, centred_grid
 

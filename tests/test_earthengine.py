@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import ee
@@ -22,13 +22,15 @@ from typer.testing import CliRunner
 from ssl4eo_build import download, pipeline
 from ssl4eo_build.align_worker import _layer
 from ssl4eo_build.cities import write_cities
-from ssl4eo_build.config import Config, EarthEngineConfig, load_config
+from ssl4eo_build.config import Config, EarthEngineConfig, load_config, override
 from ssl4eo_build.download import (
     DownloadTask,
     LimitedCaller,
+    SeasonPick,
     download_location,
     fetch_grid,
     fetch_request,
+    planned_layers,
 )
 from ssl4eo_build.errors import (
     CredentialsError,
@@ -39,7 +41,14 @@ from ssl4eo_build.errors import (
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import PixelGrid
 from ssl4eo_build.manifest import Manifest
-from ssl4eo_build.modalities import FETCH_PRODUCTS, INT16_MISSING, PRODUCTS
+from ssl4eo_build.modalities import (
+    CLOUD_SCORE,
+    INT16_MISSING,
+    PRODUCTS,
+    SCENE_PRODUCTS,
+    fetched_products,
+    product_named,
+)
 from ssl4eo_build.raster_io import read_geotiff
 from ssl4eo_build.sources import SOURCES, Limiter, RetryPolicy, Scene, SceneQuery, TimeWindow
 from ssl4eo_build.sources import earthengine as eesrc
@@ -55,6 +64,9 @@ from ssl4eo_build.workdir import WorkDir
 from .conftest import write_toml
 from .fake_earthengine import (
     CS,
+    DEM,
+    DW,
+    ESRI,
     L1C,
     L2A,
     S1,
@@ -64,6 +76,7 @@ from .fake_earthengine import (
     Fault,
     granule_id,
     invocations,
+    millis,
     truth,
     world_pixels,
 )
@@ -105,8 +118,13 @@ def scene(product: str, season: int = 0) -> Scene:
 
 def season_layers(seasons: tuple[int, ...] = (0,)) -> tuple[Layer, ...]:
     return tuple(
-        Layer(p, s, scene(p, s), PRODUCTS[p].bands) for s in seasons for p in FETCH_PRODUCTS
+        Layer(PRODUCTS[p], s, scene(p, s), PRODUCTS[p].bands)
+        for s in seasons
+        for p in SCENE_PRODUCTS
     )
+
+
+L2A_PRODUCT = PRODUCTS["S2L2A"]
 
 
 def munich_grid() -> PixelGrid:
@@ -120,7 +138,7 @@ def query(**change: object) -> SceneQuery:
     )
     pad = timedelta(days=15)
     s1 = tuple(TimeWindow(w.start - pad, w.end + pad) for w in windows)
-    base = SceneQuery(MUNICH, windows, s1, 10.0, 15.0)
+    base = SceneQuery(MUNICH, windows, s1, 10.0, 15.0, (("CS", CLOUD_SCORE.collection),))
     return replace(base, **change)  # type: ignore[arg-type]
 
 
@@ -186,7 +204,7 @@ def test_plan_is_one_request_with_joins_filters_and_no_footprints() -> None:
     assert [s.acquired for s in found["S2L1C"]] == [r + timedelta(days=1) for r in SEASONS_2021]
     assert [s.scene_id for s in found["S1GRD"]] == [f"S1A_IW_GRDH_1SDV_{i}" for i in range(4)]
     l2a = found["S2L2A"]
-    assert [s.cloud_pct for s in l2a] == [4.0] * 4 and all(s.cloud_score for s in l2a)
+    assert [s.cloud_pct for s in l2a] == [4.0] * 4 and all(s.companions == {"CS"} for s in l2a)
     assert [s.tile_id for s in l2a] == ["T32UPU"] * 3 + [None], "a null tile stays None"
     assert l2a[0].epsg == 32632 and l2a[0].granule == l2a[0].scene_id
 
@@ -229,7 +247,7 @@ def test_one_request_stacks_two_seasons_typed_and_unmasked_on_the_server() -> No
     calls = invocations(body)
     loaded = [args["id"] for name, args in calls if name == "Image.load"]
     assert sorted(loaded) == sorted(
-        f"{PRODUCTS[x.product].collection}/{x.scene.scene_id}" for x in request.layers
+        f"{x.spec.collection}/{x.scene.scene_id}" for x in request.layers
     )
     names = [name for name, _ in calls]
     assert names.count("Image.toInt16") == 4 and names.count("Image.toFloat") == 2
@@ -253,8 +271,8 @@ def test_s1_resampling_is_asked_of_the_server() -> None:
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        (Layer("S2L2A", 0, replace(scene("S2L2A"), scene_id="nope"), ("B02",)), "not found"),
-        (Layer("S2L2A", 0, scene("S2L2A"), ("B10",)), "did not match any bands"),
+        (Layer(L2A_PRODUCT, 0, replace(scene("S2L2A"), scene_id="nope"), ("B02",)), "not found"),
+        (Layer(L2A_PRODUCT, 0, scene("S2L2A"), ("B10",)), "did not match any bands"),
     ],
 )
 def test_unknown_assets_and_bands_are_final(layer: Layer, message: str) -> None:
@@ -377,15 +395,46 @@ def test_download_location_rides_out_every_transient_fault_and_slows_on_429(
     assert len(fake.of_kind("computeFeatures")) + len(fake.of_kind("computePixels")) == 11
     assert limiter.current_rate < 1000.0
     by_product = {(r.product, r.season): r for r in result.scenes}
-    assert len(by_product) == 12
+    # Per season L1C, L2A, S-1, Cloud Score+ and land cover; the DEM once.
+    assert len(by_product) == 4 * 5 + 1 and ("DEM", 0) in by_product
     assert by_product[("S2L2A", 0)].scene.cloud_pct == 4.0
     assert by_product[("S1GRD", 3)].gap_days == 2.0
+    assert by_product[("LULC", 2)].scene.scene_id == f"{ESRI}:2021"
+    products = {p.name: p for p in fetched_products(cfg)}
     for record in result.scenes:
         path = tmp_path / record.path
-        raster = _layer(read_geotiff(path), path, (record.product, record.season))
+        key = (record.product, record.season)
+        raster = _layer(read_geotiff(path), path, key, products[record.product])
         assert raster.grid.epsg == record.epsg == 32632, "S-1 on the S-2 grid"
         bands = [eesrc.ee_band(b) for b in raster.bands]
         np.testing.assert_allclose(raster.data, expected_pixels(raster.grid, bands), rtol=1e-6)
+
+
+@pytest.mark.parametrize("lulc_source", ["esri", "dynamic_world"])
+def test_extra_layers_are_found_and_resampled_as_the_registry_says(lulc_source: str) -> None:
+    fake = FakeEarthEngine()
+    cfg = override(load_config(None, FIXED_YEAR), "download.lulc_source", lulc_source)
+    granule = replace(scene("S2L2A", 1), companions=frozenset({"CS", "LULC"}))
+    pick = SeasonPick(1, scene("S2L1C", 1), granule, scene("S1GRD", 1), 2.0)
+    layers = [x for x in planned_layers(cfg, [pick], MUNICH) if x.product in ("CS", "DEM", "LULC")]
+    request = PixelRequest(munich_grid().crop(0, 0, 12, 12), tuple(layers))
+    pixels = source(fake).fetch(request)
+    assert_layers_follow_truth(pixels, request)
+
+    calls = invocations(fake.of_kind("computePixels")[0].body)
+    images = {a["id"] for n, a in calls if n == "Image.load"}
+    collections = {a["id"] for n, a in calls if n == "ImageCollection.load"}
+    mosaics = [n for n, _ in calls if n == "ImageCollection.mosaic"]
+    # The DEM: every tile resampled bilinearly, then mosaicked.
+    assert DEM in collections and ("Image.resample", {"mode": "bilinear"}) in calls
+    assert f"{CS}/{granule.scene_id}" in images
+    if lulc_source == "esri":  # the images of the timestamp's year, mosaicked
+        assert ESRI in collections and len(mosaics) == 2
+        year = {"start": millis(datetime(2021, 1, 1)), "end": millis(datetime(2022, 1, 1))}
+        assert ("DateRange", year) in calls
+    else:  # the granule's own label image
+        assert f"{DW}/{granule.scene_id}" in images and len(mosaics) == 1
+    assert [a for n, a in calls if n == "Image.resample"] == [{"mode": "bilinear"}], "DEM only"
 
 
 def test_final_errors_reject_the_location_with_the_reason(tmp_path: Path) -> None:
@@ -458,9 +507,10 @@ def test_download_and_align_stages_on_the_earthengine_source(
         verdicts = m.db.execute("SELECT status, COUNT(*) FROM downloads GROUP BY 1").fetchall()
         rows = m.db.execute("SELECT path, product, time_index FROM scenes").fetchall()
     assert verdicts == [("ok", 3)], "20% transient errors of every kind lose nothing"
-    assert len(rows) == 36
+    assert len(rows) == 3 * (4 * 5 + 1), "per season 5 layers, the DEM once"
     for path, product, season in rows:
-        raster = _layer(read_geotiff(work / path), work / path, (product, season))
+        spec = product_named(load_config(cfg), product)
+        raster = _layer(read_geotiff(work / path), work / path, (product, season), spec)
         bands = [eesrc.ee_band(b) for b in raster.bands]
         np.testing.assert_allclose(raster.data, expected_pixels(raster.grid, bands), rtol=1e-6)
     # A rerun finds everything done: no search, no pixels.
@@ -488,14 +538,23 @@ def test_dry_run_needs_no_credentials_and_estimates_time(tmp_path: Path) -> None
     args = ["download", "-c", str(cfg), "-w", str(work), "--source", "earthengine", "--dry-run"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    # 2 MiB per response: each 5.3 MB season cut to fit, far more than 3 per location.
-    per_location = 1 + 2 * len(
-        pieces(
-            PixelRequest(replace(munich_grid(), epsg=32632), season_layers((0, 1))),
-            RequestShape(2, 1024),
-            ResponseLimits.from_mb(2.0, 32_768, 1024),
+    # 2 MiB per response: each season's layers (5.9 MB) cut to fit, far more than 3 per
+    # location; the first pair of seasons carries the DEM too.
+    products = fetched_products(load_config(cfg))
+
+    def pair(first: int) -> int:
+        layers = tuple(
+            Layer(p, s, scene("S2L2A"), p.bands)
+            for s in (first, first + 1)
+            for p in products
+            if p.timestamps == 4 or s == 0
         )
-    )
+        request = PixelRequest(replace(munich_grid(), epsg=32632), layers)
+        return len(
+            pieces(request, RequestShape(2, 1024), ResponseLimits.from_mb(2.0, 32_768, 1024))
+        )
+
+    per_location = 1 + pair(0) + pair(2)
     assert per_location > 3
     assert f"{40 * per_location} requests" in result.output
     assert f"about {40 * per_location / 10:,.0f} s" in result.output

@@ -430,7 +430,9 @@ def layer_image(layer: Layer, s1_resampling: str, f: PlanFunctions) -> ee.Image:
         year = layer.scene.acquired.year
         images = images.filterDate(_millis(datetime(year, 1, 1)), _millis(datetime(year + 1, 1, 1)))
     if method != "nearest":
-        images = images.map(f.resample[method])
+        images = ee.ImageCollection(
+            ee.ApiFunction.call_("Collection.map", images, f.resample[method])
+        )
     return images.mosaic()
 
 
