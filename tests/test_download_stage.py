@@ -6,6 +6,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ssl4eo_build.config import Config, load_config, override
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.grid import PixelGrid, lonlat_of_pixels
 from ssl4eo_build.manifest import Manifest
-from ssl4eo_build.modalities import PRODUCTS
+from ssl4eo_build.modalities import fetched_products
 from ssl4eo_build.raster_io import read_geotiff
 from ssl4eo_build.sources.synthetic import truth
 
@@ -66,35 +67,44 @@ def test_download_writes_georeferenced_geotiffs(tmp_path: Path, cfg_path: Path) 
             "SELECT sample_id, product, time_index, path, scene_id, crs FROM scenes"
         ).fetchall()
         locations = {r.sample_id: r.position for r in m.locations()}
-    assert len(rows) == 12 * summary.ok
+    per_location: dict[str, Counter[str]] = {}
+    for r in rows:
+        per_location.setdefault(r[0], Counter())[r[1]] += 1
+    assert len(per_location) == summary.ok
+    for counts in per_location.values():  # Cloud Score+ only where the granule has it
+        assert counts["CS"] <= 4 and counts - Counter({"CS": 4}) == Counter(
+            {"S2L1C": 4, "S2L2A": 4, "S1GRD": 4, "LULC": 4, "DEM": 1}
+        )
+    assert sum(c["CS"] for c in per_location.values()) > 2 * summary.ok
     zones = set()
     s2_crs = {(r[0], r[2]): r[5] for r in rows if r[1] == "S2L2A"}
     files = {r[3] for r in rows}
-    # One file per pixel request and type: S-2 (int16) and S-1 (float32) of the request's
-    # seasons; a request per pair of seasons in one UTM zone, more near a zone border.
+    # One file per pixel request and type: int16 (S-2, land cover) and float32 (S-1, Cloud
+    # Score+, DEM) of the request's seasons; a request per pair of seasons in one UTM zone,
+    # more near a zone border.
     pixel_requests = summary.requests - summary.ok  # no retries: one scene plan each
     assert len(files) == 2 * pixel_requests and pixel_requests >= 2 * summary.ok
+    products = {p.name: p for p in fetched_products(cfg)}
     for sample_id, product, season, relpath, scene_id, crs in rows:
-        assert re.fullmatch(rf"raw/{sample_id[:4]}/{sample_id}/(S2L1C\+S2L2A|S1GRD)_s\d+\.tif",
-                            relpath)  # fmt: skip
+        name = re.fullmatch(rf"raw/{sample_id[:4]}/{sample_id}/([A-Z0-9+]+)_s\d+\.tif", relpath)
+        assert name and product in name.group(1).split("+")
         path = work / relpath
-        raster = _layer(read_geotiff(path), path, (product, season))
-        with rasterio.open(path) as f:  # S-2 digital numbers as int16, S-1 dB as float32
-            assert set(f.dtypes) == {PRODUCTS[product].raw_dtype}
+        raster = _layer(read_geotiff(path), path, (product, season), products[product])
+        with rasterio.open(path) as f:  # one type per file
+            assert set(f.dtypes) == {products[product].raw_dtype}
             assert f.tags()["sample_id"] == sample_id
         assert raster.grid.width == raster.grid.height == 384
-        assert raster.grid.epsg == crs
+        assert raster.grid.epsg == crs == s2_crs[sample_id, season], "on the season's S-2 grid"
         assert raster.tags["scene_id"] == scene_id
+        assert raster.bands == products[product].bands
+        if product not in ("S2L1C", "S2L2A", "S1GRD"):
+            continue
         if product != "S1GRD":
             zones.add(crs)
             assert raster.grid.left % 60 == 0 and raster.grid.top % 60 == 0, "60 m lattice"
-            assert raster.bands[0] == "B01" and len(raster.bands) == 13
-        else:
-            # S-1 arrives on the season's S-2 grid (the source resamples it there).
-            assert raster.bands == ("VV", "VH") and crs == s2_crs[sample_id, season]
         scl = None
         if product != "S1GRD":  # L1C has no SCL: use its L2A sibling (same granule and grid)
-            scl = _layer(read_geotiff(path), path, ("S2L2A", season)).data[-1]
+            scl = _layer(read_geotiff(path), path, ("S2L2A", season), products["S2L2A"]).data[-1]
         assert_pixels_follow_truth(raster.data, raster.grid, raster.tags, product, scl)
         assert_centre_pixel_is_the_locations(raster.grid, locations[sample_id])
     assert zones >= {32632, 32633}, "locations near the zone border use both zones"

@@ -242,6 +242,13 @@ BANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _repeated(values: NDArray[Any], factor: int) -> NDArray[Any]:
+    """A coarse (h, w) array onto a grid ``factor`` times finer."""
+    if factor == 1:
+        return values
+    return np.repeat(np.repeat(values, factor, axis=0), factor, axis=1)
+
+
 def _native_grid_only(product: Product) -> bool:
     """S-2 granules and their companions must be asked for in their own CRS (the simulator's
     rule, so that a wrong grid is caught); S-1 and the DEM and land-cover mosaics are
@@ -456,16 +463,17 @@ class SyntheticSource:
             factor = max(1, round(res / 10.0)) if scene.product != "S1GRD" else 1
             coarse = self._coarse_grid(grid, factor)
             fields = self._truth_on(coarse)
-            clouds = None
+            clouds = snow = None
             if scene.product != "S1GRD":
-                clouds = self._clouds(scene, grid, key)
+                # Clouds and snow on the 60 m lattice, so that every band agrees on them.
                 step = 6 // factor
-                clouds = np.repeat(np.repeat(clouds, step, axis=0), step, axis=1)
+                clouds = _repeated(self._clouds(scene, grid, key), step)
+                snow = _repeated(
+                    self._truth_on(self._coarse_grid(grid, 6)).snow(scene.acquired), step
+                )
             for i in indices:
-                values = self._band(scene, bands[i], fields, clouds)
-                if factor > 1:
-                    values = np.repeat(np.repeat(values, factor, axis=0), factor, axis=1)
-                out[i] = values
+                values = self._band(scene, bands[i], fields, clouds, snow)
+                out[i] = _repeated(values, factor)
         return out
 
     def _layer(
@@ -476,7 +484,7 @@ class SyntheticSource:
         ESRI map, or Dynamic World labels of a granule)."""
         if scene.product == "CS":
             clouds = self._clouds(scene, grid, key)
-            score = cloud_score(np.repeat(np.repeat(clouds, 6, axis=0), 6, axis=1))
+            score = cloud_score(_repeated(clouds, 6))
             by_band = {"cs_cdf": score, "cs": np.clip(score - 0.05, 0.0, 1.0)}
             return np.stack([by_band[b] for b in bands]).astype(np.float32)
         fields = self._truth_on(grid)
@@ -542,9 +550,14 @@ class SyntheticSource:
                 self._granule_cover.popitem(last=False)
 
     def _band(
-        self, scene: Scene, band: str, fields: Truth, clouds: NDArray[np.float32] | None
+        self,
+        scene: Scene,
+        band: str,
+        fields: Truth,
+        clouds: NDArray[np.float32] | None,
+        snow: NDArray[np.bool_] | None,
     ) -> NDArray[np.float32]:
-        if clouds is None:
+        if clouds is None or snow is None:
             water = fields.water < -0.35
             level = 1.6 * fields.regional
             if band == "VV":
@@ -557,7 +570,7 @@ class SyntheticSource:
         season = math.cos(2.0 * math.pi * (scene.acquired.timetuple().tm_yday - 200) / 365.0)
         vegetation = fields.vegetation + 0.25 * season
         water = fields.is_water
-        snow = fields.snow(scene.acquired) & ~water
+        snow = snow & ~water
         if band == "SCL":
             scl = np.where(water, 6, np.where(vegetation > 0.0, 4, 5)).astype(np.float32)
             scl[snow] = 11
