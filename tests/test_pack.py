@@ -26,7 +26,7 @@ from ssl4eo_build.workdir import WorkDir
 
 from .conftest import write_toml
 
-MODALITIES = ("S1GRD", "S2L1C", "S2L2A", "S2RGB")
+MODALITIES = ("S1GRD", "S2L1C", "S2L2A", "S2RGB", "NDVI", "DEM", "LULC")  # v1.1's seven
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,23 @@ def test_exact_schema(packed: tuple[Config, Path]) -> None:
     assert rgb["bands"].dtype == np.uint8 and rgb.sizes["band"] == 3
     l1c = open_shard(str(path).replace("S2L2A", "S2L1C"))
     assert l1c.sizes["band"] == 13 and "B10" in [str(b) for b in l1c["band"].values]
+    for name, dtype, band in (("NDVI", np.float16, "ndvi"), ("LULC", np.uint8, "lulc")):
+        extra = open_shard(str(path).replace("S2L2A", name))
+        assert extra["bands"].dtype == dtype and "cloud_mask" not in extra
+        assert [str(b) for b in extra["band"].values] == [band]
+        assert extra.sizes["time"] == 4 and np.array_equal(extra["time_"], ds["time_"])
+    ndvi = open_shard(str(path).replace("S2L2A", "NDVI"))["bands"].values
+    assert -1.0 <= ndvi.min() and ndvi.max() <= 1.0
+    lulc = open_shard(str(path).replace("S2L2A", "LULC"))
+    assert set(np.unique(lulc["bands"].values)) <= set(range(10))
+    assert all(":20" in str(f) for f in lulc["file_id"].values.ravel()), "image and year"
+    # DEM: one timestamp, time value 0, 1970-01-01, the source asset as file id.
+    dem = open_shard(str(path).replace("S2L2A", "DEM"))
+    assert dict(dem.sizes) == {"sample": 4, "time": 1, "band": 1, "y": 264, "x": 264}
+    assert dem["bands"].dtype == np.float32 and list(dem["time"].values) == [0]
+    assert (dem["time_"].values == np.datetime64(0, "ns")).all()
+    assert [str(v) for v in dem["sample_id"].values[0]] == [f"{s}_0"]
+    assert set(dem["file_id"].values.ravel()) == {"COPERNICUS/DEM/GLO30"}
 
 
 def test_pixels_are_the_aligned_cubes(packed: tuple[Config, Path]) -> None:
@@ -209,7 +226,7 @@ def test_rerun_keeps_shards_and_repack_is_byte_identical(packed: tuple[Config, P
     assert again.shards_written == 0
     assert {p: (p.stat().st_mtime_ns, file_sha256(p)) for p in files} == before
     other = pipeline.run_pack(cfg, work, out=tmp_path / "copy", progress=False, force=True)
-    assert other.shards_written == len(files) // 4
+    assert other.shards_written == len(files) // len(MODALITIES)
     for p in files:
         twin = tmp_path / "copy" / p.relative_to(work / "dataset")
         assert file_sha256(twin) == before[p][1], "same inputs and seed: byte-identical shards"
