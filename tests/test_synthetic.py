@@ -124,7 +124,7 @@ def test_errors() -> None:
             flaky.plan(SceneQuery(MUNICH, tuple(SPRING), tuple(SPRING), 10.0, 15.0))
     src = SyntheticSource()
     scene = src.search(MUNICH, "S2L2A", SPRING)[0]
-    layer = Layer("S2L2A", 0, scene, ("B02",))
+    layer = Layer(PRODUCTS["S2L2A"], 0, scene, ("B02",))
     request = PixelRequest(centred_grid(32633, MUNICH, 12, 10.0, 60.0), (layer,))
     with pytest.raises(FinalSourceError, match="native is EPSG:32632"):
         src.fetch(request)
