@@ -102,7 +102,7 @@ def test_exact_schema(packed: tuple[Config, Path]) -> None:
         assert [str(b) for b in extra["band"].values] == [band]
         assert extra.sizes["time"] == 4 and np.array_equal(extra["time_"], ds["time_"])
     ndvi = open_shard(str(path).replace("S2L2A", "NDVI"))["bands"].values
-    assert -1.0 <= ndvi.min() and ndvi.max() <= 1.0
+    assert ndvi.min() >= -1.0 and ndvi.max() <= 1.0
     lulc = open_shard(str(path).replace("S2L2A", "LULC"))
     assert set(np.unique(lulc["bands"].values)) <= set(range(10))
     assert all(":20" in str(f) for f in lulc["file_id"].values.ravel()), "image and year"
