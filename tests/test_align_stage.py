@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,13 @@ import pytest
 from ssl4eo_build import pipeline
 from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import Config, load_config
-from ssl4eo_build.cube import load_cube
-from ssl4eo_build.grid import transformer
-from ssl4eo_build.sources.synthetic import truth
+from ssl4eo_build.cube import AlignedCube, load_cube
+from ssl4eo_build.derive import SCL_TO_CLOUD
+from ssl4eo_build.download import fetch_grid
+from ssl4eo_build.grid import PixelGrid, transformer
+from ssl4eo_build.manifest import Manifest
+from ssl4eo_build.sources.base import Scene, TimeWindow
+from ssl4eo_build.sources.synthetic import SyntheticSource, truth
 
 from .conftest import write_toml
 
@@ -104,6 +109,119 @@ def test_every_timestamp_and_s1_agree_with_truth(aligned: tuple[Config, Path]) -
     print(f"mean |offset| {offsets.mean():.3f} px, max {offsets.max():.3f} px over {len(offsets)}")
     assert offsets.mean() < 0.5, offsets.mean()
     assert offsets.max() < 1.0, offsets.max()
+
+
+class Simulated:
+    """The simulator's own pixels of a cube's timestamp, on the cube's reference grid: the
+    layer evaluated on the season's fetch grid (as the download asked for it) and cropped."""
+
+    def __init__(self, cfg: Config, work: Path, sample_id: str, cube: AlignedCube) -> None:
+        self.cfg, self.cube = cfg, cube
+        self.source = SyntheticSource(cfg.synthetic)
+        with Manifest.open(work) as m:
+            self.position = next(r.position for r in m.locations() if r.sample_id == sample_id)
+            self.scenes = {
+                (product, int(season)): scene_id
+                for product, season, scene_id in m.db.execute(
+                    "SELECT product, time_index, scene_id FROM scenes WHERE sample_id=?",
+                    (sample_id,),
+                )
+            }
+        x, y = cube.x, cube.y
+        self.grid = PixelGrid(cube.epsg, x[0] - 5.0, y[0] + 5.0, 10.0, 10.0, len(x), len(y))
+
+    def layer(self, t: int, product: str, bands: tuple[str, ...]) -> np.ndarray | None:
+        """(band, y, x) of ``product`` at timestamp ``t``; None when the granule lacks it."""
+        cube = self.cube
+        season, epsg = cube.season[t], cube.tile_crs[t]
+        scene_id = self.scenes.get((product, season))
+        if scene_id is None:
+            return None
+        acquired = cube.modalities["S2L2A"].time[t].astype("datetime64[s]").item()
+        if product == "LULC":
+            acquired = datetime(int(scene_id.rsplit(":", 1)[1]), 1, 1)
+        day = timedelta(days=1)
+        self.source.search(self.position, "S2L2A", [TimeWindow(acquired - day, acquired + day)])
+        scene = Scene(scene_id, product, acquired, epsg)
+        fetched = fetch_grid(self.cfg, scene, self.position)
+        col, row = self.grid.offset_in(fetched)
+        data = self.source.pixels(scene, fetched, bands)
+        return data[:, row : row + self.grid.height, col : col + self.grid.width]
+
+
+def same_crs_timestamps(aligned: tuple[Config, Path]) -> list[tuple[Simulated, int]]:
+    """(simulated truth, timestamp) of every timestamp aligned without resampling."""
+    cfg, work = aligned
+    out = []
+    for sample_id, status, _, _, _, path in patches(work):
+        if status != "ok":
+            continue
+        cube = load_cube(work / path)
+        truth_of = Simulated(cfg, work, sample_id, cube)
+        out.extend((truth_of, t) for t in range(4) if cube.tile_crs[t] == cube.epsg)
+    assert len(out) >= 20
+    return out
+
+
+def test_ndvi_cloud_classes_and_land_cover_are_the_simulators(
+    aligned: tuple[Config, Path],
+) -> None:
+    """Per timestamp: NDVI from the simulator's L2A, the cloud classes from its Cloud Score+
+    (or SCL alone where the granule has none) and SCL, and the year's land cover with snow and
+    clouds from the mask; compared where the simulator delivered pixels (align fills the rest
+    from the nearest)."""
+    thin = with_score = snow = 0
+    for sim, t in same_crs_timestamps(aligned):
+        cube = sim.cube
+        red, nir, scl = sim.layer(t, "S2L2A", ("B04", "B08", "SCL"))
+        seen = np.isfinite(scl)
+        total = nir + red
+        ndvi = np.divide(nir - red, total, out=np.zeros_like(total), where=total != 0)
+        got = cube.modalities["NDVI"].bands[t, 0]
+        np.testing.assert_array_equal(got[seen], ndvi.astype(np.float16)[seen])
+        assert got.dtype == np.float16 and got.min() >= -1.0 and got.max() <= 1.0
+
+        score = sim.layer(t, "CS", ("cs_cdf",))
+        classes = SCL_TO_CLOUD[np.nan_to_num(scl, nan=0.0).astype(int)]
+        if score is not None:  # Cloud Score+ decides clouds: thin below 0.6, thick below 0.3
+            with_score += 1
+            cs = score[0]
+            classes = np.where(np.isin(classes, (3, 4)), 0, classes)
+            classes = np.where(cs < 0.6, 3, classes)
+            classes = np.where(cs < 0.3, 4, classes)
+        mask = cube.cloud_mask[t]
+        np.testing.assert_array_equal(mask[seen], classes[seen])
+        thin += int((mask == 3).sum())
+        snow += int((mask == 2).sum())
+
+        (esri,) = sim.layer(t, "LULC", ("b1",))
+        lulc = np.zeros(esri.shape, dtype=np.uint8)
+        for code, label in {1: 1, 2: 2, 4: 3, 5: 4, 7: 5, 8: 6, 9: 7, 10: 8, 11: 9}.items():
+            lulc[esri == code] = label
+        lulc[mask == 2] = 7  # snow and clouds from the timestamp's mask
+        lulc[np.isin(mask, (3, 4))] = 8
+        np.testing.assert_array_equal(cube.modalities["LULC"].bands[t, 0], lulc)
+    assert with_score and thin and snow, "Cloud Score+, thin clouds and snow all exercised"
+
+
+def test_dem_is_the_terrain_at_one_timestamp(aligned: tuple[Config, Path]) -> None:
+    for sim, t in same_crs_timestamps(aligned):
+        if t:
+            continue
+        cube = sim.cube
+        dem = cube.modalities["DEM"]
+        assert dem.bands.shape == (1, 1, 264, 264) and dem.bands.dtype == np.float32
+        assert dem.time.astype(np.int64).tolist() == [0]
+        assert dem.file_id == ("COPERNICUS/DEM/GLO30",)
+        season = next(s for (p, s) in sim.scenes if p == "DEM")
+        grid = fetch_grid(sim.cfg, Scene("dem", "DEM", datetime(1970, 1, 1), cube.epsg),
+                          sim.position)  # fmt: skip
+        xs, ys = np.meshgrid(cube.x, cube.y)
+        lon, lat = transformer(cube.epsg, 4326).transform(xs, ys)
+        terrain = truth(lon, lat, 0).elevation
+        # The season the DEM came with is on the majority CRS: sliced, not resampled.
+        assert cube.tile_crs[cube.season.index(season)] == cube.epsg and grid.epsg == cube.epsg
+        np.testing.assert_allclose(dem.bands[0, 0], terrain, atol=0.05)
 
 
 def test_cube_layout(aligned: tuple[Config, Path]) -> None:
