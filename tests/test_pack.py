@@ -25,8 +25,9 @@ from ssl4eo_build.validate import validate_dataset
 from ssl4eo_build.workdir import WorkDir
 
 from .conftest import write_toml
+from .v11_loaders import DEFAULT_MODALITIES, webdataset_loader, zarr_loader
 
-MODALITIES = ("S1GRD", "S2L1C", "S2L2A", "S2RGB", "NDVI", "DEM", "LULC")  # v1.1's seven
+MODALITIES = DEFAULT_MODALITIES  # v1.1's seven
 
 
 @pytest.fixture(scope="module")
@@ -415,6 +416,31 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
         diff = np.subtract(stats[out][modality]["mean"], stats[wds_root][modality]["mean"])
         np.testing.assert_allclose(diff, 1000.0, atol=0.01)
     assert stats[out]["S1GRD"] == stats[wds_root]["S1GRD"]
+    assert set(stats[out]) == set(stats[wds_root]) == set(MODALITIES)
+    # Both published loaders read every modality of their layout, samples aligned.
+    by_key = {}
+    for split in ("train", "val"):
+        for item in zarr_loader(out, split):
+            assert item["DEM"].shape[1:] == (1, 1, 264, 264)
+            for i, key in enumerate(item["sample"]):
+                by_key[key] = {m: item[m][i] for m in MODALITIES}
+    seen = 0
+    for split in ("train", "val"):
+        for sample in webdataset_loader(wds_root, split):
+            seen += 1
+            published = by_key[sample["__key__"]]
+            for m in MODALITIES:
+                stored = sample[m].astype(np.int32) + (1000 if m in ("S2L1C", "S2L2A") else 0)
+                expected = published[m].astype(np.int32) if m in ("S2L1C", "S2L2A") else None
+                if expected is not None:  # the Zarr layout saturates at 32767
+                    assert np.array_equal(np.minimum(stored, 32767), expected), m
+                else:
+                    assert np.array_equal(sample[m], published[m], equal_nan=True), m
+            assert "time_DEM" not in sample and sample["time_S2L2A"].shape == (4,)
+            assert sample["cloud_mask"].shape == (4, 264, 264)
+            assert sample["NDVI"].min() >= -1.0 and sample["NDVI"].max() <= 1.0
+            assert sample["LULC"].dtype == np.uint8 and sample["LULC"].max() <= 9
+    assert seen == len(by_key) > 0
     # validate holds stats.json against the values.
     edited = json.loads((out / "stats.json").read_text())
     edited["S2L2A"]["mean"][3] -= 1000.0
