@@ -17,11 +17,12 @@ import rasterio
 from rasterio.transform import from_origin
 
 from ssl4eo_build.cube import load_cube
+from ssl4eo_build.modalities import names
 from ssl4eo_build.pack import blosc, open_shard, shard_dataset, write_zarr_zip
 
 SOURCE = Path("bench-work/align-same-CRS-zstd/aligned")
 OUT = Path("bench-work/pack")
-MODALITIES = ("S1GRD", "S2L1C", "S2L2A", "S2RGB")
+MODALITIES = names()
 CODECS = (("zstd", 5), ("lz4", 5), ("zlib", 5))
 
 
@@ -53,7 +54,9 @@ def read_shards(n: int) -> None:
         ds = open_shard(OUT / "zstd" / modality / "shard.zarr.zip")
         ds["bands"].values  # noqa: B018 - the read is the point
     seconds = time.perf_counter() - t0
-    print(f"read zarr shards (xarray, all 4 modalities): {n / seconds:.1f} samples/s")
+    print(
+        f"read zarr shards (xarray, all {len(MODALITIES)} modalities): {n / seconds:.1f} samples/s"
+    )
 
 
 def read_v1_geotiffs(cubes: list) -> None:  # type: ignore[type-arg]

@@ -21,6 +21,7 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.errors import RasterioError
 
+from . import modalities as registry
 from .align import (
     fill_cube,
     is_missing,
@@ -38,7 +39,6 @@ from .geo import LonLat
 from .grid import PixelGrid, transformer
 from .modalities import (
     CLOUD_SCORE,
-    MODALITIES,
     N_SEASONS,
     Product,
     fetched_products,
@@ -236,7 +236,7 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
             stacks[name][is_missing(stacks[name])] = product.missing
     watch.lap("fill")
     layers = AlignedLayers(stacks, products, _cloud_masks(stacks, missing_l2a, a), a)
-    modalities = {m.name: _modality(m, layers, rasters, seasons) for m in MODALITIES}
+    modalities = {m.name: _modality(m, layers, rasters, seasons) for m in registry.MODALITIES}
     mid_x, mid_y = grid.left + grid.width * grid.res_x / 2, grid.top - grid.height * grid.res_y / 2
     lon, lat = transformer(epsg, 4326).transform(mid_x, mid_y)
     l2a = [rasters["S2L2A", s] for s in order]

@@ -220,5 +220,21 @@ MODALITIES: tuple[Modality, ...] = (
     Modality("LULC", ("lulc",), "uint8", derive.lulc, value_range=(0.0, 9.0),
              file_id_from="LULC"),
 )  # fmt: skip
-MODALITY: Mapping[str, Modality] = {m.name: m for m in MODALITIES}
-NAMES = tuple(MODALITY)
+
+
+# Looked up when called (not copied at import), so a registry extended at run time is seen.
+def names() -> tuple[str, ...]:
+    """The written modalities' names, in the registry's order."""
+    return tuple(m.name for m in MODALITIES)
+
+
+def modality(name: str) -> Modality:
+    for m in MODALITIES:
+        if m.name == name:
+            return m
+    raise KeyError(f"{name}: not a modality in the registry ({', '.join(names())})")
+
+
+def dn_modalities() -> tuple[str, ...]:
+    """Modalities holding Sentinel-2 digital numbers (each layout's offset applies)."""
+    return tuple(m.name for m in MODALITIES if m.dn_offset)

@@ -30,9 +30,9 @@ import zarr
 from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
+from . import modalities as registry
 from .cube import AlignedCube, load_cube
 from .files import atomic_target, commit_file, scratch_dir
-from .modalities import MODALITIES, MODALITY, NAMES
 from .raster_io import RawFileError
 
 SPLITS = ("train", "val")
@@ -130,7 +130,7 @@ def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
         "x_": (("sample", "x"), np.stack([c.x for c in cubes]).astype(np.float64)),
         "y_": (("sample", "y"), np.stack([c.y for c in cubes]).astype(np.float64)),
     }
-    if MODALITY[modality].cloud_mask:
+    if registry.modality(modality).cloud_mask:
         data_vars["cloud_mask"] = (
             ("sample", "time", "y", "x"),
             np.stack([c.cloud_mask for c in cubes]).astype(np.uint8),
@@ -328,7 +328,6 @@ class ShardResult:
 
 
 CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, sha256 or None)
-S2_DN = tuple(m.name for m in MODALITIES if m.dn_offset)  # Sentinel-2 digital numbers
 INT16_MAX = 32767
 
 
@@ -349,7 +348,7 @@ class Encoding:
         """What the file says about its values: ``bands`` attribute ``dn_offset`` on S-2
         digital numbers (not the CF ``add_offset``, which readers would apply), and the date
         rule of its samples."""
-        if modality in S2_DN:
+        if modality in registry.dn_modalities():
             ds["bands"].attrs["dn_offset"] = self.s2_offset
         if self.date_rule:
             ds.attrs["date_rule"] = self.date_rule
@@ -364,7 +363,7 @@ def with_offset(cube: AlignedCube, s2_offset: int) -> AlignedCube:
     if not s2_offset:
         return cube
     modalities = dict(cube.modalities)
-    for name in S2_DN:
+    for name in registry.dn_modalities():
         m = modalities[name]
         shifted = np.minimum(m.bands.astype(np.int32) + s2_offset, INT16_MAX).astype(np.int16)
         modalities[name] = replace(m, bands=shifted)
@@ -408,7 +407,7 @@ def _write_modalities(
     if damaged:
         return ShardResult(plan.split, plan.number, (), (), {}, tuple(damaged))
     files = []
-    for modality in NAMES:
+    for modality in registry.names():
         rel = f"{plan.split}/{modality}/{file_name}"
         sha256 = write(cubes, modality, out_dir / rel, encoding, scratch_dir(out_dir))
         files.append((rel, modality, len(cubes), sha256))
@@ -443,7 +442,7 @@ def sample_dataset(cube: AlignedCube, modality: str) -> xr.Dataset:
         "center_lat": ((), np.float64(cube.center_lat)),
         "file_id": (("time",), np.array(m.file_id)),
     }
-    if MODALITY[modality].cloud_mask:
+    if registry.modality(modality).cloud_mask:
         data_vars["cloud_mask"] = (("time", "y", "x"), cube.cloud_mask.astype(np.uint8))
     return xr.Dataset(
         data_vars,
@@ -486,7 +485,7 @@ def _write_one_tar(
 
 def _band_sums(cubes: Sequence[AlignedCube]) -> dict[str, dict[str, list[float]]]:
     out = {}
-    for modality in NAMES:
+    for modality in registry.names():
         running = RunningStats()
         running.add(np.stack([c.modalities[modality].bands for c in cubes]))
         out[modality] = running.as_dict()

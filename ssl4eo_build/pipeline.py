@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import modalities as registry
 from . import pack
 from .align import footprint_grid
 from .align_worker import AlignResult, AlignTask, align_location
@@ -33,8 +34,6 @@ from .errors import (
 from .executor import DaskExecutor, run_pool
 from .files import SCRATCH, clear_scratch, file_sha256, intact, scratch_dir, write_atomic
 from .manifest import LocationRow, Manifest, settled_cut
-from .modalities import MODALITY
-from .modalities import NAMES as MODALITIES
 from .reference_index import read_reference_index
 from .sampling import SaturationError, sample_locations
 from .sources import requests_per_location
@@ -605,7 +604,7 @@ class Layout:
     def files(self, split: str, number: int) -> list[str]:
         """The shard's files, relative to the output directory."""
         name = self.file_name(split, number)
-        return [f"{self.prefix}{split}/{m}/{name}" for m in MODALITIES]
+        return [f"{self.prefix}{split}/{m}/{name}" for m in registry.names()]
 
 
 def _layouts(
@@ -618,7 +617,7 @@ def _layouts(
     """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
     published and OUT/webdataset the tar layout."""
     p = config.pack
-    compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in MODALITIES}
+    compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in registry.names()}
     out: list[Layout] = []
     if p.format in ("zarr", "both"):
         encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule)
@@ -767,9 +766,13 @@ def write_pack_sidecars(
                 for modality, part in json.loads(packed[split, n][2]).items():
                     train_stats.setdefault(modality, []).append(part)
     stats = {}
-    for modality in MODALITIES:
+    for modality in registry.names():
         mean, std = pack.RunningStats.merged(train_stats.get(modality, [])).mean_std()
-        stats[modality] = {"mean": mean, "std": std, "bands": list(MODALITY[modality].bands)}
+        stats[modality] = {
+            "mean": mean,
+            "std": std,
+            "bands": list(registry.modality(modality).bands),
+        }
     write("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
     return sums
 

@@ -22,12 +22,10 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from .modalities import MODALITY
-from .modalities import NAMES as MODALITIES
-from .pack import CHECKSUMS, INT16_MAX, S2_DN, SPLITS, RunningStats, open_shard
+from . import modalities as registry
+from .pack import CHECKSUMS, INT16_MAX, SPLITS, RunningStats, open_shard
 
 FILE_RE = re.compile(r"^ssl4eos12_(train|val)_seasonal_data_(\d{6})\.zarr\.zip$")
-BANDS = {m.name: m.bands for m in MODALITY.values()}
 VARIABLES = {
     "center_lat": (("sample",), "float64"),
     "center_lon": (("sample",), "float64"),
@@ -77,12 +75,12 @@ def _deviations(root: Path) -> Iterator[str]:
         return
     yield from _check_checksums(root)
     # Band sums of the training split as decoded, to hold stats.json against.
-    train = {m: RunningStats() for m in MODALITIES}
+    train = {m: RunningStats() for m in registry.names()}
     complete = True  # every file decoded: the sums are the whole split's
     for split in SPLITS:
         sums = train if split == "train" else None
         numbers: dict[str, set[str]] = {}
-        for modality in MODALITIES:
+        for modality in registry.names():
             folder = root / split / modality
             files = sorted(folder.glob("*.zarr.zip")) if folder.is_dir() else []
             numbers[modality] = set()
@@ -130,15 +128,16 @@ def _check_stats(stats: Path, train: dict[str, RunningStats] | None) -> Iterator
     if not isinstance(content, dict):
         yield f"{stats}: expected an object {{modality: {{mean, std}}}}"
         return
-    for modality in MODALITIES:
+    for modality in registry.names():
         entry = content.get(modality)
         if not isinstance(entry, dict):
             yield f"{stats}: {modality} missing"
             continue
+        n_bands = len(registry.modality(modality).bands)
         for key in ("mean", "std"):
             values = entry.get(key)
-            if not isinstance(values, list) or len(values) != len(BANDS[modality]):
-                yield f"{stats}: {modality}: expected {len(BANDS[modality])} values in {key!r}"
+            if not isinstance(values, list) or len(values) != n_bands:
+                yield f"{stats}: {modality}: expected {n_bands} values in {key!r}"
             elif not all(isinstance(v, int | float) and np.isfinite(v) for v in values):
                 yield f"{stats}: {modality}: {key!r} holds values that are not finite numbers"
         if train is not None:
@@ -159,7 +158,8 @@ def _stats_match(
         for band, (a, b) in enumerate(zip(written, values, strict=True)):
             if not isinstance(a, int | float) or abs(a - b) > 2e-3 + 1e-6 * abs(b):
                 yield (
-                    f"{stats}: {modality} {key} of band {BANDS[modality][band]} is {a}, the "
+                    f"{stats}: {modality} {key} of band "
+                    f"{registry.modality(modality).bands[band]} is {a}, the "
                     f"training split's values give {b}"
                 )
                 return
@@ -210,7 +210,7 @@ TAR_RE = re.compile(r"^ssl4eos12_shard_(\d{6})\.tar$")
 def _check_tars(root: Path, split: str, sums: dict[str, RunningStats] | None) -> Iterator[str]:
     """WebDataset layout: per-sample ``{key}.zarr.zip`` members, keys aligned across modalities."""
     keys: dict[str, dict[str, list[str]]] = {}
-    for modality in MODALITIES:
+    for modality in registry.names():
         for tar in sorted((root / split / modality).glob("*.tar")):
             if not TAR_RE.match(tar.name):
                 yield f"{tar}: file name does not follow ssl4eos12_shard_NNNNNN.tar"
@@ -234,7 +234,7 @@ def _check_tars(root: Path, split: str, sums: dict[str, RunningStats] | None) ->
             keys.setdefault(tar.name, {})[modality] = names
     for name, per_modality in keys.items():
         lists = list(per_modality.values())
-        if len(per_modality) != len(MODALITIES):
+        if len(per_modality) != len(registry.names()):
             yield f"{root / split}/*/{name}: missing in some modality folders"
         elif any(names != lists[0] for names in lists):
             yield f"{root / split}/*/{name}: member keys differ across modalities"
@@ -244,7 +244,7 @@ def _check_file_group(
     root: Path, split: str, name: str, sums: dict[str, RunningStats] | None
 ) -> Iterator[str]:
     samples = None
-    for modality in MODALITIES:
+    for modality in registry.names():
         path = root / split / modality / name
         if not path.exists():
             continue
@@ -301,7 +301,7 @@ def _check_member(where: str, data: bytes, modality: str, watch: _BandsWatch) ->
         attrs = ds["bands"].attrs if "bands" in ds else {}
         yield from _check_offset(Path(where), attrs, modality, watch)
         yield from _check_range(Path(where), modality, watch)
-        n_time = MODALITY[modality].timestamps
+        n_time = registry.modality(modality).timestamps
         if "bands" in ds and ds["bands"].shape[0] != n_time:
             yield f"{where}: {ds['bands'].shape[0]} timestamps, expected {n_time}"
         if n_time == 1 and "time" in ds.coords and ds["time"].values.tolist() != [0]:
@@ -331,7 +331,7 @@ def _check_offset(
 ) -> Iterator[str]:
     """S-2 digital numbers say their offset (``dn_offset``) and respect it: DN >= 0, so the
     stored values lie in offset..32767 (the top saturates)."""
-    if modality not in S2_DN:
+    if modality not in registry.dn_modalities():
         return
     offset = attrs.get("dn_offset")
     if not isinstance(offset, int | np.integer):
@@ -346,7 +346,7 @@ def _check_offset(
 
 def _check_range(path: Path, modality: str, watch: _BandsWatch) -> Iterator[str]:
     """Stored values within the modality's typical range (NDVI in [-1, 1], LULC 0-9, ...)."""
-    bounds = MODALITY[modality].value_range
+    bounds = registry.modality(modality).value_range
     if bounds is None or watch.low > watch.high:
         return
     if not (bounds[0] <= watch.low and watch.high <= bounds[1]):
@@ -357,7 +357,7 @@ def _check_range(path: Path, modality: str, watch: _BandsWatch) -> Iterator[str]
 
 
 def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
-    spec = MODALITY[modality]
+    spec = registry.modality(modality)
     n_bands, n_time = len(spec.bands), spec.timestamps
     if "bands" not in ds:
         yield f"{path}: variable 'bands' missing"
@@ -373,9 +373,12 @@ def _check_dataset(path: Path, ds: xr.Dataset, modality: str) -> Iterator[str]:
     if chunks is not None and tuple(chunks)[1] != 1:
         yield f"{path}: bands chunked {tuple(chunks)}, expected one chunk per time index"
     band_names = tuple(str(b) for b in ds["band"].values) if "band" in ds.coords else ()
-    if band_names != BANDS[modality]:
-        yield f"{path}: band coordinate {band_names}, expected {BANDS[modality]}"
-    coords = {"band": f"<U{max(len(b) for b in BANDS[modality])}", "sample": "<U7"}
+    if band_names != registry.modality(modality).bands:
+        yield f"{path}: band coordinate {band_names}, expected {registry.modality(modality).bands}"
+    coords = {
+        "band": f"<U{max(len(b) for b in registry.modality(modality).bands)}",
+        "sample": "<U7",
+    }
     for name, dtype in coords.items():
         if name in ds.coords and str(ds[name].dtype) != dtype:
             yield f"{path}: coordinate {name} dtype {ds[name].dtype}, expected {dtype}"
@@ -495,9 +498,11 @@ def _check_geo_metadata(path: Path, metadata: dict[bytes, bytes], geometries: An
     if not isinstance(column.get("crs"), dict):
         yield f"{path}: GeoParquet metadata has no explicit 'crs' (PROJJSON of EPSG:4326)"
     bbox = column.get("bbox")
+    if not len(geometries):
+        return  # an empty split: nothing for a bbox to hold
     if not (isinstance(bbox, list) and len(bbox) == 4):
         yield f"{path}: GeoParquet metadata has no 'bbox'"
-    elif len(geometries):
+    else:
         bounds = shapely.bounds(geometries)
         inside = (
             bounds[:, 0].min() >= bbox[0] - 1e-9
