@@ -23,10 +23,10 @@ from contextlib import closing
 from pathlib import Path
 
 from ssl4eo_build import pipeline
-from ssl4eo_build.align_worker import AlignTask, align_location
-from ssl4eo_build.cities import write_cities
+from ssl4eo_build.align.worker import AlignTask, align_location
 from ssl4eo_build.config import load_config
 from ssl4eo_build.manifest import Manifest
+from ssl4eo_build.sample.cities import write_cities
 from ssl4eo_build.workdir import WorkDir
 
 ROOT = Path("bench-work")

@@ -31,7 +31,7 @@ from pathlib import Path
 import ee
 
 from ssl4eo_build.config import Config, load_config
-from ssl4eo_build.download import DownloadTask, download_on_worker, worker_state
+from ssl4eo_build.download.core import DownloadTask, download_on_worker, worker_state
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.sources.base import ClusterQuota
 from ssl4eo_build.workdir import WorkDir
@@ -62,7 +62,8 @@ def _config() -> Config:
 def _use_fake(latency_s: float, error_rate: float) -> None:
     """Point the `earthengine` source of this process at a fresh fake server. (Runs on Dask
     workers too: it imports what it changes, so the worker's own modules are changed.)"""
-    from ssl4eo_build import download, sources
+    from ssl4eo_build import sources
+    from ssl4eo_build.download import core as download
     from ssl4eo_build.sources.earthengine import EarthEngineSource
     from tests import fake_earthengine
 

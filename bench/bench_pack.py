@@ -16,9 +16,9 @@ from pathlib import Path
 import rasterio
 from rasterio.transform import from_origin
 
-from ssl4eo_build.cube import load_cube
+from ssl4eo_build.align.cube import load_cube
 from ssl4eo_build.modalities import names
-from ssl4eo_build.pack import blosc, open_shard, shard_dataset, write_zarr_zip
+from ssl4eo_build.pack.core import blosc, open_shard, shard_dataset, write_zarr_zip
 
 SOURCE = Path("bench-work/align-same-CRS-zstd/aligned")
 OUT = Path("bench-work/pack")

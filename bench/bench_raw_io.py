@@ -16,7 +16,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ssl4eo_build.align import missing_value
+from ssl4eo_build.align.core import missing_value
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.grid import centred_grid
 from ssl4eo_build.modalities import PRODUCTS

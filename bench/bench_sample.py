@@ -14,10 +14,10 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ssl4eo_build.cities import load_cities
 from ssl4eo_build.config import SampleConfig
 from ssl4eo_build.geo import geodesic_distance_m, unit_vectors
-from ssl4eo_build.sampling import sample_locations, v1_same_cell_sample
+from ssl4eo_build.sample.cities import load_cities
+from ssl4eo_build.sample.sampling import sample_locations, v1_same_cell_sample
 
 
 def close_pairs(points: np.ndarray, threshold: float) -> int:

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from ssl4eo_build import pipeline
+from ssl4eo_build.download.plan import describe_plan
 from ssl4eo_build.executor import DaskExecutor
-from ssl4eo_build.sources import describe_plan
 
 from .options import (
     DEFAULT_WORK_DIR,

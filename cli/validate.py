@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ssl4eo_build.errors import UserError
-from ssl4eo_build.validate import check_dataset
+from ssl4eo_build.pack.validate import check_dataset
 
 from .options import QuietOpt, VerboseOpt, guarded, setup_logging
 

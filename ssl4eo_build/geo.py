@@ -7,6 +7,8 @@ front of the exact computation, with a margin larger than the sphere/ellipsoid d
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,3 +80,12 @@ def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the standard UTM zone containing the point (WGS84 / UTM, no exceptions)."""
     zone = math.floor((lon + 180.0) / 6.0) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
+
+
+def majority_crs(epsgs: Sequence[int], centre: LonLat) -> int:
+    """The EPSG code most timestamps share; a tie goes to the UTM zone holding ``centre``."""
+    counts = Counter(epsgs)
+    best = max(counts.values())
+    tied = sorted(e for e, n in counts.items() if n == best)
+    own = utm_epsg(centre.lon, centre.lat)
+    return own if own in tied else tied[0]

@@ -14,7 +14,6 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from .align import is_missing, missing_value
 from .errors import Ssl4eoError
 from .files import atomic_target, commit_file
 from .grid import PixelGrid
@@ -26,6 +25,19 @@ class RawFileError(Ssl4eoError):
 
 
 RAW_DTYPES = ("float32", "int16")
+
+
+def missing_value(dtype: np.dtype[Any]) -> float:
+    """What marks a missing pixel: NaN in float arrays, ``INT16_MISSING`` in int16 ones."""
+    if dtype.kind == "f":
+        return float("nan")
+    if dtype == np.int16:
+        return INT16_MISSING
+    raise ValueError(f"no missing-pixel value for {dtype}: expected float or int16")
+
+
+def is_missing(data: NDArray[Any]) -> NDArray[np.bool_]:
+    return np.isnan(data) if data.dtype.kind == "f" else data == missing_value(data.dtype)
 
 
 def as_dtype(data: NDArray[Any], dtype: str) -> NDArray[Any]:

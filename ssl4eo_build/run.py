@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 
 from . import pipeline
 from .config import Config
-from .download import worker_state
+from .download.core import worker_state
+from .download.plan import describe_plan
 from .errors import IncompleteError
 from .executor import DaskExecutor
 from .manifest import Manifest, settled_cut
-from .sources import describe_plan
 from .sources.base import RetryPolicy
 from .workdir import owned
 

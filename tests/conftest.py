@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import REPO_ROOT, load_config
 from ssl4eo_build.files import file_sha256
 from ssl4eo_build.run import run_all
+from ssl4eo_build.sample.cities import write_cities
 
 CONFIGS = REPO_ROOT / "configs"
 

@@ -7,17 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssl4eo_build.align import (
+from ssl4eo_build.align.core import (
     fill_nearest,
     is_missing,
-    majority_crs,
     missing_value,
     onto_grid,
     reference_grid,
     worst_nan,
 )
 from ssl4eo_build.derive import NO_DATA, cloud_mask, s2_rgb
-from ssl4eo_build.geo import LonLat, utm_epsg
+from ssl4eo_build.geo import LonLat, majority_crs, utm_epsg
 from ssl4eo_build.grid import PixelGrid, centre_pixel, centred_grid
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from ssl4eo_build import pipeline
-from ssl4eo_build.cities import write_cities
+from ssl4eo_build.align.cube import AlignedCube, load_cube
 from ssl4eo_build.config import Config, load_config
-from ssl4eo_build.cube import AlignedCube, load_cube
 from ssl4eo_build.derive import SCL_TO_CLOUD
-from ssl4eo_build.download import fetch_grid
+from ssl4eo_build.download.core import fetch_grid
 from ssl4eo_build.grid import PixelGrid, transformer
 from ssl4eo_build.manifest import Manifest
+from ssl4eo_build.sample.cities import write_cities
 from ssl4eo_build.sources.base import Scene, TimeWindow
 from ssl4eo_build.sources.synthetic import SyntheticSource, truth
 

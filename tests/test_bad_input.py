@@ -16,7 +16,7 @@ from ssl4eo_build.cli.app import app
 from typer.testing import CliRunner
 
 from ssl4eo_build.errors import InputError
-from ssl4eo_build.reference_index import read_reference_index
+from ssl4eo_build.sample.reference_index import read_reference_index
 
 runner = CliRunner()
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssl4eo_build.cities import load_cities
 from ssl4eo_build.config import DEFAULT_CITIES
 from ssl4eo_build.errors import InputError
+from ssl4eo_build.sample.cities import load_cities
 
 
 def test_shipped_table_is_the_top_10k() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssl4eo_build.cube import ALIGN, MAGIC_V1, AlignedCube, Modality, load_cube, save_cube
+from ssl4eo_build.align.cube import ALIGN, MAGIC_V1, AlignedCube, Modality, load_cube, save_cube
 from ssl4eo_build.raster_io import RawFileError
 
 TIMES = np.array(["2021-03-05", "2021-06-20"], dtype="datetime64[ns]")

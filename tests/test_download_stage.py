@@ -15,14 +15,14 @@ import pytest
 import rasterio
 
 from ssl4eo_build import pipeline
-from ssl4eo_build.align_worker import _layer
-from ssl4eo_build.cities import write_cities
+from ssl4eo_build.align.worker import _layer
 from ssl4eo_build.config import Config, load_config, override
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.grid import PixelGrid, lonlat_of_pixels
 from ssl4eo_build.manifest import Manifest
 from ssl4eo_build.modalities import fetched_products
 from ssl4eo_build.raster_io import read_geotiff
+from ssl4eo_build.sample.cities import write_cities
 from ssl4eo_build.sources.synthetic import truth
 
 from .conftest import kill_when, write_toml

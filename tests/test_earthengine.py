@@ -19,11 +19,11 @@ import pytest
 from ssl4eo_build.cli.app import app
 from typer.testing import CliRunner
 
-from ssl4eo_build import download, pipeline
-from ssl4eo_build.align_worker import _layer
-from ssl4eo_build.cities import write_cities
+from ssl4eo_build import pipeline
+from ssl4eo_build.align.worker import _layer
 from ssl4eo_build.config import Config, EarthEngineConfig, load_config, override
-from ssl4eo_build.download import (
+from ssl4eo_build.download import core as download
+from ssl4eo_build.download.core import (
     DownloadTask,
     LimitedCaller,
     SeasonPick,
@@ -50,6 +50,7 @@ from ssl4eo_build.modalities import (
     product_named,
 )
 from ssl4eo_build.raster_io import read_geotiff
+from ssl4eo_build.sample.cities import write_cities
 from ssl4eo_build.sources import SOURCES, Limiter, RetryPolicy, Scene, SceneQuery, TimeWindow
 from ssl4eo_build.sources import earthengine as eesrc
 from ssl4eo_build.sources.requests import (

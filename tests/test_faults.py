@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from ssl4eo_build import files, pipeline
 from ssl4eo_build.config import load_config
-from ssl4eo_build.download import DownloadTask, download_location
+from ssl4eo_build.download.core import DownloadTask, download_location
 from ssl4eo_build.files import file_sha256
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.raster_io import read_geotiff, write_geotiff
@@ -361,7 +361,7 @@ def disk_fills_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         budget[0] -= 1
         return commit(tmp, path)
 
-    for module in ("files", "raster_io", "cube", "pack"):
+    for module in ("files", "raster_io", "align.cube", "pack.core"):
         monkeypatch.setattr(f"ssl4eo_build.{module}.commit_file", full)
     yield budget
 

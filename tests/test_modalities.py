@@ -10,12 +10,12 @@ import pytest
 
 from ssl4eo_build import modalities as registry
 from ssl4eo_build import pipeline
-from ssl4eo_build.cities import write_cities
 from ssl4eo_build.config import AlignConfig, load_config
 from ssl4eo_build.derive import AlignedLayers, cloud_mask, lulc, ndvi
 from ssl4eo_build.modalities import CLOUD_SCORE, DEM, LULC_ESRI, S2L2A, Modality
-from ssl4eo_build.pack import open_shard
-from ssl4eo_build.validate import validate_dataset
+from ssl4eo_build.pack.core import open_shard
+from ssl4eo_build.pack.validate import validate_dataset
+from ssl4eo_build.sample.cities import write_cities
 
 from .conftest import write_toml
 from .v11_loaders import webdataset_loader

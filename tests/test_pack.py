@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from ssl4eo_build import pipeline
-from ssl4eo_build.cities import write_cities
+from ssl4eo_build.align.cube import load_cube
 from ssl4eo_build.config import Config, load_config, override
-from ssl4eo_build.cube import load_cube
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.files import file_sha256
-from ssl4eo_build.pack import Located, open_shard, plan_shards, spatial_split
-from ssl4eo_build.validate import validate_dataset
+from ssl4eo_build.pack.core import Located, open_shard, plan_shards, spatial_split
+from ssl4eo_build.pack.validate import validate_dataset
+from ssl4eo_build.sample.cities import write_cities
 from ssl4eo_build.workdir import WorkDir
 
 from .conftest import write_toml
@@ -263,7 +263,7 @@ def test_validate_passes_and_catches_a_broken_shard(packed: tuple[Config, Path],
     shutil.copytree(work / "dataset", broken)
     victim = broken / "train/S2L2A/ssl4eos12_train_seasonal_data_000001.zarr.zip"
     ds = open_shard(victim).load()
-    from ssl4eo_build.pack import blosc, write_zarr_zip
+    from ssl4eo_build.pack.core import blosc, write_zarr_zip
 
     broken_ds = ds.drop_vars("cloud_mask").assign(bands=ds["bands"].astype("int32"))
     write_zarr_zip(broken_ds, victim, blosc("zstd", 1))
@@ -452,7 +452,7 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
 def test_shards_say_their_date_rule_and_validate_holds_them_to_it(
     packed: tuple[Config, Path],
 ) -> None:
-    from ssl4eo_build.validate import _check_date_span
+    from ssl4eo_build.pack.validate import _check_date_span
 
     _, work = packed
     ds = open_shard(sorted((work / "dataset/train/S2L2A").glob("*.zarr.zip"))[0])

@@ -72,7 +72,7 @@ def test_unknown_raw_dtype_is_refused(tmp_path: Path) -> None:
 def test_a_file_in_another_crs_reads_only_the_part_under_the_target(tmp_path: Path) -> None:
     """S-1 in lon/lat under a UTM reference grid: the part read reprojects to exactly what the
     whole file does."""
-    from ssl4eo_build.align import onto_grid
+    from ssl4eo_build.align.core import onto_grid
     from ssl4eo_build.geo import LonLat
     from ssl4eo_build.grid import centred_grid
 

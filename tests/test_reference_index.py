@@ -8,12 +8,12 @@ import pytest
 import shapely
 
 from ssl4eo_build import pipeline
+from ssl4eo_build.align.cube import load_cube
 from ssl4eo_build.config import load_config, override
-from ssl4eo_build.cube import load_cube
 from ssl4eo_build.errors import InputError
 from ssl4eo_build.grid import transformer
-from ssl4eo_build.pack import open_shard
-from ssl4eo_build.reference_index import read_reference_index
+from ssl4eo_build.pack.core import open_shard
+from ssl4eo_build.sample.reference_index import read_reference_index
 from ssl4eo_build.workdir import WorkDir
 
 

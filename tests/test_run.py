@@ -15,7 +15,7 @@ import pytest
 
 from ssl4eo_build.config import load_config, override
 from ssl4eo_build.executor import DaskExecutor
-from ssl4eo_build.pack import open_shard
+from ssl4eo_build.pack.core import open_shard
 from ssl4eo_build.run import run_all
 
 from .conftest import kill_when, shard_digests, write_toml

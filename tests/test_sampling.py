@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssl4eo_build.cities import CityTable, load_cities
 from ssl4eo_build.config import SampleConfig
 from ssl4eo_build.geo import WGS84, geodesic_distance_m, offset_by_metres
-from ssl4eo_build.sampling import (
+from ssl4eo_build.sample.cities import CityTable, load_cities
+from ssl4eo_build.sample.sampling import (
     OverlapIndex,
     SaturationError,
     candidate_block,
@@ -56,7 +56,7 @@ def test_samples_cross_antimeridian_and_pole(few_cities: Path, dense_cfg: Sample
 
 
 def test_v1_same_cell_scan_lets_pairs_across_cell_borders_overlap(tmp_path: Path) -> None:
-    from ssl4eo_build.cities import write_cities
+    from ssl4eo_build.sample.cities import write_cities
 
     path = tmp_path / "corner.csv"
     write_cities(path, [(1, "Corner", "XX", 48.0, 11.0, 1)])  # on a 1-degree cell corner
@@ -76,7 +76,7 @@ def test_gaussian_offset_is_metric_at_every_latitude() -> None:
 
 
 def test_offsets_have_the_configured_spread() -> None:
-    from ssl4eo_build.cities import CityTable
+    from ssl4eo_build.sample.cities import CityTable
 
     cities = CityTable(
         geonameid=np.array([1]),
@@ -116,7 +116,7 @@ def test_resuming_the_stream_equals_one_run(few_cities: Path, dense_cfg: SampleC
 
 
 def test_saturation_is_reported(tmp_path: Path) -> None:
-    from ssl4eo_build.cities import write_cities
+    from ssl4eo_build.sample.cities import write_cities
 
     path = tmp_path / "one.csv"
     write_cities(path, [(1, "Tiny", "XX", 0.5, 0.5, 1)])

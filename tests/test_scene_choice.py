@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 
 from ssl4eo_build.config import Config, SyntheticConfig, override
-from ssl4eo_build.download import (
+from ssl4eo_build.download.core import (
     NoScene,
     choose_scenes,
     pick_s1,

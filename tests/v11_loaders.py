@@ -23,7 +23,7 @@ import numpy as np
 import webdataset as wds
 import zarr
 
-from ssl4eo_build.pack import open_shard
+from ssl4eo_build.pack.core import open_shard
 
 DEFAULT_MODALITIES = ("S2L1C", "S2L2A", "S2RGB", "S1GRD", "NDVI", "DEM", "LULC")
 

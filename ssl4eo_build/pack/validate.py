@@ -22,8 +22,8 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from . import modalities as registry
-from .pack import CHECKSUMS, INT16_MAX, SPLITS, RunningStats, open_shard
+from .. import modalities as registry
+from .core import CHECKSUMS, INT16_MAX, SPLITS, RunningStats, open_shard
 
 FILE_RE = re.compile(r"^ssl4eos12_(train|val)_seasonal_data_(\d{6})\.zarr\.zip$")
 VARIABLES = {
@@ -167,7 +167,7 @@ def _stats_match(
 
 def _check_checksums(root: Path) -> Iterator[str]:
     """Every file against ``checksums.sha256`` (``sha256sum`` format), and nothing unlisted."""
-    from .files import file_sha256
+    from ..files import file_sha256
 
     listing = root / CHECKSUMS
     if not listing.exists():

@@ -38,15 +38,14 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from .align import majority_crs
-from .config import Config
-from .errors import FinalSourceError, RequestTooLargeError, RetryableSourceError
-from .files import intact
-from .geo import LonLat
-from .grid import PixelGrid, centred_grid
-from .modalities import N_SEASONS, Product, fetched_products
-from .raster_io import write_geotiff
-from .sources.base import (
+from ..config import Config
+from ..errors import FinalSourceError, RequestTooLargeError, RetryableSourceError
+from ..files import intact
+from ..geo import LonLat, majority_crs
+from ..grid import PixelGrid, centred_grid
+from ..modalities import N_SEASONS, Product, fetched_products
+from ..raster_io import write_geotiff
+from ..sources.base import (
     ClusterLimiter,
     ClusterQuota,
     Limiter,
@@ -57,7 +56,7 @@ from .sources.base import (
     TimeWindow,
     with_retries,
 )
-from .sources.requests import (
+from ..sources.requests import (
     Assembly,
     Layer,
     PixelRequest,
@@ -66,7 +65,7 @@ from .sources.requests import (
     pieces,
     plan_requests,
 )
-from .workdir import WorkDir, request_relpath
+from ..workdir import WorkDir, request_relpath
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -609,8 +608,8 @@ def worker_state(cfg: Config, quota: ClusterQuota | None = None) -> WorkerState:
     """This process's source, limiter, retry policy and request shape (made once, by the first
     thread that asks). On a Dask worker (``quota``) the limiter holds the quota together with
     every other worker."""
-    from .config import fingerprint, section_dict
-    from .sources import make_source
+    from ..config import fingerprint, section_dict
+    from ..sources import make_source
 
     d = cfg.download
     key = fingerprint(

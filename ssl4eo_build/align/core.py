@@ -1,6 +1,7 @@
 """Stage `align`, pure part: one UTM grid per location (SPEC section 5). No file I/O here.
 
-1. Majority CRS over the S-2 L2A timestamps; a tie goes to the zone holding the centre.
+1. Majority CRS over the S-2 L2A timestamps; a tie goes to the zone holding the centre
+   (:func:`ssl4eo_build.geo.majority_crs`, which the download stage uses too).
 2. Reference grid: 264 x 264 px at 10 m centred on the location, edges on the ``lattice_m``
    lattice of that CRS (10 m, the native pixel lattice, by default; the raw files' 60 m
    lattice is a sub-lattice of it, so timestamps in that CRS are still sliced).
@@ -17,8 +18,6 @@ raw file to the cube, as the output stores it.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -29,20 +28,11 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from scipy import ndimage
 
-from .geo import LonLat, utm_epsg
-from .grid import PixelGrid, centred_grid, transformer
-from .modalities import INT16_MISSING
+from ..geo import LonLat
+from ..grid import PixelGrid, centred_grid, transformer
+from ..raster_io import is_missing, missing_value
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear}
-
-
-def majority_crs(epsgs: Sequence[int], centre: LonLat) -> int:
-    """The EPSG code most timestamps share; a tie goes to the UTM zone holding ``centre``."""
-    counts = Counter(epsgs)
-    best = max(counts.values())
-    tied = sorted(e for e, n in counts.items() if n == best)
-    own = utm_epsg(centre.lon, centre.lat)
-    return own if own in tied else tied[0]
 
 
 def reference_grid(epsg: int, centre: LonLat, size_px: int, res_m: float, lattice_m: float):
@@ -64,19 +54,6 @@ def footprint_grid(wkb: bytes, epsg: int, res_m: float, lattice_m: float) -> Pix
     bottom = round(float(np.min(ys)) / lattice_m) * lattice_m
     width, height = round((right - left) / res_m), round((top - bottom) / res_m)
     return PixelGrid(epsg, float(left), float(top), res_m, res_m, width, height)
-
-
-def missing_value(dtype: np.dtype[Any]) -> float:
-    """What marks a missing pixel: NaN in float arrays, ``INT16_MISSING`` in int16 ones."""
-    if dtype.kind == "f":
-        return float("nan")
-    if dtype == np.int16:
-        return INT16_MISSING
-    raise ValueError(f"no missing-pixel value for {dtype}: expected float or int16")
-
-
-def is_missing(data: NDArray[Any]) -> NDArray[np.bool_]:
-    return np.isnan(data) if data.dtype.kind == "f" else data == missing_value(data.dtype)
 
 
 def onto_grid(

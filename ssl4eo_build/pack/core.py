@@ -30,10 +30,10 @@ import zarr
 from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
-from . import modalities as registry
-from .cube import AlignedCube, load_cube
-from .files import atomic_target, commit_file, scratch_dir
-from .raster_io import RawFileError
+from .. import modalities as registry
+from ..align.cube import AlignedCube, load_cube
+from ..files import atomic_target, commit_file, scratch_dir
+from ..raster_io import RawFileError
 
 SPLITS = ("train", "val")
 CHECKSUMS = "checksums.sha256"  # every file of a dataset root, in the sha256sum format
@@ -257,7 +257,7 @@ def footprint_wkb(cube: AlignedCube) -> bytes:
     import shapely
     from shapely.geometry.polygon import orient
 
-    from .grid import transformer
+    from ..grid import transformer
 
     half = abs(float(cube.x[1] - cube.x[0])) / 2.0
     x0, x1 = float(cube.x[0]) - half, float(cube.x[-1]) + half

@@ -21,32 +21,31 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.errors import RasterioError
 
-from . import modalities as registry
-from .align import (
-    fill_cube,
-    is_missing,
-    majority_crs,
-    missing_value,
-    onto_grid,
-    reference_grid,
-    worst_nan,
-)
-from .config import AlignConfig, Config
-from .cube import AlignedCube, Modality, save_cube
-from .derive import AlignedLayers, cloud_mask
-from .files import file_sha256
-from .geo import LonLat
-from .grid import PixelGrid, transformer
-from .modalities import (
+from .. import modalities as registry
+from ..config import AlignConfig, Config
+from ..derive import AlignedLayers, cloud_mask
+from ..files import file_sha256
+from ..geo import LonLat, majority_crs
+from ..grid import PixelGrid, transformer
+from ..modalities import (
     CLOUD_SCORE,
     N_SEASONS,
     Product,
     fetched_products,
     resampling,
 )
-from .modalities import Modality as ModalitySpec
-from .raster_io import Raster, RawFileError, read_geotiff
-from .workdir import WorkDir, cube_relpath
+from ..modalities import Modality as ModalitySpec
+from ..raster_io import Raster, RawFileError, read_geotiff
+from ..workdir import WorkDir, cube_relpath
+from .core import (
+    fill_cube,
+    is_missing,
+    missing_value,
+    onto_grid,
+    reference_grid,
+    worst_nan,
+)
+from .cube import AlignedCube, Modality, save_cube
 
 
 @dataclass(frozen=True)

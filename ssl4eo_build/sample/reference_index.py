@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .geo import LonLat
+from ..errors import InputError
+from ..geo import LonLat
 
 SAMPLE_ID = re.compile(r"^[0-9]{7}$")
 N_SEASONS = 4

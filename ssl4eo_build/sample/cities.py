@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import InputError
+from ..errors import InputError
 
 COLUMNS = ("geonameid", "name", "country", "lat", "lon", "population")
 MAX_REPORTED_ERRORS = 10

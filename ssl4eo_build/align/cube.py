@@ -25,8 +25,8 @@ import numcodecs
 import numpy as np
 from numpy.typing import NDArray
 
-from .files import atomic_target, commit_file
-from .raster_io import RawFileError
+from ..files import atomic_target, commit_file
+from ..raster_io import RawFileError
 
 
 @dataclass(frozen=True)

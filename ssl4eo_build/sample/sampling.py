@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from .cities import CityTable
-from .config import SampleConfig
-from .geo import (
+from ..config import SampleConfig
+from ..geo import (
     EARTH_MEAN_RADIUS_M,
     SPHERE_MARGIN,
     LonLat,
@@ -32,6 +31,7 @@ from .geo import (
     offset_by_metres,
     unit_vectors,
 )
+from .cities import CityTable
 
 
 @dataclass(frozen=True)

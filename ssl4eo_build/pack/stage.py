@@ -1,0 +1,401 @@
+"""Stage `pack`, wiring: aligned cubes into shards of each layout, sidecars and checksums."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from .. import modalities as registry
+from ..align.stage import mark_for_realign, run_align
+from ..config import Config, fingerprint, section_dict
+from ..download.stage import run_download
+from ..errors import (
+    ConfigChangedError,
+    IncompleteError,
+    ManifestError,
+    StorageError,
+)
+from ..executor import DaskExecutor, run_pool
+from ..files import SCRATCH, clear_scratch, intact, scratch_dir, write_atomic
+from ..manifest import Manifest, settled_cut
+from ..workdir import WorkDir, owned
+from . import core as pack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackSummary:
+    out_dir: str
+    shards_written: int
+    shards_kept: int
+    samples: dict[str, int]
+    left_out: dict[str, int]
+
+
+def pack_settings(config: Config) -> dict[str, Any]:
+    return {k: v for k, v in section_dict(config.pack).items() if k != "workers"}
+
+
+OWNER_FILE = ".ssl4eo-build.json"  # in a dataset directory: which build wrote it
+
+
+def run_pack(
+    config: Config,
+    work_dir: Path,
+    out: Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+    dask: DaskExecutor | None = None,
+    sample_ids: Collection[str] | None = None,
+) -> PackSummary:
+    """Shuffle, split and write the v1.1 shards, split lists, metadata parquet, stats and
+    ``checksums.sha256`` (of ``sample_ids`` when given, else of every aligned location).
+
+    A shard whose files are missing or no longer match their recorded sha256 is written again;
+    a cube that is missing or damaged is aligned again first (its raw files fetched again only
+    if they are damaged too)."""
+    p = config.pack
+    work = WorkDir.at(work_dir)
+    out_dir = Path(os.path.abspath(out if out is not None else work.root / "dataset"))
+    with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
+        _claim_output(out_dir, manifest.build_id, force)
+        clear_scratch(out_dir)  # what a killed pack left half-written
+        clear_scratch(out_dir / WEBDATASET_DIR)
+        rows = manifest.packable()
+        if sample_ids is None:
+            sample_ids = _run_selection(config, manifest)
+        if sample_ids is not None:
+            wanted = set(sample_ids)
+            rows = [r for r in rows if r[0] in wanted]
+            if len(rows) != len(wanted):
+                raise ManifestError(
+                    f"{manifest.path}: {len(wanted) - len(rows)} location(s) to pack have no "
+                    "aligned patch; run `ssl4eo-build align` first."
+                )
+        splits = pack.spatial_split(
+            [pack.Located(r[0], r[1], r[2]) for r in rows],
+            p.val_fraction,
+            p.split_block_deg,
+            p.seed,
+        )
+        plans, left = pack.plan_shards(splits, p.shard_size, p.keep_partial)
+        settings = pack_settings(config)
+        plan_key = fingerprint([settings, [[s.split, s.number, list(s.sample_ids)] for s in plans]])
+        # The manifest tracks the output directory packed last: another --out starts afresh
+        # (the earlier output stays on disk, untracked); the same one with another plan is
+        # refused unless --force.
+        out_key = _portable(out_dir, work.root)
+        same_out = manifest.get_meta("pack.out") == out_key
+        previous = manifest.get_meta("pack.plan")
+        changed = previous is not None and previous != plan_key and manifest.count("shards") > 0
+        if same_out and changed and not force:
+            raise ConfigChangedError(
+                f"{manifest.path}: the shards in {out_dir} were packed from other inputs or "
+                "settings (more aligned locations, another seed, shard size, split or format). "
+                "Pack into a new --out, or pass --force to rewrite every shard."
+            )
+        if not same_out or changed:
+            with manifest.transaction() as db:
+                manifest.forget_pack(db)
+        manifest.set_meta("pack.out", out_key)
+        manifest.set_meta("pack.plan", plan_key)
+        run_id = manifest.begin_run("pack", {**settings, "out": out_key})
+        # The shards say "date_rule = v1_shift" when every sample's dates come from that rule.
+        packed_ids = {sid for plan in plans for sid in plan.sample_ids}
+        v1_dates = config.download.date_rule == "v1_shift" and not (
+            packed_ids & manifest.imported_ids()
+        )
+        written = kept = 0
+        for layout in _layouts(config, out_dir, plans, splits, "v1_shift" if v1_dates else None):
+            recorded = manifest.shard_files()
+            done = manifest.packed_shards(layout.name)
+            todo = [
+                s
+                for s in layout.plans
+                if (s.split, s.number) not in done
+                or not all(
+                    intact(out_dir / rel, recorded.get(rel, ""))
+                    for rel in layout.files(s.split, s.number)
+                )
+            ]
+            kept += len(layout.plans) - len(todo)
+            written += _write_shards(config, manifest, work, layout, todo, workers, dask, progress)
+            # Each layout's root is complete on its own: split lists, metadata and stats of
+            # its own files and values, and checksums of everything in it.
+            sums = write_pack_sidecars(
+                layout.root, manifest.packed_shards(layout.name), layout.plans, layout.file_name
+            )
+            recorded = manifest.shard_files()
+            for plan in layout.plans:
+                for rel in layout.files(plan.split, plan.number):
+                    sums[rel[len(layout.prefix) :]] = recorded[rel]
+            write_checksums(layout.root, sums)
+            clear_scratch(layout.root)
+        summary = PackSummary(
+            out_dir=str(out_dir),
+            shards_written=written,
+            shards_kept=kept,
+            samples={s: sum(len(x.sample_ids) for x in plans if x.split == s) for s in pack.SPLITS},
+            left_out={s: len(ids) for s, ids in left.items()},
+        )
+        manifest.finish_run(run_id, summary.__dict__)
+        return summary
+
+
+def _write_shards(
+    config: Config,
+    manifest: Manifest,
+    work: WorkDir,
+    layout: Layout,
+    todo: list[pack.ShardPlan],
+    workers: int | None,
+    dask: DaskExecutor | None,
+    progress: bool,
+) -> int:
+    """Write ``todo`` and record each shard; shards with a missing or damaged cube are
+    written again once those cubes are aligned again. Returns the number written."""
+    n_workers = workers or config.pack.workers or os.cpu_count() or 1
+    written = 0
+    for attempt in range(2):
+        cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
+        counts = {"written": 0}
+        retry: list[pack.ShardPlan] = []
+        damaged: set[str] = set()
+        for result in run_pool(
+            partial(layout.writer, layout.root, cubes, layout.encoding),
+            todo,
+            n_workers,
+            f"pack {layout.name}",
+            counts,
+            progress,
+            processes=n_workers > 1,
+            dask=dask,
+        ):
+            if result.damaged:
+                key = (result.split, result.number)
+                retry.append(next(s for s in todo if (s.split, s.number) == key))
+                damaged.update(result.damaged)
+                continue
+            with manifest.transaction() as db:
+                manifest.record_shard(
+                    db,
+                    layout.name,
+                    result.split,
+                    result.number,
+                    [str(m["sample_id"]) for m in result.metadata[::4]],
+                    [(layout.prefix + rel, m, n, sha) for rel, m, n, sha in result.files],
+                    json.dumps([{**m, "geometry": m["geometry"].hex()} for m in result.metadata]),
+                    json.dumps(result.stats),
+                )
+            counts["written"] += 1
+            written += 1
+        if not damaged:
+            return written
+        if attempt == 0:
+            _repair_cubes(config, manifest, work, sorted(damaged), progress)
+        todo = retry
+    raise IncompleteError(
+        f"{manifest.path}: the aligned cubes of {len(damaged)} location(s) could not be "
+        f"rebuilt (first: {min(damaged)}); see `ssl4eo-build status` for their reasons, then "
+        "run `ssl4eo-build download` and `pack` again."
+    )
+
+
+WEBDATASET_DIR = "webdataset"  # with --format both, the tar layout's own root inside OUT
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One published layout being written: its files, root, encoding and writer."""
+
+    name: str  # zarr | webdataset
+    root: Path
+    prefix: str  # the root relative to the output directory ("" or "webdataset/")
+    plans: list[pack.ShardPlan]
+    encoding: pack.Encoding
+    writer: Callable[..., pack.ShardResult]
+    file_name: Callable[[str, int], str]
+
+    def files(self, split: str, number: int) -> list[str]:
+        """The shard's files, relative to the output directory."""
+        name = self.file_name(split, number)
+        return [f"{self.prefix}{split}/{m}/{name}" for m in registry.names()]
+
+
+def _layouts(
+    config: Config,
+    out_dir: Path,
+    plans: list[pack.ShardPlan],
+    splits: dict[str, list[str]],
+    date_rule: str | None,
+) -> list[Layout]:
+    """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
+    published and OUT/webdataset the tar layout."""
+    p = config.pack
+    compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in registry.names()}
+    out: list[Layout] = []
+    if p.format in ("zarr", "both"):
+        encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule)
+        out.append(Layout("zarr", out_dir, "", plans, encoding, pack.write_shard, pack.shard_name))
+    if p.format in ("webdataset", "both"):
+        prefix = f"{WEBDATASET_DIR}/" if p.format == "both" else ""
+        tars = pack.plan_tars(splits, p.samples_per_tar)
+        encoding = pack.Encoding(compressor, p.s2_offset_webdataset, date_rule)
+        out.append(
+            Layout(
+                "webdataset", out_dir / prefix, prefix, tars, encoding, pack.write_tar, _tar_name
+            )
+        )
+    return out
+
+
+def _repair_cubes(
+    config: Config, manifest: Manifest, work: WorkDir, sample_ids: list[str], progress: bool
+) -> None:
+    """Align the locations again from their raw files; fetch again only raw files that turn
+    out damaged too."""
+    mark_for_realign(manifest, sample_ids)
+    run_align(config, work.root, progress=progress, only=sample_ids)
+    run_download(config, work.root, progress=progress, only=sample_ids)
+    run_align(config, work.root, progress=progress, only=sample_ids)
+
+
+def _run_selection(config: Config, manifest: Manifest) -> tuple[str, ...] | None:
+    """After `run --target N`, `pack` alone packs the same N locations (the run's settled
+    cut); without a run, every aligned location."""
+    target = manifest.get_meta("run.target")
+    if target is None:
+        return None
+    outcomes = manifest.outcomes(config.download.max_runs, config.align.max_runs)
+    cut = settled_cut(outcomes, int(target))
+    if cut is None:
+        raise IncompleteError(
+            f"{manifest.path}: `run --target {target}` has not settled its first {target} "
+            "accepted locations (some before the cut are still open); run it again before "
+            "packing."
+        )
+    return cut
+
+
+def _claim_output(out_dir: Path, build_id: str, force: bool) -> None:
+    """Refuse to write into a non-empty directory that another build (or something else)
+    wrote, unless ``force``; mark the directory as this build's."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StorageError(f"--out {out_dir}: is a file, expected a dataset directory.")
+    marker = out_dir / OWNER_FILE
+    try:
+        owner = json.loads(marker.read_text()).get("build_id") if marker.exists() else None
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    others = out_dir.exists() and any(
+        e.name not in (OWNER_FILE, SCRATCH) for e in out_dir.iterdir()
+    )
+    if others and owner != build_id and not force:
+        whose = "another build" if owner else "something other than this build"
+        raise StorageError(
+            f"--out {out_dir}: the directory is not empty and was written by {whose}. Choose "
+            "an empty or new --out, or pass --force to write this build's dataset into it "
+            "(files of the same names are replaced)."
+        )
+    if owner != build_id:
+        write_atomic(
+            marker, json.dumps({"build_id": build_id}).encode() + b"\n", scratch_dir(out_dir)
+        )
+
+
+def _portable(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it (moves with it), else absolute."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def write_checksums(out_dir: Path, sums: dict[str, str]) -> None:
+    """``checksums.sha256`` in the ``sha256sum`` format (``sha256sum -c`` checks it)."""
+    lines = "".join(f"{sha}  {rel}\n" for rel, sha in sorted(sums.items()))
+    write_atomic(out_dir / pack.CHECKSUMS, lines.encode(), scratch_dir(out_dir))
+
+
+def _tar_name(split: str, number: int) -> str:
+    return pack.tar_name(number)
+
+
+def write_pack_sidecars(
+    out_dir: Path,
+    packed: dict[tuple[str, int], tuple[list[str], str, str]],
+    plans: list[pack.ShardPlan],
+    file_name: Callable[[str, int], str],
+) -> dict[str, str]:
+    """``splits/ssl4eos12_{split}.txt``, ``splits/{split}_metadata.parquet``, ``stats.json``;
+    returns their sha256 by path relative to ``out_dir``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sums: dict[str, str] = {}
+    scratch = scratch_dir(out_dir)
+
+    def write(rel: str, data: bytes) -> None:
+        sums[rel] = write_atomic(out_dir / rel, data, scratch)
+
+    splits_dir = out_dir / "splits"
+    splits_dir.mkdir(parents=True, exist_ok=True)
+    train_stats: dict[str, list[dict[str, list[float]]]] = {}
+    for split in pack.SPLITS:
+        numbers = sorted(s.number for s in plans if s.split == split)
+        names = [file_name(split, n) for n in numbers]
+        write(f"splits/ssl4eos12_{split}.txt", "".join(f"{n}\n" for n in names).encode())
+        rows = [row for n in numbers for row in json.loads(packed[split, n][1])]
+        table = pa.table(
+            {
+                "sample_id": pa.array([r["sample_id"] for r in rows], pa.string()),
+                "time_id": pa.array([r["time_id"] for r in rows], pa.int64()),
+                "time": pa.array(
+                    [datetime.fromisoformat(r["time"]) for r in rows], pa.timestamp("ns")
+                ),
+                "tile_id": pa.array([r["tile_id"] for r in rows], pa.string()),
+                "geometry": pa.array([bytes.fromhex(r["geometry"]) for r in rows], pa.binary()),
+                "tile_crs": pa.array([r["tile_crs"] for r in rows], pa.int64()),
+                "file": pa.array([r["file"] for r in rows], pa.string()),
+                "idx": pa.array([r["idx"] for r in rows], pa.string()),
+            }
+        )
+        pandas_meta = {
+            "index_columns": ["idx"],
+            "column_indexes": [],
+            "columns": [
+                {"name": c, "field_name": c, "pandas_type": "unicode" if c == "idx" else "object",
+                 "numpy_type": "object", "metadata": None}
+                for c in table.column_names
+            ],
+        }  # fmt: skip
+        geo = pack.geoparquet_metadata([bytes.fromhex(r["geometry"]) for r in rows])
+        table = table.replace_schema_metadata(
+            {b"geo": json.dumps(geo).encode(), b"pandas": json.dumps(pandas_meta).encode()}
+        )
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer)
+        write(f"splits/{split}_metadata.parquet", buffer.getvalue().to_pybytes())
+        if split == "train":
+            for n in numbers:
+                for modality, part in json.loads(packed[split, n][2]).items():
+                    train_stats.setdefault(modality, []).append(part)
+    stats = {}
+    for modality in registry.names():
+        mean, std = pack.RunningStats.merged(train_stats.get(modality, [])).mean_std()
+        stats[modality] = {
+            "mean": mean,
+            "std": std,
+            "bands": list(registry.modality(modality).bands),
+        }
+    write("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    return sums
