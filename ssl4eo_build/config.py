@@ -143,6 +143,11 @@ class DownloadConfig:
                 raise ConfigError(
                     f"key 'download.v1_dates': expected 'YYYY-MM-DD' dates, found {text!r}."
                 ) from None
+        if self.lulc_first_year > self.lulc_last_year:
+            raise ConfigError(
+                f"key 'download.lulc_first_year': {self.lulc_first_year} is after "
+                f"download.lulc_last_year {self.lulc_last_year}; expected first <= last."
+            )
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,13 @@ class AlignConfig:
     cs_band: str = field(default="cs_cdf", metadata=_choice("cs_cdf", "cs"))
     cs_clear: float = field(default=0.6, metadata=_rng(0.0, 1.0))
     cs_thick: float = field(default=0.3, metadata=_rng(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        if self.cs_thick > self.cs_clear:
+            raise ConfigError(
+                f"key 'align.cs_thick': {self.cs_thick:g} is above align.cs_clear "
+                f"{self.cs_clear:g}; expected thick <= clear (thick cloud scores lower)."
+            )
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ def test_constants_match_the_spec() -> None:
         ("[sample]\nseed = true\n", "expected an integer"),
         ("sample = 3\n", "must be a table"),
         ("[sample\n", "not valid TOML"),
+        ("[align]\ncs_thick = 0.8\n", "key 'align.cs_thick': 0.8 is above align.cs_clear"),
+        ("[download]\nlulc_first_year = 2024\n", "key 'download.lulc_first_year': 2024 is after"),
+        ("[download]\nlulc_source = 'worldcover'\n", "key 'download.lulc_source'"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
