@@ -117,3 +117,39 @@ def test_an_eighth_modality_is_one_registry_entry(
     modalities = registry.names()
     samples = list(webdataset_loader(out / "webdataset", "train", modalities))
     assert len(samples) == summary.samples["train"] and samples[0]["NDWI"].shape == (4, 1, 264, 264)
+
+
+def test_dynamic_world_as_the_land_cover(tmp_path: Path) -> None:
+    """The option: each granule's Dynamic World labels (same system:index) instead of the
+    ESRI year, mapped to the same classes; the simulator's labels follow its land cover."""
+    from ssl4eo_build.align.cube import load_cube
+    from ssl4eo_build.manifest import Manifest
+
+    cities = tmp_path / "cities.csv"
+    write_cities(cities, [(1, "Munich", "DE", 48.137, 11.575, 1)])
+    cfg = load_config(
+        write_toml(
+            tmp_path / "c.toml",
+            f'[sample]\nn = 2\nseed = 3\ncities = "{cities}"\n'
+            '[download]\nworkers = 2\nlulc_source = "dynamic_world"\n'
+            "[synthetic]\npartial_prob = 0.0\n",
+        )
+    )
+    work = tmp_path / "w"
+    pipeline.run_sample(cfg, work)
+    pipeline.run_download(cfg, work, progress=False)
+    assert pipeline.run_align(cfg, work, progress=False, workers=1).ok == 2
+    with Manifest.open(work) as m:
+        rows = m.db.execute("SELECT sample_id, scene_id FROM scenes WHERE product='LULC'")
+        lulc_scenes = rows.fetchall()
+        granules = set(m.db.execute("SELECT scene_id FROM scenes WHERE product='S2L2A'"))
+        paths = [r[0] for r in m.db.execute("SELECT path FROM patches WHERE status='ok'")]
+    assert len(lulc_scenes) == 8 and {(s,) for _, s in lulc_scenes} <= granules
+    for path in paths:
+        cube = load_cube(work / path)
+        classes = cube.modalities["LULC"].bands
+        assert cube.modalities["LULC"].file_id == cube.modalities["S2L2A"].file_id
+        assert set(np.unique(classes)) <= {1, 2, 3, 4, 5, 6, 7, 8, 9}
+        # DW has no cloud class of its own: 8 only where the mask says cloud.
+        clouds = np.isin(cube.cloud_mask, (3, 4))
+        assert np.array_equal(classes[:, 0] == 8, clouds)
