@@ -16,14 +16,15 @@ one function in :mod:`ssl4eo_build.derive`:
   the typical value range ``validate`` holds the output to, and the function that derives the
   stored array from the aligned layers.
 
-Adding an eighth modality, e.g. a normalised difference water index (see README):
-``Modality("NDWI", ("ndwi",), "float16", derive=derive.ndwi, value_range=(-1.0, 1.0))``.
+Adding an eighth modality, e.g. a normalised difference water index (README, "Adding a
+modality"): a function ``ndwi`` in :mod:`ssl4eo_build.derive` and the entry
+``Modality("NDWI", ("ndwi",), "float16", derive.ndwi, value_range=(-1.0, 1.0))``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -170,7 +171,7 @@ def fetched_products(cfg: Config) -> tuple[Product, ...]:
     if d.lulc_source == "dynamic_world":
         layers.append(LULC_DYNAMIC_WORLD)
     else:
-        layers.append(Product(**{**LULC_ESRI.__dict__, "collection": d.lulc_collection}))
+        layers.append(replace(LULC_ESRI, collection=d.lulc_collection))
     return tuple(layers)
 
 
