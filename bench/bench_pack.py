@@ -1,94 +1,174 @@
-"""`pack`: MB/s of raw array data into shards and compression ratio per Blosc codec, and read
-speed of the shards with xarray against the v1 per-band GeoTIFF layout for the same data.
+"""`pack`: the Blosc codec chosen by write speed, read speed and ratio together; `pack` against
+`align` on the same locations, with the pack's peak memory; whole samples read back with plain
+xarray.
 
-Uses the aligned cubes of the align benchmark (bench-work/align-same-CRS-zstd; run
+Uses the align benchmark's work dir (bench-work/align-same-CRS-zstd: run
 `python -m bench.bench_align` first, or `make bench`, which runs it before this).
 
-    .venv/bin/python -m bench.bench_pack
+1. Codecs: every modality's arrays of 16 aligned cubes, encoded per time index as a shard
+   chunk is, one Blosc thread; write and read MB/s of raw data and the ratio, beside a plain
+   copy of the same bytes (the anchor).
+2. Pack vs align: `align` (2 processes, from the raw files) and `pack --format both` (2
+   processes) of the same locations, each timed in one run; the pack in its own process, whose
+   children's peak RSS is the pack's memory.
+3. Reads: every sample of the Zarr layout, every modality, through ``xr.open_zarr`` and
+   ``.values`` (dask's threads over the chunks), beside a copy of the decoded bytes.
+
+    .venv/bin/python -m bench.bench_pack [--json]
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import rasterio
-from rasterio.transform import from_origin
+import numcodecs
+import numpy as np
 
-from ssl4eo_build.align.cube import load_cube
+from bench.bench_align import _copy_db
+from ssl4eo_build import pipeline
+from ssl4eo_build.align.cube import CubeFile
+from ssl4eo_build.config import load_config, override
 from ssl4eo_build.modalities import names
-from ssl4eo_build.pack.core import blosc, open_shard, shard_dataset, write_zarr_zip
+from ssl4eo_build.pack.core import open_shard
 
-SOURCE = Path("bench-work/align-same-CRS-zstd/aligned")
-OUT = Path("bench-work/pack")
-MODALITIES = names()
-CODECS = (("zstd", 5), ("lz4", 5), ("zlib", 5))
-
-
-def main(n: int = 32) -> None:
-    paths = sorted(SOURCE.rglob("*.cube"))[:n]
-    if len(paths) < n:
-        raise SystemExit(f"need {n} aligned cubes in {SOURCE}; run python -m bench.bench_align")
-    cubes = [load_cube(p) for p in paths]
-    shutil.rmtree(OUT, ignore_errors=True)
-    for cname, clevel in CODECS:
-        for modality in MODALITIES:
-            ds = shard_dataset(cubes, modality)
-            raw = ds["bands"].nbytes + (ds["cloud_mask"].nbytes if "cloud_mask" in ds else 0)
-            target = OUT / cname / modality / "shard.zarr.zip"
-            t0 = time.perf_counter()
-            write_zarr_zip(ds, target, blosc(cname, clevel))
-            seconds = time.perf_counter() - t0
-            print(
-                f"pack {modality} blosc-{cname}-{clevel}: {raw / 1e6 / seconds:.0f} MB/s raw, "
-                f"ratio {raw / target.stat().st_size:.2f} ({n} samples)"
-            )
-    read_shards(n)
-    read_v1_geotiffs(cubes)
+WORK = Path("bench-work/align-same-CRS-zstd")
+CODECS = (
+    ("zstd", 5, "byte"), ("zstd", 1, "byte"), ("zstd", 1, "bit"), ("zstd", 3, "bit"),
+    ("lz4", 5, "byte"), ("lz4", 5, "bit"), ("lz4hc", 5, "byte"), ("lz4hc", 5, "bit"),
+    ("blosclz", 5, "bit"),
+)  # fmt: skip
+SHUFFLE = {"byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
 
 
-def read_shards(n: int) -> None:
+def codec_table(n: int = 16) -> list[dict[str, Any]]:
+    numcodecs.blosc.set_nthreads(1)
+    cubes = [CubeFile(p) for p in sorted((WORK / "aligned").rglob("*.cube"))[:n]]
+    arrays = [np.stack([c.array(f"{m}/bands") for c in cubes]) for m in names()]
+    arrays.append(np.stack([c.array("cloud_mask") for c in cubes]))
+    chunks = [np.ascontiguousarray(a[:, t : t + 1]) for a in arrays for t in range(a.shape[1])]
+    raw = sum(c.nbytes for c in chunks)
     t0 = time.perf_counter()
-    for modality in MODALITIES:
-        ds = open_shard(OUT / "zstd" / modality / "shard.zarr.zip")
-        ds["bands"].values  # noqa: B018 - the read is the point
-    seconds = time.perf_counter() - t0
-    print(
-        f"read zarr shards (xarray, all {len(MODALITIES)} modalities): {n / seconds:.1f} samples/s"
-    )
+    for c in chunks:
+        np.copy(c)
+    copy_mb_s = raw / (time.perf_counter() - t0) / 1e6
+    rows = []
+    for cname, level, shuffle in CODECS:
+        codec = numcodecs.Blosc(cname=cname, clevel=level, shuffle=SHUFFLE[shuffle])
+        t0 = time.perf_counter()
+        encoded = [codec.encode(c) for c in chunks]
+        write = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for e in encoded:
+            codec.decode(e)
+        read = time.perf_counter() - t0
+        rows.append({
+            "codec": f"{cname}-{level}-{shuffle}shuffle",
+            "ratio": raw / sum(len(e) for e in encoded),
+            "write_mb_s": raw / write / 1e6,
+            "read_mb_s": raw / read / 1e6,
+            "copy_mb_s": copy_mb_s,
+        })  # fmt: skip
+        r = rows[-1]
+        print(
+            f"codec {r['codec']}: ratio {r['ratio']:.2f}, write {r['write_mb_s']:.0f} MB/s, "
+            f"read {r['read_mb_s']:.0f} MB/s (copy {copy_mb_s:.0f} MB/s; {n} cubes, one thread)"
+        )
+    return rows
 
 
-def read_v1_geotiffs(cubes: list) -> None:  # type: ignore[type-arg]
-    """v1 layout: one GeoTIFF per band per season per product (uint16/float32, uncompressed)."""
-    root = OUT / "v1"
-    files = []
-    for cube in cubes:
-        transform = from_origin(float(cube.x[0]) - 5, float(cube.y[0]) + 5, 10, 10)
-        for modality in ("S1GRD", "S2L1C", "S2L2A"):
-            m = cube.modalities[modality]
-            for t in range(4):
-                folder = root / modality / cube.sample_id / str(t)
-                folder.mkdir(parents=True, exist_ok=True)
-                for b, band in enumerate(m.band_names):
-                    path = folder / f"{band}.tif"
-                    dtype = "float32" if modality == "S1GRD" else "uint16"
-                    with rasterio.open(
-                        path, "w", driver="GTiff", width=264, height=264, count=1, dtype=dtype,
-                        crs=f"EPSG:{cube.epsg}", transform=transform,
-                    ) as dst:  # fmt: skip
-                        dst.write(m.bands[t, b].astype(dtype), 1)
-                    files.append(path)
+PACK = """
+import json, resource, sys, time
+from pathlib import Path
+from bench.bench_align import _copy_db
+from ssl4eo_build import pipeline
+from ssl4eo_build.config import load_config, override
+cfg = load_config(Path(sys.argv[1]))
+cfg = override(override(override(cfg, "pack.format", "both"), "pack.keep_partial", True),
+               "pack.shard_size", 64)
+t0 = time.perf_counter()
+pipeline.run_pack(cfg, Path(sys.argv[2]), out=Path(sys.argv[3]), progress=False, force=True)
+seconds = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"seconds": seconds, "peak_rss_bytes": peak}))
+"""
+
+
+def pack_vs_align() -> dict[str, float]:
+    config = WORK / "bench.toml"
+    cfg = override(load_config(config), "align.workers", 2)
+    shutil.rmtree(WORK / "aligned", ignore_errors=True)
+    _copy_db(WORK / "manifest-before-align.sqlite", WORK / "manifest.sqlite")
     t0 = time.perf_counter()
-    for path in files:
-        with rasterio.open(path) as src:
-            src.read(1)
-    seconds = time.perf_counter() - t0
-    print(
-        f"read v1 per-band GeoTIFFs (rasterio, S1+L1C+L2A, {len(files)} files): "
-        f"{len(cubes) / seconds:.1f} samples/s"
+    summary = pipeline.run_align(cfg, WORK, progress=False)
+    align_s = time.perf_counter() - t0
+    out = WORK / "dataset"
+    shutil.rmtree(out, ignore_errors=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PACK, str(config), str(WORK), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
+    packed = json.loads(result.stdout.strip().splitlines()[-1])
+    n = summary.ok
+    print(
+        f"align {n} locations: {align_s:.1f} s; pack --format both of them: "
+        f"{packed['seconds']:.1f} s (ratio pack/align {packed['seconds'] / align_s:.2f}); "
+        f"pack's largest process {packed['peak_rss_bytes'] / 2**20:.0f} MiB"
+    )
+    return {
+        "locations": n,
+        "align_s": align_s,
+        "pack_both_s": packed["seconds"],
+        "pack_over_align": packed["seconds"] / align_s,
+        "pack_peak_rss_mib": packed["peak_rss_bytes"] / 2**20,
+    }
+
+
+def whole_sample_reads() -> dict[str, float]:
+    """Every modality of every sample of the Zarr layout just packed, through xarray."""
+    numcodecs.blosc.set_nthreads(2)
+    files = sorted((WORK / "dataset").glob("*/S2L2A/*.zarr.zip"))
+    samples, decoded = 0, 0
+    t0 = time.perf_counter()
+    for file in files:
+        for modality in names():
+            ds = open_shard(str(file).replace("/S2L2A/", f"/{modality}/"))
+            values = ds["bands"].values
+            decoded += values.nbytes
+            if "cloud_mask" in ds:
+                decoded += ds["cloud_mask"].values.nbytes
+        samples += ds.sizes["sample"]
+    seconds = time.perf_counter() - t0
+    buffer = np.empty(decoded // 2, dtype=np.int16)
+    t0 = time.perf_counter()
+    np.copy(buffer)
+    copy_s = time.perf_counter() - t0
+    rate = samples / seconds
+    print(
+        f"read whole samples (all {len(names())} modalities, xr.open_zarr): {rate:.1f} "
+        f"samples/s, {decoded / seconds / 1e6:.0f} MB/s decoded "
+        f"(a copy of the same bytes: {decoded / copy_s / 1e6:.0f} MB/s)"
+    )
+    return {"whole_samples_per_s": rate, "decoded_mb_s": decoded / seconds / 1e6}
+
+
+def main(as_json: bool = False) -> dict[str, Any]:
+    if not (WORK / "aligned").is_dir():
+        raise SystemExit(f"need the align benchmark's work dir {WORK}: python -m bench.bench_align")
+    figures: dict[str, Any] = {"codecs": codec_table()}
+    figures.update(pack_vs_align())
+    figures.update(whole_sample_reads())
+    if as_json:
+        print(json.dumps(figures))
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    main(as_json="--json" in sys.argv[1:])

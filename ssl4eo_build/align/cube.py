@@ -145,41 +145,89 @@ def _decoded(blob: bytes, start: int, spec: dict[str, Any]) -> NDArray[Any]:
     return np.frombuffer(decoded, dtype=dtype).reshape(shape)
 
 
+class CubeFile:
+    """An aligned cube on disk, read lazily: the header and the small arrays when opened (with
+    ``sha256``, the whole file checked against it), each large array when asked for, read
+    from its own byte range. `pack` holds one modality of a shard at a time this way."""
+
+    def __init__(self, path: Path, sha256: str | None = None) -> None:
+        self.path = path
+        try:
+            with open(path, "rb") as handle:
+                blob = handle.read() if sha256 is not None else handle.read(1 << 16)
+                if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+                    raise ValueError("its sha256 differs from the one recorded when it was written")
+                if not blob.startswith((MAGIC, MAGIC_V1)):
+                    raise ValueError("not an aligned cube")
+                (size,) = struct.unpack_from("<Q", blob, len(MAGIC))
+                if len(blob) < len(MAGIC) + 8 + size:
+                    blob = blob + handle.read(len(MAGIC) + 8 + size - len(blob))
+                meta = json.loads(blob[len(MAGIC) + 8 : len(MAGIC) + 8 + size])
+                self.start = _padded(len(MAGIC) + 8 + size)
+                length = handle.seek(0, 2)
+            if length != self.start + meta["data_bytes"]:
+                raise ValueError(f"{length} bytes, expected {self.start + meta['data_bytes']}")
+            self.specs: dict[str, dict[str, Any]] = meta["arrays"]
+            self.meta = meta
+            self.x, self.y = self.array("x"), self.array("y")
+        except (OSError, ValueError, KeyError, struct.error, RuntimeError) as exc:
+            raise RawFileError(f"{path}: unreadable aligned cube ({exc})") from None
+        self.sample_id: str = meta["sample_id"]
+        self.epsg = int(meta["epsg"])
+        self.center_lon, self.center_lat = float(meta["center_lon"]), float(meta["center_lat"])
+        self.tile_id = tuple(str(t) for t in meta["tile_id"])
+        self.tile_crs = tuple(int(c) for c in meta["tile_crs"])
+        self.season = tuple(int(s) for s in meta["season"])
+
+    def array(self, name: str) -> NDArray[Any]:
+        """One stored array, decoded (``{modality}/bands``, ``{modality}/time``,
+        ``cloud_mask``, ``x``, ``y``)."""
+        spec = self.specs[name]
+        raw_size = int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
+        nbytes = spec.get("nbytes", raw_size)  # version 1 files: every array raw
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.start + spec["offset"])
+                stored = handle.read(nbytes)
+            if len(stored) != nbytes:
+                raise ValueError(f"{name}: {len(stored)} bytes, expected {nbytes}")
+            return _decoded(stored, 0, {**spec, "offset": 0})
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise RawFileError(f"{self.path}: unreadable aligned cube ({exc})") from None
+
+    def band_names(self, modality: str) -> tuple[str, ...]:
+        return tuple(self.meta["modalities"][modality]["band_names"])
+
+    def file_id(self, modality: str) -> tuple[str, ...]:
+        return tuple(self.meta["modalities"][modality]["file_id"])
+
+    def time(self, modality: str) -> NDArray[np.datetime64]:
+        return self.array(f"{modality}/time")
+
+
 def load_cube(path: Path, sha256: str | None = None) -> AlignedCube:
-    """Read a cube; with ``sha256`` (recorded when it was written) the bytes must match."""
-    try:
-        blob = path.read_bytes()
-        if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
-            raise ValueError("its sha256 differs from the one recorded when it was written")
-        if not blob.startswith((MAGIC, MAGIC_V1)):
-            raise ValueError("not an aligned cube")
-        (size,) = struct.unpack_from("<Q", blob, len(MAGIC))
-        meta = json.loads(blob[len(MAGIC) + 8 : len(MAGIC) + 8 + size])
-        start = _padded(len(MAGIC) + 8 + size)
-        if len(blob) != start + meta["data_bytes"]:
-            raise ValueError(f"{len(blob)} bytes, expected {start + meta['data_bytes']}")
-        arrays = {name: _decoded(blob, start, spec) for name, spec in meta["arrays"].items()}
-    except (OSError, ValueError, KeyError, struct.error, RuntimeError) as exc:
-        raise RawFileError(f"{path}: unreadable aligned cube ({exc})") from None
+    """Read a whole cube; with ``sha256`` (recorded when it was written) the bytes must
+    match."""
+    cube = CubeFile(path, sha256)
     modalities = {
         name: Modality(
-            bands=arrays[f"{name}/bands"],
-            band_names=tuple(info["band_names"]),
-            time=arrays[f"{name}/time"],
-            file_id=tuple(info["file_id"]),
+            bands=cube.array(f"{name}/bands"),
+            band_names=cube.band_names(name),
+            time=cube.time(name),
+            file_id=cube.file_id(name),
         )
-        for name, info in meta["modalities"].items()
+        for name in cube.meta["modalities"]
     }
     return AlignedCube(
-        sample_id=meta["sample_id"],
-        epsg=int(meta["epsg"]),
-        center_lon=float(meta["center_lon"]),
-        center_lat=float(meta["center_lat"]),
-        x=arrays["x"],
-        y=arrays["y"],
+        sample_id=cube.sample_id,
+        epsg=cube.epsg,
+        center_lon=cube.center_lon,
+        center_lat=cube.center_lat,
+        x=cube.x,
+        y=cube.y,
         modalities=modalities,
-        cloud_mask=arrays["cloud_mask"],
-        tile_id=tuple(meta["tile_id"]),
-        tile_crs=tuple(int(c) for c in meta["tile_crs"]),
-        season=tuple(int(s) for s in meta["season"]),
+        cloud_mask=cube.array("cloud_mask"),
+        tile_id=cube.tile_id,
+        tile_crs=cube.tile_crs,
+        season=cube.season,
     )

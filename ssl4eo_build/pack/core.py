@@ -5,9 +5,9 @@
 - Shards: each split shuffled (seeded), cut into shards of ``shard_size``; the remainder is kept
   out (reported) unless ``keep_partial``. Shard ``k`` of a split holds the same samples, in the
   same order, in every modality folder.
-- Files: Zarr format 2 inside a zip, each entry written once (the store is built in a temporary
-  directory, then zipped with sorted names and fixed timestamps, so the same input gives
-  byte-identical files).
+- Files: Zarr format 2 inside a zip, each entry written once, in sorted order with fixed
+  timestamps, so the same input gives byte-identical files (:mod:`.zarr_zip`). A shard holds
+  one modality in memory at a time; a tar, one sample.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import io
 import math
 import os
 import tarfile
-import tempfile
-import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,13 @@ from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
 from .. import modalities as registry
-from ..align.cube import AlignedCube, load_cube
+from ..align.cube import AlignedCube, CubeFile
 from ..files import atomic_target, commit_file, scratch_dir
 from ..raster_io import RawFileError
+from .zarr_zip import Variable, write_zarr_zip, zarr_zip_bytes
 
 SPLITS = ("train", "val")
 CHECKSUMS = "checksums.sha256"  # every file of a dataset root, in the sha256sum format
-ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def shard_name(split: str, number: int) -> str:
@@ -104,95 +102,55 @@ def plan_shards(
     return plans, left
 
 
-def shard_dataset(cubes: Sequence[AlignedCube], modality: str) -> xr.Dataset:
-    """The v1.1 variables of one modality for ``cubes`` (in order)."""
-    first = cubes[0].modalities[modality]
+def shard_variables(
+    cubes: Sequence[CubeFile],
+    modality: str,
+    bands: NDArray[Any] | TimeMajor,
+    cloud_mask: NDArray[np.uint8] | TimeMajor | None,
+    encoding: Encoding,
+) -> dict[str, Variable]:
+    """The v1.1 variables of one modality for ``cubes`` (in order): ``bands`` (sample, time,
+    band, y, x) as stored, one chunk per time index, and the S-2 ``cloud_mask`` when given."""
+    n, n_time = bands.shape[:2]
     size = cubes[0].x.shape[0]
-    n_time = first.bands.shape[0]
-    bands = np.stack([c.modalities[modality].bands for c in cubes])
+    codec = encoding.codec(modality)
+    band_names = cubes[0].band_names(modality)
     ids = np.array([c.sample_id for c in cubes], dtype="<U7")
-    file_ids = [list(c.modalities[modality].file_id) for c in cubes]
+    file_ids = [list(c.file_id(modality)) for c in cubes]
     width = max(len(f) for row in file_ids for f in row)
-    data_vars: dict[str, Any] = {
-        "bands": (("sample", "time", "band", "y", "x"), bands),
-        "center_lat": (("sample",), np.array([c.center_lat for c in cubes], dtype=np.float64)),
-        "center_lon": (("sample",), np.array([c.center_lon for c in cubes], dtype=np.float64)),
-        "crs": (("sample",), np.array([c.epsg for c in cubes], dtype=np.int64)),
-        "file_id": (("sample", "time"), np.array(file_ids, dtype=f"<U{width}")),
-        "sample_id": (
+    out = {
+        "band": Variable(("band",), np.array(band_names, dtype=f"<U{max(map(len, band_names))}")),
+        "bands": Variable(
+            ("sample", "time", "band", "y", "x"),
+            bands,
+            (n, 1, *bands.shape[2:]),
+            codec,
+            encoding.bands_attrs(modality),
+        ),
+        "center_lat": Variable(("sample",), np.array([c.center_lat for c in cubes])),
+        "center_lon": Variable(("sample",), np.array([c.center_lon for c in cubes])),
+        "crs": Variable(("sample",), np.array([c.epsg for c in cubes], dtype=np.int64)),
+        "file_id": Variable(("sample", "time"), np.array(file_ids, dtype=f"<U{width}")),
+        "sample": Variable(("sample",), ids),
+        "sample_id": Variable(
             ("sample", "time"),
             np.array([[f"{s}_{t}" for t in range(n_time)] for s in ids], dtype="<U9"),
         ),
-        "time_": (
-            ("sample", "time"),
-            whole_seconds(np.stack([c.modalities[modality].time for c in cubes])),
-        ),
-        "x_": (("sample", "x"), np.stack([c.x for c in cubes]).astype(np.float64)),
-        "y_": (("sample", "y"), np.stack([c.y for c in cubes]).astype(np.float64)),
+        "time": Variable(("time",), np.arange(n_time, dtype=np.int64)),
+        "time_": Variable.times(("sample", "time"), np.stack([c.time(modality) for c in cubes])),
+        "x": Variable(("x",), np.arange(size, dtype=np.int64)),
+        "x_": Variable(("sample", "x"), np.stack([c.x for c in cubes]).astype(np.float64)),
+        "y": Variable(("y",), np.arange(size, dtype=np.int64)),
+        "y_": Variable(("sample", "y"), np.stack([c.y for c in cubes]).astype(np.float64)),
     }
-    if registry.modality(modality).cloud_mask:
-        data_vars["cloud_mask"] = (
-            ("sample", "time", "y", "x"),
-            np.stack([c.cloud_mask for c in cubes]).astype(np.uint8),
-        )
-    band_names = first.band_names
-    return xr.Dataset(
-        data_vars,
-        coords={
-            "band": np.array(band_names, dtype=f"<U{max(len(b) for b in band_names)}"),
-            "sample": ids,
-            "time": np.arange(n_time, dtype=np.int64),
-            "x": np.arange(size, dtype=np.int64),
-            "y": np.arange(size, dtype=np.int64),
-        },
-    )
+    if cloud_mask is not None:
+        chunks = (n, 1, size, size)
+        out["cloud_mask"] = Variable(("sample", "time", "y", "x"), cloud_mask, chunks, codec)
+    return out
 
 
 def blosc(cname: str, clevel: int) -> numcodecs.Blosc:
     return numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=numcodecs.Blosc.SHUFFLE)
-
-
-def write_zarr_zip(
-    ds: xr.Dataset,
-    path: Path,
-    compressor: numcodecs.abc.Codec,
-    chunk_time: bool = True,
-    scratch: Path | None = None,
-) -> str:
-    """Zarr v2 in a zip: build the store in a temporary directory (in ``scratch`` when given),
-    zip it deterministically, fsync, rename; returns the file's sha256. With ``chunk_time``
-    (shards: dims sample, time, ...) ``bands`` and ``cloud_mask`` get one chunk per time
-    index; otherwise one chunk each."""
-    encoding: dict[str, dict[str, Any]] = {}
-    for name in ("bands", "cloud_mask"):
-        if name in ds:
-            chunks = list(ds[name].shape)
-            if chunk_time:
-                chunks[1] = 1
-            encoding[name] = {"chunks": tuple(chunks), "compressors": compressor}
-    if int(zarr.__version__.split(".")[0]) < 3:  # pragma: no cover - zarr 2 spelling
-        encoding = {
-            k: {"chunks": v["chunks"], "compressor": v["compressors"]} for k, v in encoding.items()
-        }
-        extra: dict[str, Any] = {}
-    else:
-        extra = {"zarr_format": 2}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch or path.parent, prefix=".pack-") as tmp:
-        store = Path(tmp) / "store"
-        ds.to_zarr(store, mode="w", consolidated=True, encoding=encoding, **extra)
-        target = atomic_target(path, scratch)
-        try:
-            with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
-                for file in sorted(p for p in store.rglob("*") if p.is_file()):
-                    info = zipfile.ZipInfo(file.relative_to(store).as_posix(), ZIP_EPOCH)
-                    info.external_attr = 0o644 << 16
-                    archive.writestr(info, file.read_bytes())
-            return commit_file(target, path)
-        finally:
-            target.unlink(missing_ok=True)
 
 
 def open_shard(path: str | os.PathLike[str]) -> xr.Dataset:
@@ -211,11 +169,17 @@ class RunningStats:
     squares: NDArray[np.float64] | None = None
 
     def add(self, bands: np.ndarray) -> None:
-        values = bands.astype(np.float64)
-        axes = (0, 1, 3, 4)
-        count = np.full(values.shape[2], values.size / values.shape[2])
-        total, squares = values.sum(axis=axes), np.square(values).sum(axis=axes)
-        if self.count is None:
+        """Add (sample, time, band, y, x) values, one sample and band at a time (a float64
+        copy of the whole array would cost more than the sums)."""
+        n_bands = bands.shape[2]
+        count = np.full(n_bands, bands.size / max(n_bands, 1))
+        total, squares = np.zeros(n_bands), np.zeros(n_bands)
+        for b in range(n_bands):
+            for sample in bands[:, :, b]:
+                values = sample.astype(np.float64).ravel()
+                total[b] += values.sum()
+                squares[b] += values @ values
+        if self.count is None or self.total is None or self.squares is None:
             self.count, self.total, self.squares = count, total, squares
         else:
             self.count = self.count + count
@@ -251,7 +215,7 @@ class RunningStats:
         return [round(float(m), 3) for m in mean], [round(float(v), 3) for v in np.sqrt(var)]
 
 
-def footprint_wkb(cube: AlignedCube) -> bytes:
+def footprint_wkb(cube: AlignedCube | CubeFile) -> bytes:
     """The patch footprint as published: the rectangle of its pixel edges, its four corners
     transformed to EPSG:4326, as a five-point counter-clockwise WKB polygon."""
     import shapely
@@ -298,22 +262,22 @@ def whole_seconds(times: NDArray[Any]) -> NDArray[np.datetime64]:
     return np.asarray(times).astype("datetime64[s]").astype("datetime64[ns]")
 
 
-def metadata_rows(cube: AlignedCube, file_name: str) -> list[dict[str, Any]]:
+def metadata_rows(cube: CubeFile, file_name: str) -> list[dict[str, Any]]:
     """v1.1 split-metadata rows of one sample: one per timestamp (S-2 based)."""
     geometry = footprint_wkb(cube)
-    l2a = cube.modalities["S2L2A"]
+    times = cube.time("S2L2A")
     return [
         {
             "idx": f"{cube.sample_id}_{t}",
             "sample_id": cube.sample_id,
             "time_id": t,
-            "time": str(l2a.time[t].astype("datetime64[s]")),
+            "time": str(times[t].astype("datetime64[s]")),
             "tile_id": cube.tile_id[t],
             "geometry": geometry,
             "tile_crs": cube.tile_crs[t],
             "file": file_name,
         }
-        for t in range(len(l2a.time))
+        for t in range(len(times))
     ]
 
 
@@ -344,75 +308,137 @@ class Encoding:
     def codec(self, modality: str) -> Codec:
         return blosc(*self.compressor[modality])
 
-    def label(self, ds: xr.Dataset, modality: str) -> xr.Dataset:
-        """What the file says about its values: ``bands`` attribute ``dn_offset`` on S-2
-        digital numbers (not the CF ``add_offset``, which readers would apply), and the date
-        rule of its samples."""
-        if modality in registry.dn_modalities():
-            ds["bands"].attrs["dn_offset"] = self.s2_offset
-        if self.date_rule:
-            ds.attrs["date_rule"] = self.date_rule
-        return ds
+    def bands_attrs(self, modality: str) -> dict[str, Any]:
+        """What ``bands`` says about its values: ``dn_offset`` on S-2 digital numbers (not the
+        CF ``add_offset``, which readers would apply)."""
+        return {"dn_offset": self.s2_offset} if modality in registry.dn_modalities() else {}
+
+    def attrs(self) -> dict[str, Any]:
+        """The file's own attributes: the date rule of its samples."""
+        return {"date_rule": self.date_rule} if self.date_rule else {}
+
+    def shift(self, modality: str, bands: NDArray[Any]) -> NDArray[Any]:
+        """``bands`` with the layout's offset added to S-2 digital numbers, saturating at
+        32767 (in place when ``bands`` is writeable)."""
+        if not self.s2_offset or modality not in registry.dn_modalities():
+            return bands
+        if not bands.flags.writeable:
+            bands = bands.copy()
+        np.minimum(bands, INT16_MAX - self.s2_offset, out=bands)
+        bands += self.s2_offset
+        return bands
 
 
-ModalityWriter = Callable[[list[AlignedCube], str, Path, Encoding, Path], str]
+class _DamagedCube(Exception):
+    def __init__(self, sample_id: str) -> None:
+        self.sample_id = sample_id
 
 
-def with_offset(cube: AlignedCube, s2_offset: int) -> AlignedCube:
-    """``cube`` with ``s2_offset`` added to its S-2 digital numbers, saturating at 32767."""
-    if not s2_offset:
-        return cube
-    modalities = dict(cube.modalities)
-    for name in registry.dn_modalities():
-        m = modalities[name]
-        shifted = np.minimum(m.bands.astype(np.int32) + s2_offset, INT16_MAX).astype(np.int16)
-        modalities[name] = replace(m, bands=shifted)
-    return replace(cube, modalities=modalities)
+@dataclass(frozen=True)
+class ShardPart:
+    """One modality's file of a shard (or tar): the unit of work `pack` spreads over the
+    cores. The first modality's part also carries the shard's metadata rows."""
+
+    plan: ShardPlan
+    modality: str
+
+    @property
+    def first(self) -> bool:
+        return self.modality == registry.names()[0]
+
+
+def _open_cubes(cube_files: CubeFiles, part: ShardPart) -> tuple[list[CubeFile], list[str]]:
+    """The part's cubes and the ids of damaged ones. The shard's first part checks each
+    cube against its recorded sha256 (hashing every cube once per shard, not once per
+    modality): a shard is recorded only when every part succeeded, so a damaged cube it
+    finds keeps the whole shard out until the cube is aligned again."""
+    opened, damaged = [], []
+    for sample_id in part.plan.sample_ids:
+        path, sha256 = cube_files[sample_id]
+        try:
+            opened.append(CubeFile(Path(path), sha256 if part.first else None))
+        except RawFileError:
+            damaged.append(sample_id)
+    return opened, damaged
+
+
+def _array(cube: CubeFile, name: str) -> NDArray[Any]:
+    try:
+        return cube.array(name)
+    except RawFileError:
+        raise _DamagedCube(cube.sample_id) from None
+
+
+class TimeMajor:
+    """A (sample, time, ...) array held time-major, so that the chunk of one time index (all
+    samples) is one contiguous block: built from the cubes without a copy per chunk."""
+
+    def __init__(self, by_time: NDArray[Any]) -> None:
+        self.by_time = by_time  # (time, sample, ...)
+        self.shape = (by_time.shape[1], by_time.shape[0], *by_time.shape[2:])
+        self.dtype = by_time.dtype
+
+    def __getitem__(self, key: tuple[slice, ...]) -> NDArray[Any]:
+        time = key[1]
+        if key[0] != slice(0, self.shape[0]) or time.stop - time.start != 1:
+            raise IndexError("a TimeMajor array gives whole time chunks only")
+        return self.by_time[time.start][:, None]
+
+    def samples_first(self) -> NDArray[Any]:
+        """A (sample, time, ...) view."""
+        return self.by_time.swapaxes(0, 1)
+
+    @classmethod
+    def of(cls, cubes: Sequence[CubeFile], name: str) -> TimeMajor:
+        """One array of every cube (each (time, ...)), stacked time-major."""
+        first = _array(cubes[0], name)
+        out = np.empty((first.shape[0], len(cubes), *first.shape[1:]), dtype=first.dtype)
+        out[:, 0] = first
+        for i, cube in enumerate(cubes[1:], start=1):
+            out[:, i] = _array(cube, name)
+        return cls(out)
+
+
+def _part_result(
+    part: ShardPart,
+    cubes: Sequence[CubeFile],
+    file_name: str,
+    written: tuple[str, str],
+    stats: RunningStats,
+) -> ShardResult:
+    rel, sha256 = written
+    plan = part.plan
+    metadata = (
+        tuple(row for c in cubes for row in metadata_rows(c, file_name)) if part.first else ()
+    )
+    files = ((rel, part.modality, len(cubes), sha256),)
+    return ShardResult(plan.split, plan.number, files, metadata, {part.modality: stats.as_dict()})
 
 
 def write_shard(
-    out_dir: Path, cubes: CubeFiles, encoding: Encoding, plan: ShardPlan
+    out_dir: Path, cube_files: CubeFiles, encoding: Encoding, part: ShardPart
 ) -> ShardResult:
-    """Load the plan's cubes and write its file in every modality folder."""
-
-    def write(
-        cubes: list[AlignedCube], modality: str, path: Path, encoding: Encoding, tmp: Path
-    ) -> str:
-        ds = encoding.label(shard_dataset(cubes, modality), modality)
-        return write_zarr_zip(ds, path, encoding.codec(modality), scratch=tmp)
-
-    name = shard_name(plan.split, plan.number)
-    return _write_modalities(out_dir, cubes, encoding, plan, name, write)
-
-
-def _write_modalities(
-    out_dir: Path,
-    cube_files: CubeFiles,
-    encoding: Encoding,
-    plan: ShardPlan,
-    file_name: str,
-    write: ModalityWriter,
-) -> ShardResult:
-    """Load the plan's cubes (each checked against its recorded sha256), ``write`` them to
-    ``{split}/{modality}/{file_name}`` for every modality as the layout stores them, and
-    describe what was written (band sums of the stored values). A missing or damaged cube
-    writes nothing and is named in the result."""
-    cubes, damaged = [], []
-    for sample_id in plan.sample_ids:
-        path, sha256 = cube_files[sample_id]
-        try:
-            cubes.append(with_offset(load_cube(Path(path), sha256), encoding.s2_offset))
-        except RawFileError:
-            damaged.append(sample_id)
+    """One modality's file of a shard, with only that modality of the shard in memory (each
+    cube's array read as it is needed). A missing or damaged cube writes nothing and is named
+    in the result."""
+    plan, modality = part.plan, part.modality
+    numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
+    cubes, damaged = _open_cubes(cube_files, part)
     if damaged:
         return ShardResult(plan.split, plan.number, (), (), {}, tuple(damaged))
-    files = []
-    for modality in registry.names():
-        rel = f"{plan.split}/{modality}/{file_name}"
-        sha256 = write(cubes, modality, out_dir / rel, encoding, scratch_dir(out_dir))
-        files.append((rel, modality, len(cubes), sha256))
-    metadata = tuple(row for c in cubes for row in metadata_rows(c, file_name))
-    return ShardResult(plan.split, plan.number, tuple(files), metadata, _band_sums(cubes))
+    try:
+        bands = TimeMajor.of(cubes, f"{modality}/bands")
+        encoding.shift(modality, bands.by_time)
+        stats = RunningStats()
+        stats.add(bands.samples_first())
+        mask = TimeMajor.of(cubes, "cloud_mask") if registry.modality(modality).cloud_mask else None
+    except _DamagedCube as exc:
+        return ShardResult(plan.split, plan.number, (), (), {}, (exc.sample_id,))
+    name = shard_name(plan.split, plan.number)
+    rel = f"{plan.split}/{modality}/{name}"
+    variables = shard_variables(cubes, modality, bands, mask, encoding)
+    sha256 = write_zarr_zip(out_dir / rel, variables, encoding.attrs(), scratch_dir(out_dir))
+    return _part_result(part, cubes, name, (rel, sha256), stats)
 
 
 # -- WebDataset layout (2026 v1.1 release) ---------------------------------------------------
@@ -433,60 +459,60 @@ def plan_tars(splits: dict[str, list[str]], samples_per_tar: int) -> list[ShardP
     return plans
 
 
-def sample_dataset(cube: AlignedCube, modality: str) -> xr.Dataset:
-    """One sample as the WebDataset member's consolidated Zarr: ``bands`` (time, band, y, x)."""
-    m = cube.modalities[modality]
-    data_vars: dict[str, Any] = {
-        "bands": (("time", "band", "y", "x"), m.bands),
-        "center_lon": ((), np.float64(cube.center_lon)),
-        "center_lat": ((), np.float64(cube.center_lat)),
-        "file_id": (("time",), np.array(m.file_id)),
+def sample_variables(
+    cube: CubeFile,
+    modality: str,
+    bands: NDArray[Any],
+    cloud_mask: NDArray[np.uint8] | None,
+    encoding: Encoding,
+) -> dict[str, Variable]:
+    """One sample as the WebDataset member's consolidated Zarr: ``bands`` (time, band, y, x)
+    in one chunk, ``time`` as int64 nanoseconds (0 for the DEM)."""
+    codec = encoding.codec(modality)
+    out = {
+        "band": Variable(("band",), np.array(cube.band_names(modality))),
+        "bands": Variable(
+            ("time", "band", "y", "x"), bands, None, codec, encoding.bands_attrs(modality)
+        ),
+        "center_lat": Variable((), np.array(cube.center_lat, dtype=np.float64)),
+        "center_lon": Variable((), np.array(cube.center_lon, dtype=np.float64)),
+        "file_id": Variable(("time",), np.array(cube.file_id(modality))),
+        "time": Variable(("time",), whole_seconds(cube.time(modality)).astype(np.int64)),
     }
-    if registry.modality(modality).cloud_mask:
-        data_vars["cloud_mask"] = (("time", "y", "x"), cube.cloud_mask.astype(np.uint8))
-    return xr.Dataset(
-        data_vars,
-        coords={
-            "band": np.array(m.band_names),
-            "time": whole_seconds(m.time).astype(np.int64),
-        },
-    )
+    if cloud_mask is not None:
+        out["cloud_mask"] = Variable(("time", "y", "x"), cloud_mask, None, codec)
+    return out
 
 
-def write_tar(out_dir: Path, cubes: CubeFiles, encoding: Encoding, plan: ShardPlan) -> ShardResult:
-    """One tar per modality: a ``{sample_id}.zarr.zip`` member per sample, keys aligned."""
+def write_tar(
+    out_dir: Path, cube_files: CubeFiles, encoding: Encoding, part: ShardPart
+) -> ShardResult:
+    """One modality's tar: a ``{sample_id}.zarr.zip`` member per sample, in the plan's order
+    (so keys align across modalities), one sample in memory at a time."""
+    plan, modality = part.plan, part.modality
+    numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
+    cubes, damaged = _open_cubes(cube_files, part)
+    if damaged:
+        return ShardResult(plan.split, plan.number, (), (), {}, tuple(damaged))
     name = tar_name(plan.number)
-    return _write_modalities(out_dir, cubes, encoding, plan, name, _write_one_tar)
-
-
-def _write_one_tar(
-    cubes: list[AlignedCube], modality: str, path: Path, encoding: Encoding, scratch: Path
-) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    target = atomic_target(path, scratch)
+    rel = f"{plan.split}/{modality}/{name}"
+    target = atomic_target(out_dir / rel, scratch_dir(out_dir))
+    stats = RunningStats()
+    with_mask = registry.modality(modality).cloud_mask
     try:
-        with (
-            tempfile.TemporaryDirectory(dir=scratch, prefix=".wds-") as tmp,
-            tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as archive,
-        ):
+        with tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as archive:
             for cube in cubes:
-                member = Path(tmp) / f"{cube.sample_id}.zarr.zip"
-                ds = encoding.label(sample_dataset(cube, modality), modality)
-                write_zarr_zip(ds, member, encoding.codec(modality), chunk_time=False)
-                info = tarfile.TarInfo(member.name)
-                data = member.read_bytes()
+                bands = encoding.shift(modality, _array(cube, f"{modality}/bands"))
+                stats.add(bands[None])
+                mask = _array(cube, "cloud_mask") if with_mask else None
+                variables = sample_variables(cube, modality, bands, mask, encoding)
+                data = zarr_zip_bytes(variables, encoding.attrs())
+                info = tarfile.TarInfo(f"{cube.sample_id}.zarr.zip")
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 archive.addfile(info, io.BytesIO(data))
-                member.unlink()
-        return commit_file(target, path)
+        sha256 = commit_file(target, out_dir / rel)
+    except _DamagedCube as exc:
+        return ShardResult(plan.split, plan.number, (), (), {}, (exc.sample_id,))
     finally:
         target.unlink(missing_ok=True)
-
-
-def _band_sums(cubes: Sequence[AlignedCube]) -> dict[str, dict[str, list[float]]]:
-    out = {}
-    for modality in registry.names():
-        running = RunningStats()
-        running.add(np.stack([c.modalities[modality].bands for c in cubes]))
-        out[modality] = running.as_dict()
-    return out
+    return _part_result(part, cubes, name, (rel, sha256), stats)

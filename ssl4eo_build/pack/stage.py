@@ -168,11 +168,12 @@ def _write_shards(
     for attempt in range(2):
         cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
         counts = {"written": 0}
-        retry: list[pack.ShardPlan] = []
-        damaged: set[str] = set()
+        parts = [pack.ShardPart(plan, m) for plan in todo for m in registry.names()]
+        done: dict[tuple[str, int], list[pack.ShardResult]] = {}
+        damaged: dict[tuple[str, int], set[str]] = {}
         for result in run_pool(
             partial(layout.writer, layout.root, cubes, layout.encoding),
-            todo,
+            parts,
             n_workers,
             f"pack {layout.name}",
             counts,
@@ -180,34 +181,47 @@ def _write_shards(
             processes=n_workers > 1,
             dask=dask,
         ):
+            key = (result.split, result.number)
             if result.damaged:
-                key = (result.split, result.number)
-                retry.append(next(s for s in todo if (s.split, s.number) == key))
-                damaged.update(result.damaged)
+                damaged.setdefault(key, set()).update(result.damaged)
                 continue
-            with manifest.transaction() as db:
-                manifest.record_shard(
-                    db,
-                    layout.name,
-                    result.split,
-                    result.number,
-                    [str(m["sample_id"]) for m in result.metadata[::4]],
-                    [(layout.prefix + rel, m, n, sha) for rel, m, n, sha in result.files],
-                    json.dumps([{**m, "geometry": m["geometry"].hex()} for m in result.metadata]),
-                    json.dumps(result.stats),
-                )
+            done.setdefault(key, []).append(result)
+            if len(done[key]) < len(registry.names()) or key in damaged:
+                continue
+            _record_shard(manifest, layout, done.pop(key))
             counts["written"] += 1
             written += 1
         if not damaged:
             return written
         if attempt == 0:
-            _repair_cubes(config, manifest, work, sorted(damaged), progress)
-        todo = retry
+            ids = sorted(set().union(*damaged.values()))
+            _repair_cubes(config, manifest, work, ids, progress)
+        todo = [plan for plan in todo if (plan.split, plan.number) in damaged]
+    lost = sorted(set().union(*damaged.values()))
     raise IncompleteError(
-        f"{manifest.path}: the aligned cubes of {len(damaged)} location(s) could not be "
-        f"rebuilt (first: {min(damaged)}); see `ssl4eo-build status` for their reasons, then "
+        f"{manifest.path}: the aligned cubes of {len(lost)} location(s) could not be "
+        f"rebuilt (first: {lost[0]}); see `ssl4eo-build status` for their reasons, then "
         "run `ssl4eo-build download` and `pack` again."
     )
+
+
+def _record_shard(manifest: Manifest, layout: Layout, parts: list[pack.ShardResult]) -> None:
+    """A shard whose every modality file is written: its files, samples, metadata rows and
+    band sums, in one transaction."""
+    metadata = next(p.metadata for p in parts if p.metadata)
+    files = [(layout.prefix + rel, m, n, sha) for p in parts for rel, m, n, sha in p.files]
+    stats = {m: s for p in parts for m, s in p.stats.items()}
+    with manifest.transaction() as db:
+        manifest.record_shard(
+            db,
+            layout.name,
+            parts[0].split,
+            parts[0].number,
+            [str(m["sample_id"]) for m in metadata[::4]],
+            sorted(files, key=lambda f: registry.names().index(f[1])),
+            json.dumps([{**m, "geometry": m["geometry"].hex()} for m in metadata]),
+            json.dumps(stats),
+        )
 
 
 WEBDATASET_DIR = "webdataset"  # with --format both, the tar layout's own root inside OUT
