@@ -40,7 +40,8 @@ from ssl4eo_build.pack.core import open_shard
 WORK = Path("bench-work/align-same-CRS-zstd")
 CODECS = (
     ("zstd", 5, "byte"), ("zstd", 1, "byte"), ("zstd", 1, "bit"), ("zstd", 3, "bit"),
-    ("lz4", 5, "byte"), ("lz4", 5, "bit"), ("lz4hc", 5, "byte"), ("lz4hc", 5, "bit"),
+    ("lz4", 5, "byte"), ("lz4", 5, "bit"), ("lz4hc", 2, "byte"), ("lz4hc", 2, "bit"),
+    ("lz4hc", 5, "byte"),
     ("blosclz", 5, "bit"),
 )  # fmt: skip
 SHUFFLE = {"byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
