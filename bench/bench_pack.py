@@ -9,8 +9,8 @@ Uses the align benchmark's work dir (bench-work/align-same-CRS-zstd: run
    chunk is, one Blosc thread; write and read MB/s of raw data and the ratio, beside a plain
    copy of the same bytes (the anchor).
 2. Pack vs align: `align` (2 processes, from the raw files) and `pack --format both` (2
-   processes) of the same locations, each timed in one run; the pack in its own process, whose
-   children's peak RSS is the pack's memory.
+   workers) of the same locations, each timed in one run; the pack in its own process: the
+   peak RSS of it and of its worker processes is the pack's memory.
 3. Reads: every sample of the Zarr layout, every modality, through ``xr.open_zarr`` and
    ``.values`` (dask's threads over the chunks), beside a copy of the decoded bytes.
 
@@ -95,7 +95,8 @@ cfg = override(override(override(cfg, "pack.format", "both"), "pack.keep_partial
 t0 = time.perf_counter()
 pipeline.run_pack(cfg, Path(sys.argv[2]), out=Path(sys.argv[3]), progress=False, force=True)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+usage = (resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+peak = max(usage) * 1024  # the coordinator (tars run in its threads) or a shard process
 print(json.dumps({"seconds": seconds, "peak_rss_bytes": peak}))
 """
 

@@ -178,7 +178,10 @@ def _write_shards(
             f"pack {layout.name}",
             counts,
             progress,
-            processes=n_workers > 1,
+            # A shard's part holds a modality of 64 samples: processes, whose memory is
+            # returned when they finish. A tar's part holds one sample; threads run them with
+            # less memory traffic than processes on the benchmark machine (BENCHMARKS.md).
+            processes=n_workers > 1 and layout.name == "zarr",
             dask=dask,
         ):
             key = (result.split, result.number)
