@@ -10,7 +10,7 @@ import pytest
 
 from ssl4eo_build import modalities as registry
 from ssl4eo_build import pipeline
-from ssl4eo_build.config import AlignConfig, load_config
+from ssl4eo_build.config import AlignConfig, Config, load_config
 from ssl4eo_build.derive import AlignedLayers, cloud_mask, lulc, ndvi
 from ssl4eo_build.modalities import CLOUD_SCORE, DEM, LULC_ESRI, S2L2A, Modality
 from ssl4eo_build.pack.core import open_shard
@@ -82,25 +82,30 @@ def ndwi(aligned: AlignedLayers) -> np.ndarray:
     return out[:, None].astype(np.float16)
 
 
+def aligned_near_munich(tmp_path: Path, n: int, seed: int, settings: str) -> tuple[Config, Path]:
+    """``n`` locations around Munich sampled, downloaded and aligned with the simulator (no
+    partial coverage), ``settings`` added to the config (TOML tables)."""
+    cities = tmp_path / "cities.csv"
+    write_cities(cities, [(1, "Munich", "DE", 48.137, 11.575, 1)])
+    text = (
+        f'[sample]\nn = {n}\nseed = {seed}\ncities = "{cities}"\n'
+        "[synthetic]\npartial_prob = 0.0\n" + settings
+    )
+    cfg = load_config(write_toml(tmp_path / "c.toml", text))
+    work = tmp_path / "w"
+    pipeline.run_sample(cfg, work)
+    pipeline.run_download(cfg, work, progress=False)
+    assert pipeline.run_align(cfg, work, progress=False, workers=1).ok == n
+    return cfg, work
+
+
 def test_an_eighth_modality_is_one_registry_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entry = Modality("NDWI", ("ndwi",), "float16", ndwi, value_range=(-1.0, 1.0))
     monkeypatch.setattr(registry, "MODALITIES", (*registry.MODALITIES, entry))
-    cities = tmp_path / "cities.csv"
-    write_cities(cities, [(1, "Munich", "DE", 48.137, 11.575, 1)])
-    cfg = load_config(
-        write_toml(
-            tmp_path / "c.toml",
-            f'[sample]\nn = 3\nseed = 5\ncities = "{cities}"\n[download]\nworkers = 2\n'
-            "[synthetic]\npartial_prob = 0.0\n"
-            '[pack]\nshard_size = 1\nval_fraction = 0.0\nformat = "both"\n',
-        )
-    )
-    work = tmp_path / "w"
-    pipeline.run_sample(cfg, work)
-    pipeline.run_download(cfg, work, progress=False)
-    pipeline.run_align(cfg, work, progress=False, workers=1)
+    packing = '[pack]\nshard_size = 1\nval_fraction = 0.0\nformat = "both"\n'
+    cfg, work = aligned_near_munich(tmp_path, 3, 5, packing)
     summary = pipeline.run_pack(cfg, work, progress=False, workers=1)
     out = Path(summary.out_dir)
     assert summary.samples["train"] >= 2
@@ -125,20 +130,7 @@ def test_dynamic_world_as_the_land_cover(tmp_path: Path) -> None:
     from ssl4eo_build.align.cube import load_cube
     from ssl4eo_build.manifest import Manifest
 
-    cities = tmp_path / "cities.csv"
-    write_cities(cities, [(1, "Munich", "DE", 48.137, 11.575, 1)])
-    cfg = load_config(
-        write_toml(
-            tmp_path / "c.toml",
-            f'[sample]\nn = 2\nseed = 3\ncities = "{cities}"\n'
-            '[download]\nworkers = 2\nlulc_source = "dynamic_world"\n'
-            "[synthetic]\npartial_prob = 0.0\n",
-        )
-    )
-    work = tmp_path / "w"
-    pipeline.run_sample(cfg, work)
-    pipeline.run_download(cfg, work, progress=False)
-    assert pipeline.run_align(cfg, work, progress=False, workers=1).ok == 2
+    _, work = aligned_near_munich(tmp_path, 2, 3, '[download]\nlulc_source = "dynamic_world"\n')
     with Manifest.open(work) as m:
         rows = m.db.execute("SELECT sample_id, scene_id FROM scenes WHERE product='LULC'")
         lulc_scenes = rows.fetchall()
