@@ -8,6 +8,8 @@ is stored: whole digital numbers, -32768 for missing) and float32 (how it was st
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +42,7 @@ ENCODINGS = {
 }  # fmt: skip
 
 
-def main(repeats: int = 10) -> None:
+def main(repeats: int = 10) -> dict[str, dict[str, float]]:
     src = SyntheticSource()
     where = LonLat(11.575, 48.137)
     window = [TimeWindow(datetime(2021, 3, 5), datetime(2021, 4, 4))]
@@ -48,6 +50,7 @@ def main(repeats: int = 10) -> None:
     grid = centred_grid(scene.epsg, where, 384, 10.0, 60.0)
     data = src.pixels(scene, grid, PRODUCTS["S2L1C"].bands)
     OUT.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, dict[str, float]] = {}
     for i, (name, (dtype, options)) in enumerate(ENCODINGS.items()):
         path = OUT / f"encoding-{i}.tif"
         profile = dict(
@@ -75,8 +78,17 @@ def main(repeats: int = 10) -> None:
             f"raw {name}: {path.stat().st_size / 1e6:.2f} MB, write {write * 1000:.0f} ms, "
             f"read {full * 1000:.1f} ms, crop window {crop * 1000:.1f} ms"
         )
+        figures[name] = {
+            "mb": path.stat().st_size / 1e6,
+            "write_ms": write * 1000,
+            "read_ms": full * 1000,
+            "crop_ms": crop * 1000,
+        }
     assert np.isfinite(data).any()
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    figures = main()
+    if "--json" in sys.argv[1:]:
+        print(json.dumps(figures))

@@ -1,11 +1,12 @@
 """`run` end to end: locations/hour with the local executor and a 2-worker LocalCluster, and the
 coordinator's manifest cost per location (what limits a 250k-location run on one coordinator).
 
-    .venv/bin/python -m bench.bench_run [TARGET]
+    .venv/bin/python -m bench.bench_run [TARGET] [--json]
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -20,8 +21,9 @@ from ssl4eo_build.run import run_all
 ROOT = Path("bench-work/run")
 
 
-def end_to_end(target: int) -> None:
+def end_to_end(target: int) -> dict[str, float]:
     cfg = load_config(REPO_ROOT / "configs" / "demo.toml")
+    figures = {}
     for name in ("local", "dask local:2"):
         work = ROOT / name.replace(" ", "-").replace(":", "")
         shutil.rmtree(work, ignore_errors=True)
@@ -37,19 +39,25 @@ def end_to_end(target: int) -> None:
             f"run {name}: {target} locations packed in {seconds:.1f} s "
             f"({target / seconds * 3600:,.0f} locations/hour); {per_stage}"
         )
+        figures[f"{name.split()[0]}_s"] = seconds
+    figures["dask_over_local"] = figures["dask_s"] / figures["local_s"]
+    return figures
 
 
-def coordinator_overhead(n: int = 2000) -> None:
+def coordinator_overhead(n: int = 2000) -> dict[str, float]:
     work = ROOT / "manifest"
     shutil.rmtree(work, ignore_errors=True)
     with Manifest.open(work) as m:
         with m.transaction() as db:
             m.insert_locations(db, ((f"{i:07d}", 1.0, 2.0, "x", "sample", i) for i in range(n)))
         scenes = [
-            (p, s, f"scene{p}{s}", datetime(2021, 3, 20).isoformat(), 1.0, 32632, None, "/x.tif")
-            for p in ("S2L1C", "S2L2A", "S1GRD")
+            (p, s, f"scene{p}{s}", datetime(2021, 3, 20).isoformat(), 1.0, 32632, None, "/x", "0")
+            for p in ("S2L1C", "S2L2A", "S1GRD", "CS", "LULC")
             for s in range(4)
-        ]
+        ]  # and the DEM: a location's 21 layers
+        scenes.append(
+            ("DEM", 0, "dem", datetime(1970, 1, 1).isoformat(), None, 32632, None, "/y", "0")
+        )
         t0 = time.perf_counter()
         for i in range(n):
             sid = f"{i:07d}"
@@ -62,8 +70,12 @@ def coordinator_overhead(n: int = 2000) -> None:
         f"coordinator: {per_location * 1000:.2f} ms of manifest writes per location "
         f"(download + align records); 250,000 locations: {per_location * 250_000 / 60:.0f} min"
     )
+    return {"coordinator_ms_per_location": per_location * 1000}
 
 
 if __name__ == "__main__":
-    end_to_end(int(sys.argv[1]) if len(sys.argv) > 1 else 32)
-    coordinator_overhead()
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    figures = end_to_end(int(args[0]) if args else 32)
+    figures.update(coordinator_overhead())
+    if "--json" in sys.argv[1:]:
+        print(json.dumps(figures))

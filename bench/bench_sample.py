@@ -8,6 +8,7 @@ Python haversine loop). Also counts the pairs closer than the threshold each one
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -63,4 +64,7 @@ def main(n: int = 251_079) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 251_079)
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    figures = main(int(args[0]) if args else 251_079)
+    if "--json" in sys.argv[1:]:
+        print(json.dumps(figures))
