@@ -83,7 +83,7 @@ def test_killed_sample_resumes_to_the_same_result(tmp_path: Path, few_cities: Pa
     """kill -9 mid-stage, rerun: same locations as an uninterrupted run, nothing duplicated."""
     cfg = write_toml(
         tmp_path / "big.toml",
-        "[sample]\nseed = 5\nn = 6000\nsigma_m = 60000.0\nbatch_size = 64\n"
+        "[sample]\nseed = 5\nn = 20000\nsigma_m = 60000.0\nbatch_size = 16\n"
         f'cities = "{few_cities}"\n',
     )
     cmd = [sys.executable, "-m", "ssl4eo_build.cli.app"]
@@ -91,7 +91,7 @@ def test_killed_sample_resumes_to_the_same_result(tmp_path: Path, few_cities: Pa
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, *args, str(killed)], stdout=subprocess.DEVNULL)
     partial = kill_when(proc, killed / "manifest.sqlite", "SELECT COUNT(*) FROM locations", 500)
-    assert 0 < partial < 6000, "the kill landed mid-stage"
+    assert 0 < partial < 20000, "the kill landed mid-stage"
     subprocess.run([*cmd, *args, str(killed)], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([*cmd, *args, str(tmp_path / "clean")], check=True, stdout=subprocess.DEVNULL)
     assert locations(killed) == locations(tmp_path / "clean")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssl4eo_build.config import SampleConfig
-from ssl4eo_build.geo import WGS84, geodesic_distance_m, offset_by_metres
+from ssl4eo_build.geo import WGS84, LonLat, geodesic_distance_m, offset_by_metres, unit_vectors
 from ssl4eo_build.sample.cities import CityTable, load_cities
 from ssl4eo_build.sample.sampling import (
     OverlapIndex,
@@ -113,6 +113,47 @@ def test_resuming_the_stream_equals_one_run(few_cities: Path, dense_cfg: SampleC
     ]
     joined = np.array([(a.position.lon, a.position.lat) for a in first + rest])
     assert np.array_equal(joined, whole)
+
+
+def sequential(cities: CityTable, cfg: SampleConfig, existing: list, n: int, start: int = 0):
+    """The rule one candidate at a time with the grid index: the oracle for the chunked,
+    KD-tree version. Returns the accepted (candidate, lon, lat) and where to resume."""
+    index = OverlapIndex(cfg.min_distance_m, cfg.grid_cell_deg)
+    for p in existing:
+        index.add(p.lon, p.lat)
+    out, k = [], start
+    while len(out) < n:
+        block = candidate_block(cities, cfg, k // cfg.batch_size)
+        for j in range(k - block.first, cfg.batch_size):
+            lon, lat = float(block.lon[j]), float(block.lat[j])
+            k += 1
+            if not index.conflicts(lon, lat, unit_vectors(lon, lat)):
+                index.add(lon, lat)
+                out.append((k - 1, lon, lat))
+                if len(out) == n:
+                    return out, k
+    return out, k
+
+
+def test_chunked_rule_equals_one_candidate_at_a_time(few_cities: Path, dense_cfg) -> None:
+    cities = load_cities(few_cities)
+    existing = [LonLat(float(x), float(y)) for x, y in run(cities, dense_cfg, 50)]
+    for before, start in (([], 0), (existing, 977)):
+        progress = list(sample_locations(cities, dense_cfg, before, 700, start))
+        got = [(a.candidate, a.position.lon, a.position.lat) for p in progress for a in p.accepted]
+        want, resume = sequential(cities, dense_cfg, before, 700, start)
+        assert got == want and progress[-1].next_candidate == resume
+        drawn = sum(len(p.accepted) + p.overlaps for p in progress)
+        assert drawn == resume - start, "every candidate counted once, accepted or overlapping"
+
+
+def test_candidates_without_neighbours_are_all_kept() -> None:
+    from ssl4eo_build.sample.sampling import _accept
+
+    far = np.array([0.0, 1.0, 2.0])  # degrees apart: no pair, within the chunk or with before
+    kept = _accept(np.array([[10.0, 10.0]]), far, np.zeros(3), THRESHOLD)
+    assert kept.tolist() == [True, True, True]
+    assert _accept(np.empty((0, 2)), np.array([5.0]), np.array([5.0]), THRESHOLD).tolist() == [True]
 
 
 def test_saturation_is_reported(tmp_path: Path) -> None:

@@ -205,36 +205,93 @@ def sample_locations(
     """Draw candidates from ``start_candidate`` until ``n_new`` more locations are accepted.
 
     Yields after each block (and at the end) so the caller can persist progress; ``existing``
-    locations are indexed first and never overlapped.
+    locations are indexed first and never overlapped. The rule is sequential — a candidate is
+    accepted when no earlier accepted location (or existing one) lies within the threshold —
+    and is applied to many blocks at once (:func:`_accept`), with the same result.
     """
-    index = OverlapIndex(cfg.min_distance_m, cfg.grid_cell_deg)
-    for p in existing:
-        index.add(p.lon, p.lat)
+    accepted_lonlat = np.array([(p.lon, p.lat) for p in existing], dtype=np.float64).reshape(-1, 2)
     budget = max(n_new, 1) * cfg.max_candidates_per_location
     remaining = n_new
     k = start_candidate
+    rate = 0.5  # accepted share of candidates, refined after each chunk of blocks
+    size = cfg.batch_size
     while remaining > 0:
-        block = candidate_block(cities, cfg, k // cfg.batch_size)
-        vectors = unit_vectors(block.lon, block.lat)
-        interior = index.is_interior(block.lon, block.lat).tolist()
-        keys = index.cells_of(block.lon, block.lat)
-        lons, lats = block.lon.tolist(), block.lat.tolist()
-        accepted: list[Accepted] = []
-        overlaps = 0
-        for j in range(k - block.first, cfg.batch_size):
-            lon, lat = lons[j], lats[j]
-            k += 1
-            if index.conflicts(lon, lat, vectors[j], keys[j] if interior[j] else None):
-                overlaps += 1
-                continue
-            index.add(lon, lat, vectors[j], keys[j])
-            accepted.append(Accepted(k - 1, int(block.city[j]), LonLat(lon, lat)))
-            remaining -= 1
-            if remaining == 0:
-                break
-        yield SampleProgress(accepted=accepted, next_candidate=k, overlaps=overlaps)
-        if k - start_candidate >= budget and remaining > 0:
-            raise SaturationError(n_new - remaining, n_new, k - start_candidate)
+        first = k // size
+        count = min(MAX_CHUNK_BLOCKS, max(1, math.ceil(remaining / rate / size)))
+        blocks = [candidate_block(cities, cfg, b) for b in range(first, first + count)]
+        skip = k - first * size  # candidates of the first block already drawn
+        lon = np.concatenate([blk.lon for blk in blocks])[skip:]
+        lat = np.concatenate([blk.lat for blk in blocks])[skip:]
+        city = np.concatenate([blk.city for blk in blocks])[skip:]
+        keep = _accept(accepted_lonlat, lon, lat, cfg.min_distance_m)
+        taken = np.cumsum(keep)
+        end = len(keep)
+        if taken[-1] >= remaining:  # the candidate that fills the wanted count ends the run
+            end = int(np.searchsorted(taken, remaining)) + 1
+        chosen = np.flatnonzero(keep[:end])
+        accepted_lonlat = np.concatenate([accepted_lonlat, np.column_stack([lon, lat])[chosen]])
+        rate = max(0.02, len(chosen) / end)
+        lo = 0
+        for hi in [*range(size - skip, end, size), end]:  # the chunk's blocks, as drawn
+            picks = chosen[(chosen >= lo) & (chosen < hi)]
+            accepted = [
+                Accepted(k + j, c, LonLat(x, y))
+                for j, c, x, y in zip(
+                    picks.tolist(),
+                    city[picks].tolist(),
+                    lon[picks].tolist(),
+                    lat[picks].tolist(),
+                    strict=True,
+                )
+            ]
+            remaining -= len(accepted)
+            yield SampleProgress(accepted, k + hi, (hi - lo) - len(accepted))
+            if k + hi - start_candidate >= budget and remaining > 0:
+                raise SaturationError(n_new - remaining, n_new, k + hi - start_candidate)
+            lo = hi
+        k += end
+
+
+# At most this many blocks are decided together (about a million candidates by default).
+MAX_CHUNK_BLOCKS = 256
+
+
+def _accept(
+    accepted_lonlat: NDArray[np.float64],
+    lon: NDArray[np.float64],
+    lat: NDArray[np.float64],
+    min_distance_m: float,
+) -> NDArray[np.bool_]:
+    """Which candidates (in stream order) v1's rule accepts, given the locations accepted so
+    far: every pair closer than the threshold is found at once (a KD-tree over unit vectors,
+    the sphere distance with a margin, then the exact WGS84 geodesic for those pairs); then,
+    in stream order, a candidate is kept unless an earlier kept one is among its pairs. Only
+    candidates with an earlier neighbour in the chunk need that loop."""
+    from scipy.spatial import cKDTree
+
+    n_old = len(accepted_lonlat)
+    points = np.concatenate([accepted_lonlat, np.column_stack([lon, lat])])
+    angle = min(math.pi, min_distance_m * SPHERE_MARGIN / EARTH_MEAN_RADIUS_M)
+    radius = 2.0 * math.sin(angle / 2.0)  # the chord of the threshold's angle, with margin
+    pairs = cKDTree(unit_vectors(points[:, 0], points[:, 1])).query_pairs(
+        radius, output_type="ndarray"
+    )
+    pairs = pairs[pairs.max(axis=1) >= n_old]  # pairs of earlier locations are not in question
+    pairs.sort(axis=1)
+    a, b = points[pairs[:, 0]], points[pairs[:, 1]]
+    pairs = pairs[geodesic_distance_m(a[:, 0], a[:, 1], b[:, 0], b[:, 1]) < min_distance_m] - n_old
+    keep = np.ones(len(lon), dtype=bool)
+    keep[pairs[pairs[:, 0] < 0, 1]] = False  # too close to a location accepted before
+    inner = pairs[pairs[:, 0] >= 0]
+    if not len(inner):
+        return keep
+    inner = inner[np.argsort(inner[:, 1], kind="stable")]
+    later, starts = np.unique(inner[:, 1], return_index=True)
+    earlier = np.split(inner[:, 0], starts[1:])
+    for j, before in zip(later.tolist(), earlier, strict=True):
+        if keep[j] and keep[before].any():
+            keep[j] = False
+    return keep
 
 
 class SaturationError(RuntimeError):
