@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from ssl4eo_build import pipeline
 from ssl4eo_build.executor import DaskExecutor
+
+if TYPE_CHECKING:
+    from ssl4eo_build import pipeline
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -36,6 +40,8 @@ def align(
 ) -> None:
     """Crop 264x264 on the majority UTM grid; reproject other zones and S-1 onto it."""
     setup_logging(verbose, quiet)
+    from ssl4eo_build import pipeline  # the library loads on use: a fast --help
+
     cfg = config_or_exit(verbose, config, {"align.workers": workers})
 
     def call(dask: DaskExecutor | None) -> pipeline.AlignSummary:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from ssl4eo_build.sources import doctor as run_checks
-
 from .options import (
     ConfigOpt,
     EeKeyOpt,
@@ -31,6 +29,8 @@ def doctor(
     Safe anywhere: it writes nothing. Exit code 0 when every check passes, 2 otherwise."""
     setup_logging(verbose, False)
     cfg = config_or_exit(verbose, config, source_overrides(source, ee_project, ee_key))
+    from ssl4eo_build.sources import doctor as run_checks  # loads on use: a fast --help
+
     checks = guarded(verbose, lambda: run_checks(cfg))
     for check in checks:
         typer.echo(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")

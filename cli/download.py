@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ssl4eo_build import pipeline
-from ssl4eo_build.download.plan import describe_plan
 from ssl4eo_build.executor import DaskExecutor
+
+if TYPE_CHECKING:
+    from ssl4eo_build import pipeline
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -49,6 +50,8 @@ def download(
 ) -> None:
     """Find one S-2 granule and one S-1 scene per season; fetch them as GeoTIFFs."""
     setup_logging(verbose, quiet)
+    from ssl4eo_build import pipeline  # the library loads on use: a fast --help
+
     cfg = config_or_exit(
         verbose,
         config,
@@ -69,6 +72,8 @@ def download(
     summary = guarded(verbose, lambda: on_executor(scheduler, call))
 
     if summary.dry_run:
+        from ssl4eo_build.download.plan import describe_plan
+
         lines = describe_plan(cfg, summary.planned)
         typer.echo("download --dry-run: " + "\n  ".join(lines))
     elif not quiet:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ssl4eo_build import pipeline
 from ssl4eo_build.executor import DaskExecutor
+
+if TYPE_CHECKING:
+    from ssl4eo_build import pipeline
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -46,6 +48,8 @@ def pack(
 ) -> None:
     """Write v1.1-format shards, split lists, metadata parquet and stats.json."""
     setup_logging(verbose, quiet)
+    from ssl4eo_build import pipeline  # the library loads on use: a fast --help
+
     cfg = config_or_exit(
         verbose,
         config,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ssl4eo_build.executor import DaskExecutor
-from ssl4eo_build.run import RunSummary, run_all
-from ssl4eo_build.run import dry_run as plan_run
+
+if TYPE_CHECKING:
+    from ssl4eo_build.run import RunSummary
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -64,6 +65,9 @@ def run(
         },
     )
     wanted = target if target is not None else cfg.sample.n
+    from ssl4eo_build.run import dry_run as plan_run  # the library loads on use: a fast --help
+    from ssl4eo_build.run import run_all
+
     if dry_run:
         typer.echo("run --dry-run: " + "\n  ".join(plan_run(cfg, wanted)))
         return

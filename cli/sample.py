@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ssl4eo_build import pipeline
 from ssl4eo_build.config import load_config
+
+if TYPE_CHECKING:
+    from ssl4eo_build.sample import stage
 
 from .options import (
     DEFAULT_WORK_DIR,
@@ -40,12 +42,13 @@ def sample(
 ) -> None:
     """Choose non-overlapping locations around the top-10k cities."""
     setup_logging(verbose, quiet)
+    from ssl4eo_build.sample import stage  # only this stage loads: a fast command
 
-    def call() -> pipeline.SampleSummary:
+    def call() -> stage.SampleSummary:
         cfg = load_config(config, {"sample.n": n, "sample.seed": seed})
         if from_index is not None:
-            return pipeline.import_index(cfg, work_dir, from_index)
-        return pipeline.run_sample(cfg, work_dir, force=force)
+            return stage.import_index(cfg, work_dir, from_index)
+        return stage.run_sample(cfg, work_dir, force=force)
 
     summary = guarded(verbose, call)
     if not quiet:

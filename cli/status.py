@@ -7,8 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ssl4eo_build import pipeline
-
 from .options import DEFAULT_WORK_DIR, QuietOpt, VerboseOpt, WorkDirOpt, guarded, setup_logging
 
 
@@ -20,6 +18,8 @@ def status(
 ) -> None:
     """Counts per stage and status, and the rejection reasons."""
     setup_logging(verbose, quiet)
+    from ssl4eo_build import pipeline  # the library loads on use: a fast --help
+
     report = guarded(verbose, lambda: pipeline.status(work_dir))
     typer.echo(json.dumps(report, indent=2) if as_json else render(report))
 

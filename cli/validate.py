@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from ssl4eo_build.errors import UserError
-from ssl4eo_build.pack.validate import check_dataset
 
 from .options import QuietOpt, VerboseOpt, guarded, setup_logging
 
@@ -22,6 +21,8 @@ def validate(
     deviations from the v1.1 layout, 2 for damaged or unreadable files."""
     setup_logging(verbose, quiet)
     guarded(verbose, lambda: _check_directory(directory))
+    from ssl4eo_build.pack.validate import check_dataset  # loads on use: a fast --help
+
     report = check_dataset(directory)
     for problem in report.findings:
         typer.echo(problem)
