@@ -114,9 +114,8 @@ def lulc(layers: AlignedLayers) -> NDArray[np.uint8]:
     raw = layers.stacks["LULC"][:, 0]
     out = table[raw.astype(np.int64) & 0xFFFF]
     mask = layers.cloud_mask
-    if mask.shape[0] == out.shape[0]:
-        out[mask == SNOW] = 7
-        out[(mask == THIN_CLOUD) | (mask == THICK_CLOUD)] = 8
+    out[mask == SNOW] = 7
+    out[(mask == THIN_CLOUD) | (mask == THICK_CLOUD)] = 8
     return out[:, None]
 
 

@@ -17,26 +17,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .align.stage import AlignSummary, align_settings, run_align
-from .download.stage import DownloadSummary, download_settings, run_download
+from .align.stage import AlignSummary, run_align
+from .download.stage import DownloadSummary, run_download
 from .manifest import Manifest
-from .pack.stage import PackSummary, pack_settings, run_pack
-from .sample.stage import SampleSummary, import_index, run_sample, sample_settings
+from .pack.stage import PackSummary, run_pack
+from .sample.stage import SampleSummary, import_index, run_sample
 
 __all__ = [
     "AlignSummary",
     "DownloadSummary",
     "PackSummary",
     "SampleSummary",
-    "align_settings",
-    "download_settings",
     "import_index",
-    "pack_settings",
     "run_align",
     "run_download",
     "run_pack",
     "run_sample",
-    "sample_settings",
     "status",
 ]
 

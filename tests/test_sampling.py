@@ -12,12 +12,13 @@ from ssl4eo_build.config import SampleConfig
 from ssl4eo_build.geo import WGS84, LonLat, geodesic_distance_m, offset_by_metres, unit_vectors
 from ssl4eo_build.sample.cities import CityTable, load_cities
 from ssl4eo_build.sample.sampling import (
-    OverlapIndex,
     SaturationError,
     candidate_block,
     sample_locations,
     v1_same_cell_sample,
 )
+
+from .grid_index import OverlapIndex
 
 THRESHOLD = 1980.0
 

@@ -35,16 +35,9 @@ from ..modalities import (
     resampling,
 )
 from ..modalities import Modality as ModalitySpec
-from ..raster_io import Raster, RawFileError, read_geotiff
+from ..raster_io import Raster, RawFileError, is_missing, missing_value, read_geotiff
 from ..workdir import WorkDir, cube_relpath
-from .core import (
-    fill_cube,
-    is_missing,
-    missing_value,
-    onto_grid,
-    reference_grid,
-    worst_nan,
-)
+from .core import fill_cube, onto_grid, reference_grid, worst_nan
 from .cube import AlignedCube, Modality, save_cube
 
 
@@ -88,11 +81,13 @@ class DamagedRawFile(RawFileError):
         self.keys = keys  # every (product, season) the file holds: fetched again together
 
 
-def required_keys(products: Mapping[str, Product], files: Collection[tuple[str, int]]) -> list:
+def required_keys(
+    products: Mapping[str, Product], files: Collection[tuple[str, int]]
+) -> list[tuple[str, int]]:
     """The (product, season) raw layers a location must have: every season of the
     four-timestamp products, one season of the single-timestamp ones; optional companions
     (Cloud Score+) where they were fetched."""
-    missing = []
+    missing: list[tuple[str, int]] = []
     for name, product in products.items():
         if product.optional:
             continue

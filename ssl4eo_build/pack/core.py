@@ -290,6 +290,11 @@ class ShardResult:
     stats: dict[str, dict[str, list[float]]]  # modality -> RunningStats.as_dict()
     damaged: tuple[str, ...] = ()  # sample ids whose cube is missing or damaged: nothing written
 
+    @classmethod
+    def of_damaged(cls, plan: ShardPlan, sample_ids: Sequence[str]) -> ShardResult:
+        """Nothing written: these samples' cubes are missing or damaged."""
+        return cls(plan.split, plan.number, (), (), {}, tuple(sample_ids))
+
 
 CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, sha256 or None)
 INT16_MAX = 32767
@@ -425,7 +430,7 @@ def write_shard(
     numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
     cubes, damaged = _open_cubes(cube_files, part)
     if damaged:
-        return ShardResult(plan.split, plan.number, (), (), {}, tuple(damaged))
+        return ShardResult.of_damaged(plan, damaged)
     try:
         bands = TimeMajor.of(cubes, f"{modality}/bands")
         encoding.shift(modality, bands.by_time)
@@ -433,7 +438,7 @@ def write_shard(
         stats.add(bands.samples_first())
         mask = TimeMajor.of(cubes, "cloud_mask") if registry.modality(modality).cloud_mask else None
     except _DamagedCube as exc:
-        return ShardResult(plan.split, plan.number, (), (), {}, (exc.sample_id,))
+        return ShardResult.of_damaged(plan, [exc.sample_id])
     name = shard_name(plan.split, plan.number)
     rel = f"{plan.split}/{modality}/{name}"
     variables = shard_variables(cubes, modality, bands, mask, encoding)
@@ -493,7 +498,7 @@ def write_tar(
     numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
     cubes, damaged = _open_cubes(cube_files, part)
     if damaged:
-        return ShardResult(plan.split, plan.number, (), (), {}, tuple(damaged))
+        return ShardResult.of_damaged(plan, damaged)
     name = tar_name(plan.number)
     rel = f"{plan.split}/{modality}/{name}"
     target = atomic_target(out_dir / rel, scratch_dir(out_dir))
@@ -512,7 +517,7 @@ def write_tar(
                 archive.addfile(info, io.BytesIO(data))
         sha256 = commit_file(target, out_dir / rel)
     except _DamagedCube as exc:
-        return ShardResult(plan.split, plan.number, (), (), {}, (exc.sample_id,))
+        return ShardResult.of_damaged(plan, [exc.sample_id])
     finally:
         target.unlink(missing_ok=True)
     return _part_result(part, cubes, name, (rel, sha256), stats)
