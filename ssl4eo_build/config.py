@@ -224,12 +224,14 @@ class PackConfig:
     val_fraction: float = field(default=0.01, metadata=_rng(0.0, 1.0))
     split_block_deg: float = field(default=1.0, metadata=_rng(0.01, 180.0))
     keep_partial: bool = False
-    # Blosc LZ4HC level 2, byte shuffle: chosen by bench_pack for write speed, read speed and
-    # ratio together (3x zstd-5's write speed, 1.4x its read speed, 0.82x its ratio).
+    # Blosc Zstd level 1, byte shuffle, 1 MiB blocks: chosen by bench_pack for write speed,
+    # read speed and ratio together (on the simulator's cubes about 7x zstd-5's write speed,
+    # its read speed and 0.87x its ratio; BENCHMARKS.md). Block size in bytes, 0: Blosc's own.
     blosc_cname: str = field(
-        default="lz4hc", metadata=_choice("zstd", "lz4", "lz4hc", "zlib", "blosclz")
+        default="zstd", metadata=_choice("zstd", "lz4", "lz4hc", "zlib", "blosclz")
     )
-    blosc_clevel: int = field(default=2, metadata=_rng(0, 9))
+    blosc_clevel: int = field(default=1, metadata=_rng(0, 9))
+    blosc_blocksize: int = field(default=1 << 20, metadata=_rng(0, 1 << 30))
     format: str = field(default="zarr", metadata=_choice("zarr", "webdataset", "both"))
     samples_per_tar: int = field(default=512, metadata=_rng(1, 1_000_000))
     # Added to S-2 digital numbers (S2L1C, S2L2A) as each published layout stores them: the

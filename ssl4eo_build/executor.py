@@ -27,6 +27,7 @@ from concurrent.futures import (
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .errors import ConfigError
@@ -108,6 +109,9 @@ def run_pool(
     """
     todo = list(items)
     bar = tqdm(total=len(todo), desc=label, unit="item", disable=not progress, leave=False)
+    # The work is spread over the cores already: BLAS threads (numpy's dot) would only
+    # spin beside it (worker processes are forked with this limit).
+    blas = threadpool_limits(limits=1, user_api="blas")
     try:
         results = (
             _dask_map(fn, todo, dask, 2 * max(workers, dask.workers))
@@ -119,6 +123,7 @@ def run_pool(
             bar.update(1)
             bar.set_postfix(counts, refresh=False)
     finally:
+        blas.restore_original_limits()
         bar.close()
 
 
@@ -126,6 +131,7 @@ def _worker_init(coordinator: int) -> None:
     """In every pool process: Ctrl-C is the coordinator's to handle (it stops the pool), and
     the process exits when the coordinator is gone, even after ``kill -9``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(limits=1, user_api="blas")
 
     def watch() -> None:
         while os.getppid() == coordinator:

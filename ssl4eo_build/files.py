@@ -40,17 +40,51 @@ def atomic_target(path: Path, scratch: Path | None = None) -> Path:
     return scratch / f"{unique}-{path.name}"
 
 
-def commit_file(tmp: Path, path: Path) -> str:
-    """fsync ``tmp``, rename it over ``path`` and return the sha256 of what was committed."""
-    sha256 = file_sha256(tmp)  # read back from the page cache
-    fd = os.open(tmp, os.O_RDONLY)
+def commit_file(tmp: Path, path: Path, sha256: str | None = None, sync: bool = True) -> str:
+    """fsync ``tmp`` (unless ``sync`` is false: the caller makes ``path`` durable with
+    :func:`fsync_file` before it records it), rename it over ``path`` and return the sha256
+    of what was committed (``sha256`` when the writer hashed what it wrote)."""
+    if sha256 is None:
+        sha256 = file_sha256(tmp)  # read back from the page cache
+    if sync:
+        fsync_file(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
+    return sha256
+
+
+def fsync_file(path: Path) -> None:
+    """Wait until ``path``'s data is on disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
-    return sha256
+
+
+class HashingWriter:
+    """A binary file written front to back, hashed (sha256) as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "wb")  # noqa: SIM115 - closed by close()/__exit__
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)
+        self.size += self.handle.write(data)
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> HashingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> str:

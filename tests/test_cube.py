@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssl4eo_build.align.cube import ALIGN, MAGIC_V1, AlignedCube, Modality, load_cube, save_cube
+from ssl4eo_build.align.cube import (
+    ALIGN,
+    MAGIC_V1,
+    AlignedCube,
+    CubeFile,
+    Modality,
+    load_cube,
+    save_cube,
+)
 from ssl4eo_build.raster_io import RawFileError
 
 TIMES = np.array(["2021-03-05", "2021-06-20"], dtype="datetime64[ns]")
@@ -85,6 +93,28 @@ def test_damaged_cubes_are_reported(tmp_path: Path) -> None:
     path.write_bytes(bytes(damaged))
     with pytest.raises(RawFileError, match="unreadable aligned cube"):
         load_cube(path)
+
+
+def test_arrays_decode_into_a_given_buffer_and_its_size_is_checked(tmp_path: Path) -> None:
+    cube = small_cube()
+    path = tmp_path / "c.cube"
+    save_cube(path, cube)
+    opened = CubeFile(path)
+    shape, dtype = opened.shape("S2L2A/bands")
+    buffer = np.full(shape, -1, dtype)
+    out = opened.array("S2L2A/bands", buffer)
+    assert np.shares_memory(out, buffer)
+    np.testing.assert_array_equal(buffer, cube.modalities["S2L2A"].bands)
+    with pytest.raises(RawFileError, match="a buffer of"):
+        opened.array("S2L2A/bands", np.empty(buffer.size - 1, dtype))
+    # a Blosc header that announces fewer bytes than the array holds leaves no stale values
+    meta, start = header(path.read_bytes())
+    damaged = bytearray(path.read_bytes())
+    at = start + meta["arrays"]["S2L2A/bands"]["offset"]
+    struct.pack_into("<I", damaged, at + 4, buffer.nbytes - 2)
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(RawFileError, match="expected"):
+        CubeFile(path).array("S2L2A/bands", buffer)
 
 
 def test_version_1_files_still_load(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -325,6 +326,14 @@ def test_webdataset_layout_reads_with_webdataset(packed: tuple[Config, Path], tm
     for m in MODALITIES:
         with tarfile.open(out / "train" / m / tars[0].name) as archive:
             keys[m] = archive.getnames()
+            members = [(i.name, archive.extractfile(i).read()) for i in archive.getmembers()]
+        again = io.BytesIO()  # the same members through tarfile: the same bytes
+        with tarfile.open(fileobj=again, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                archive.addfile(info, io.BytesIO(data))
+        assert again.getvalue() == (out / "train" / m / tars[0].name).read_bytes()
     assert all(k == keys["S2L2A"] for k in keys.values()), "member keys aligned across modalities"
     seen = 0
     for sample in wds.WebDataset(str(tars[0]), shardshuffle=False):

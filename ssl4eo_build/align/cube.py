@@ -133,13 +133,26 @@ def save_cube(path: Path, cube: AlignedCube, scratch: Path | None = None) -> str
         tmp.unlink(missing_ok=True)
 
 
-def _decoded(blob: bytes, start: int, spec: dict[str, Any]) -> NDArray[Any]:
+def _decoded(
+    blob: bytes | memoryview, start: int, spec: dict[str, Any], out: NDArray[Any] | None = None
+) -> NDArray[Any]:
+    """One array of ``blob``; a compressed one decoded into ``out`` when given (a contiguous
+    buffer of the array's size: a reused buffer spares the page faults of a fresh one)."""
     dtype, shape = np.dtype(spec["dtype"]), spec["shape"]
     count = int(np.prod(shape))
     begin = start + spec["offset"]
     if spec.get("codec", "raw") == "raw":
         return np.frombuffer(blob, dtype=dtype, count=count, offset=begin).reshape(shape)
-    decoded = _codec().decode(memoryview(blob)[begin : begin + spec["nbytes"]])
+    stored = memoryview(blob)[begin : begin + spec["nbytes"]]
+    if out is not None:
+        if out.nbytes != count * dtype.itemsize or not out.flags.c_contiguous:
+            raise ValueError(f"a buffer of {out.nbytes} bytes for {count * dtype.itemsize}")
+        (size,) = struct.unpack_from("<I", stored, 4)  # the Blosc header's decoded size
+        if size != out.nbytes:
+            raise ValueError(f"array of {size} bytes, expected {out.nbytes}")
+        _codec().decode(stored, out=out)
+        return out.view(dtype).reshape(shape)
+    decoded = _codec().decode(stored)
     if len(decoded) != count * dtype.itemsize:
         raise ValueError(f"array of {len(decoded)} bytes, expected {count * dtype.itemsize}")
     return np.frombuffer(decoded, dtype=dtype).reshape(shape)
@@ -179,9 +192,15 @@ class CubeFile:
         self.tile_crs = tuple(int(c) for c in meta["tile_crs"])
         self.season = tuple(int(s) for s in meta["season"])
 
-    def array(self, name: str) -> NDArray[Any]:
+    def shape(self, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+        """The shape and dtype of one array."""
+        spec = self.specs[name]
+        return tuple(spec["shape"]), np.dtype(spec["dtype"])
+
+    def array(self, name: str, out: NDArray[Any] | None = None) -> NDArray[Any]:
         """One stored array, decoded (``{modality}/bands``, ``{modality}/time``,
-        ``cloud_mask``, ``x``, ``y``)."""
+        ``cloud_mask``, ``x``, ``y``); into ``out`` (contiguous, of its size) when
+        given and the array is compressed (:meth:`shape`)."""
         spec = self.specs[name]
         raw_size = int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
         nbytes = spec.get("nbytes", raw_size)  # version 1 files: every array raw
@@ -191,7 +210,7 @@ class CubeFile:
                 stored = handle.read(nbytes)
             if len(stored) != nbytes:
                 raise ValueError(f"{name}: {len(stored)} bytes, expected {nbytes}")
-            return _decoded(stored, 0, {**spec, "offset": 0})
+            return _decoded(stored, 0, {**spec, "offset": 0}, out)
         except (OSError, ValueError, RuntimeError) as exc:
             raise RawFileError(f"{self.path}: unreadable aligned cube ({exc})") from None
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -23,7 +24,7 @@ from ..errors import (
     StorageError,
 )
 from ..executor import DaskExecutor, run_pool
-from ..files import SCRATCH, clear_scratch, intact, scratch_dir, write_atomic
+from ..files import SCRATCH, clear_scratch, fsync_file, intact, scratch_dir, write_atomic
 from ..manifest import Manifest, settled_cut
 from ..workdir import WorkDir, owned
 from . import core as pack
@@ -164,6 +165,10 @@ def _write_shards(
     """Write ``todo`` and record each shard; shards with a missing or damaged cube are
     written again once those cubes are aligned again. Returns the number written."""
     n_workers = workers or config.pack.workers or os.cpu_count() or 1
+    # Local workers leave the fsync to this process, which overlaps it with their work in
+    # its own threads and records a shard once its files are on disk (a shard not recorded
+    # is written again on resume). Dask workers may not share this machine's page cache.
+    sync = dask is not None
     written = 0
     for attempt in range(2):
         cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
@@ -171,29 +176,38 @@ def _write_shards(
         parts = [pack.ShardPart(plan, m) for plan in todo for m in registry.names()]
         done: dict[tuple[str, int], list[pack.ShardResult]] = {}
         damaged: dict[tuple[str, int], set[str]] = {}
-        for result in run_pool(
-            partial(layout.writer, layout.root, cubes, layout.encoding),
-            parts,
-            n_workers,
-            f"pack {layout.name}",
-            counts,
-            progress,
-            # A shard's part holds a modality of 64 samples: processes, whose memory is
-            # returned when they finish. A tar's part holds one sample; threads run them with
-            # less memory traffic than processes on the benchmark machine (BENCHMARKS.md).
-            processes=n_workers > 1 and layout.name == "zarr",
-            dask=dask,
-        ):
-            key = (result.split, result.number)
-            if result.damaged:
-                damaged.setdefault(key, set()).update(result.damaged)
-                continue
-            done.setdefault(key, []).append(result)
-            if len(done[key]) < len(registry.names()) or key in damaged:
-                continue
-            _record_shard(manifest, layout, done.pop(key))
-            counts["written"] += 1
-            written += 1
+        flushed: dict[tuple[str, int], list[Future[None]]] = {}
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsync") as flusher:
+            for result in run_pool(
+                partial(layout.writer, layout.root, cubes, layout.encoding, sync=sync),
+                parts,
+                n_workers,
+                f"pack {layout.name}",
+                counts,
+                progress,
+                # A shard's part holds a modality of 64 samples: processes, whose memory is
+                # returned when they finish. A tar's part holds one sample; threads run them
+                # with less memory traffic than processes on the benchmark machine
+                # (BENCHMARKS.md).
+                processes=n_workers > 1 and layout.name == "zarr",
+                dask=dask,
+            ):
+                key = (result.split, result.number)
+                if result.damaged:
+                    damaged.setdefault(key, set()).update(result.damaged)
+                    continue
+                done.setdefault(key, []).append(result)
+                if not sync:
+                    flushed.setdefault(key, []).extend(
+                        flusher.submit(fsync_file, layout.root / rel) for rel, *_ in result.files
+                    )
+                if len(done[key]) < len(registry.names()) or key in damaged:
+                    continue
+                for future in flushed.pop(key, []):
+                    future.result()
+                _record_shard(manifest, layout, done.pop(key))
+                counts["written"] += 1
+                written += 1
         if not damaged:
             return written
         if attempt == 0:
@@ -258,7 +272,7 @@ def _layouts(
     """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
     published and OUT/webdataset the tar layout."""
     p = config.pack
-    compressor = {m: (p.blosc_cname, p.blosc_clevel) for m in registry.names()}
+    compressor = {m: (p.blosc_cname, p.blosc_clevel, p.blosc_blocksize) for m in registry.names()}
     out: list[Layout] = []
     if p.format in ("zarr", "both"):
         encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule)

@@ -88,8 +88,21 @@ class Variable:
         return {**self.attrs, "_ARRAY_DIMENSIONS": list(self.dims)}
 
 
+_JSON_MEMO: dict[str, bytes] = {}
+
+
 def _json(value: Any) -> bytes:
-    return json.dumps(value, indent=4, sort_keys=True, ensure_ascii=True).encode()
+    """``value`` as zarr writes metadata (indented, sorted keys), memoised by ``repr``: every
+    member of a WebDataset tar has the same metadata, and the indented encoder is pure
+    Python (about 1 ms a member)."""
+    key = repr(value)
+    encoded = _JSON_MEMO.get(key)
+    if encoded is None:
+        if len(_JSON_MEMO) >= 1024:
+            _JSON_MEMO.clear()
+        encoded = json.dumps(value, indent=4, sort_keys=True, ensure_ascii=True).encode()
+        _JSON_MEMO[key] = encoded
+    return encoded
 
 
 def write_store(
@@ -114,10 +127,11 @@ def write_store(
             archive.writestr(info, entries[key]())
 
 
-def zarr_zip_bytes(variables: Mapping[str, Variable], attrs: Mapping[str, Any]) -> bytes:
+def zarr_zip_buffer(variables: Mapping[str, Variable], attrs: Mapping[str, Any]) -> memoryview:
+    """The store in memory (a view of the buffer it was written to, no copy)."""
     buffer = io.BytesIO()
     write_store(buffer, variables, attrs)
-    return buffer.getvalue()
+    return buffer.getbuffer()
 
 
 def write_zarr_zip(
@@ -125,14 +139,15 @@ def write_zarr_zip(
     variables: Mapping[str, Variable],
     attrs: Mapping[str, Any],
     scratch: Path | None = None,
+    sync: bool = True,
 ) -> str:
-    """The store written to a temporary file (in ``scratch`` when given), fsynced and renamed
-    to ``path``; returns its sha256."""
+    """The store written to a temporary file (in ``scratch`` when given), fsynced (see
+    :func:`commit_file` for ``sync``) and renamed to ``path``; returns its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     target = atomic_target(path, scratch)
     try:
         with open(target, "wb") as handle:
             write_store(handle, variables, attrs)
-        return commit_file(target, path)
+        return commit_file(target, path, sync=sync)
     finally:
         target.unlink(missing_ok=True)
