@@ -14,7 +14,13 @@ import os
 import shutil
 import threading
 import uuid
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 SCRATCH = ".tmp"
 
@@ -60,6 +66,45 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DeferredSync(Generic[T]):
+    """fsync files in background threads and hand back what was waiting on them, in order,
+    once they are on disk: workers that write without fsync (``commit_file(sync=False)``)
+    leave the wait to the coordinator, which records an item only after its files are
+    durable (an item not recorded is redone on resume) and goes on meanwhile."""
+
+    def __init__(self, threads: int = 2) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fsync")
+        self.pending: deque[tuple[T, Future[None]]] = deque()
+
+    def add(self, item: T, paths: Iterable[Path]) -> list[T]:
+        """Queue ``item`` behind the fsync of ``paths``; returns the items now durable."""
+        self.pending.append((item, self.pool.submit(_fsync_all, list(paths))))
+        return self._ready(wait=False)
+
+    def drain(self) -> list[T]:
+        """Every queued item, once its files are on disk."""
+        return self._ready(wait=True)
+
+    def _ready(self, wait: bool) -> list[T]:
+        out = []
+        while self.pending and (wait or self.pending[0][1].done()):
+            item, future = self.pending.popleft()
+            future.result()
+            out.append(item)
+        return out
+
+    def __enter__(self) -> DeferredSync[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fsync_all(paths: list[Path]) -> None:
+    for path in paths:
+        fsync_file(path)
 
 
 class HashingWriter:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -355,11 +356,11 @@ def disk_fills_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     budget = [0]
     commit = files.commit_file
 
-    def full(tmp: Path, path: Path) -> str:
+    def full(tmp: Path, path: Path, *args: Any, **kwargs: Any) -> str:
         if budget[0] <= 0:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         budget[0] -= 1
-        return commit(tmp, path)
+        return commit(tmp, path, *args, **kwargs)
 
     for module in ("files", "raster_io", "align.cube", "pack.core"):
         monkeypatch.setattr(f"ssl4eo_build.{module}.commit_file", full)

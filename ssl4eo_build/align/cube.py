@@ -86,9 +86,9 @@ def _encoded(cube: AlignedCube) -> dict[str, tuple[NDArray[Any], bytes | memoryv
     return out
 
 
-def save_cube(path: Path, cube: AlignedCube, scratch: Path | None = None) -> str:
-    """Write ``cube`` atomically (temporary file in ``scratch`` when given); returns the
-    file's sha256."""
+def save_cube(path: Path, cube: AlignedCube, scratch: Path | None = None, sync: bool = True) -> str:
+    """Write ``cube`` atomically (temporary file in ``scratch`` when given; ``sync`` as for
+    :func:`commit_file`); returns the file's sha256."""
     encoded = _encoded(cube)
     layout: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -128,7 +128,7 @@ def save_cube(path: Path, cube: AlignedCube, scratch: Path | None = None) -> str
                 handle.seek(start + layout[name]["offset"])
                 handle.write(stored)
             handle.truncate(start + offset)
-        return commit_file(tmp, path)
+        return commit_file(tmp, path, sync=sync)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import Config, section_dict
 from ..executor import DaskExecutor, run_pool
-from ..files import intact
+from ..files import DeferredSync, intact
 from ..manifest import Manifest
 from ..workdir import WorkDir, owned
 from .core import footprint_grid
@@ -75,8 +75,11 @@ def run_align(
         ]
         counts = {"ok": 0, "rejected": 0, "failed": 0}
         n_workers = workers or a.workers or os.cpu_count() or 1
+        # As in `pack`: local workers leave the fsync of the cube to this process, which
+        # records a patch once its cube is on disk.
+        sync = dask is not None
         results = run_pool(
-            partial(align_location, config, work),
+            partial(align_location, config, work, sync=sync),
             tasks,
             n_workers,
             "align",
@@ -85,9 +88,11 @@ def run_align(
             processes=n_workers > 1,
             dask=dask,
         )
-        for result in results:
-            _record_align(manifest, result)
-            counts[result.status] += 1
+        with DeferredSync[AlignResult]() as durable:
+            for result in results:
+                cube = [work.path(result.path)] if result.path and not sync else []
+                _record_align(manifest, durable.add(result, cube), counts)
+            _record_align(manifest, durable.drain(), counts)
         summary = AlignSummary(planned=len(tasks), **counts)
         manifest.finish_run(run_id, summary.__dict__)
         return summary
@@ -115,7 +120,13 @@ def mark_for_realign(manifest: Manifest, sample_ids: list[str]) -> None:
         manifest.redo_patches(db, sample_ids, "cube missing or damaged")
 
 
-def _record_align(manifest: Manifest, result: AlignResult) -> None:
+def _record_align(manifest: Manifest, results: list[AlignResult], counts: dict[str, int]) -> None:
+    for result in results:
+        _record_patch(manifest, result)
+        counts[result.status] += 1
+
+
+def _record_patch(manifest: Manifest, result: AlignResult) -> None:
     with manifest.transaction() as db:
         manifest.record_patch(
             db,

@@ -176,7 +176,9 @@ def _prefetch(paths: Iterable[Path]) -> None:
             os.close(fd)
 
 
-def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
+def align_location(cfg: Config, work: WorkDir, task: AlignTask, sync: bool = True) -> AlignResult:
+    """Align one location and write its cube (fsynced unless ``sync`` is false: then the
+    caller makes it durable before recording it)."""
     a = cfg.align
     products = {p.name: p for p in fetched_products(cfg)}
     centre = task.position
@@ -249,7 +251,7 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask) -> AlignResult:
     )
     watch.lap("derive")
     relpath = cube_relpath(task.sample_id)
-    sha256 = save_cube(work.path(relpath), cube, work.scratch)
+    sha256 = save_cube(work.path(relpath), cube, work.scratch, sync)
     watch.lap("write")
     return AlignResult(
         task.sample_id, "ok", None, epsg, worst, relpath, sha256, seconds=watch.seconds

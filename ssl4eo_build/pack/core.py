@@ -349,20 +349,24 @@ class ShardPart:
 
     plan: ShardPlan
     modality: str
+    cube_files: CubeFiles  # the plan's samples: cube path and recorded sha256
 
     @property
     def first(self) -> bool:
         return self.modality == registry.names()[0]
 
 
-def _open_cubes(cube_files: CubeFiles, part: ShardPart) -> tuple[list[CubeFile], list[str]]:
-    """The part's cubes and the ids of damaged ones. The shard's first part checks each
-    cube against its recorded sha256 (hashing every cube once per shard, not once per
-    modality): a shard is recorded only when every part succeeded, so a damaged cube it
+def _open_cubes(part: ShardPart) -> tuple[list[CubeFile], list[str]]:
+    """The part's cubes and the ids of damaged (or unrecorded) ones. The shard's first part
+    checks each cube against its recorded sha256 (hashing every cube once per shard, not once
+    per modality): a shard is recorded only when every part succeeded, so a damaged cube it
     finds keeps the whole shard out until the cube is aligned again."""
     opened, damaged = [], []
     for sample_id in part.plan.sample_ids:
-        path, sha256 = cube_files[sample_id]
+        if sample_id not in part.cube_files:
+            damaged.append(sample_id)
+            continue
+        path, sha256 = part.cube_files[sample_id]
         try:
             opened.append(CubeFile(Path(path), sha256 if part.first else None))
         except RawFileError:
@@ -446,14 +450,14 @@ def _part_result(
 
 
 def write_shard(
-    out_dir: Path, cube_files: CubeFiles, encoding: Encoding, part: ShardPart, sync: bool = True
+    out_dir: Path, encoding: Encoding, part: ShardPart, sync: bool = True
 ) -> ShardResult:
     """One modality's file of a shard, with only that modality of the shard in memory (each
     cube's array read as it is needed). A missing or damaged cube writes nothing and is named
     in the result."""
     plan, modality = part.plan, part.modality
     numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
-    cubes, damaged = _open_cubes(cube_files, part)
+    cubes, damaged = _open_cubes(part)
     if damaged:
         return ShardResult.of_damaged(plan, damaged)
     try:
@@ -523,15 +527,13 @@ def _tar_member(archive: HashingWriter, name: str, data: memoryview) -> None:
     archive.write(bytes(-len(data) % tarfile.BLOCKSIZE))
 
 
-def write_tar(
-    out_dir: Path, cube_files: CubeFiles, encoding: Encoding, part: ShardPart, sync: bool = True
-) -> ShardResult:
+def write_tar(out_dir: Path, encoding: Encoding, part: ShardPart, sync: bool = True) -> ShardResult:
     """One modality's tar: a ``{sample_id}.zarr.zip`` member per sample, in the plan's order
     (so keys align across modalities), one sample in memory at a time. Written as
     ``tarfile`` writes a USTAR archive, each member in one piece and hashed on the way."""
     plan, modality = part.plan, part.modality
     numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
-    cubes, damaged = _open_cubes(cube_files, part)
+    cubes, damaged = _open_cubes(part)
     if damaged:
         return ShardResult.of_damaged(plan, damaged)
     name = tar_name(plan.number)

@@ -6,10 +6,8 @@ import json
 import logging
 import os
 from collections.abc import Callable, Collection
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from ..errors import (
     StorageError,
 )
 from ..executor import DaskExecutor, run_pool
-from ..files import SCRATCH, clear_scratch, fsync_file, intact, scratch_dir, write_atomic
+from ..files import SCRATCH, DeferredSync, clear_scratch, intact, scratch_dir, write_atomic
 from ..manifest import Manifest, settled_cut
 from ..workdir import WorkDir, owned
 from . import core as pack
@@ -115,11 +113,12 @@ def run_pack(
         v1_dates = config.download.date_rule == "v1_shift" and not (
             packed_ids & manifest.imported_ids()
         )
-        written = kept = 0
-        for layout in _layouts(config, out_dir, plans, splits, "v1_shift" if v1_dates else None):
-            recorded = manifest.shard_files()
+        layouts = _layouts(config, out_dir, plans, splits, "v1_shift" if v1_dates else None)
+        recorded = manifest.shard_files()
+        todo: list[tuple[Layout, list[pack.ShardPlan]]] = []
+        for layout in layouts:
             done = manifest.packed_shards(layout.name)
-            todo = [
+            todo.append((layout, [
                 s
                 for s in layout.plans
                 if (s.split, s.number) not in done
@@ -127,15 +126,16 @@ def run_pack(
                     intact(out_dir / rel, recorded.get(rel, ""))
                     for rel in layout.files(s.split, s.number)
                 )
-            ]
-            kept += len(layout.plans) - len(todo)
-            written += _write_shards(config, manifest, work, layout, todo, workers, dask, progress)
+            ]))  # fmt: skip
+        kept = sum(len(layout.plans) - len(plans) for layout, plans in todo)
+        written = _write_shards(config, manifest, work, todo, workers, dask, progress)
+        recorded = manifest.shard_files()
+        for layout in layouts:
             # Each layout's root is complete on its own: split lists, metadata and stats of
             # its own files and values, and checksums of everything in it.
             sums = write_pack_sidecars(
                 layout.root, manifest.packed_shards(layout.name), layout.plans, layout.file_name
             )
-            recorded = manifest.shard_files()
             for plan in layout.plans:
                 for rel in layout.files(plan.split, plan.number):
                     sums[rel[len(layout.prefix) :]] = recorded[rel]
@@ -152,74 +152,122 @@ def run_pack(
         return summary
 
 
+@dataclass(frozen=True)
+class _PartJob:
+    """One part for a pool worker: what it writes, where and how (nothing that grows with
+    the build, so it pickles small)."""
+
+    layout: str
+    writer: Callable[..., pack.ShardResult]
+    root: Path
+    encoding: pack.Encoding
+    part: pack.ShardPart
+    sync: bool
+
+
+def _write_part(job: _PartJob) -> tuple[str, pack.ShardResult]:
+    return job.layout, job.writer(job.root, job.encoding, job.part, job.sync)
+
+
 def _write_shards(
     config: Config,
     manifest: Manifest,
     work: WorkDir,
-    layout: Layout,
-    todo: list[pack.ShardPlan],
+    todo: list[tuple[Layout, list[pack.ShardPlan]]],
     workers: int | None,
     dask: DaskExecutor | None,
     progress: bool,
 ) -> int:
-    """Write ``todo`` and record each shard; shards with a missing or damaged cube are
-    written again once those cubes are aligned again. Returns the number written."""
+    """Write ``todo`` (the shards of each layout, one pool for all of them) and record each
+    shard; shards with a missing or damaged cube are written again once those cubes are
+    aligned again. Returns the number written."""
     n_workers = workers or config.pack.workers or os.cpu_count() or 1
-    # Local workers leave the fsync to this process, which overlaps it with their work in
-    # its own threads and records a shard once its files are on disk (a shard not recorded
-    # is written again on resume). Dask workers may not share this machine's page cache.
-    sync = dask is not None
     written = 0
     for attempt in range(2):
-        cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
-        counts = {"written": 0}
-        parts = [pack.ShardPart(plan, m) for plan in todo for m in registry.names()]
-        done: dict[tuple[str, int], list[pack.ShardResult]] = {}
-        damaged: dict[tuple[str, int], set[str]] = {}
-        flushed: dict[tuple[str, int], list[Future[None]]] = {}
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsync") as flusher:
-            for result in run_pool(
-                partial(layout.writer, layout.root, cubes, layout.encoding, sync=sync),
-                parts,
-                n_workers,
-                f"pack {layout.name}",
-                counts,
-                progress,
-                # A shard's part holds a modality of 64 samples: processes, whose memory is
-                # returned when they finish. A tar's part holds one sample; threads run them
-                # with less memory traffic than processes on the benchmark machine
-                # (BENCHMARKS.md).
-                processes=n_workers > 1 and layout.name == "zarr",
-                dask=dask,
-            ):
-                key = (result.split, result.number)
-                if result.damaged:
-                    damaged.setdefault(key, set()).update(result.damaged)
-                    continue
-                done.setdefault(key, []).append(result)
-                if not sync:
-                    flushed.setdefault(key, []).extend(
-                        flusher.submit(fsync_file, layout.root / rel) for rel, *_ in result.files
-                    )
-                if len(done[key]) < len(registry.names()) or key in damaged:
-                    continue
-                for future in flushed.pop(key, []):
-                    future.result()
-                _record_shard(manifest, layout, done.pop(key))
-                counts["written"] += 1
-                written += 1
+        count, damaged = _write_parts(manifest, work, todo, n_workers, dask, progress)
+        written += count
         if not damaged:
             return written
         if attempt == 0:
             ids = sorted(set().union(*damaged.values()))
             _repair_cubes(config, manifest, work, ids, progress)
-        todo = [plan for plan in todo if (plan.split, plan.number) in damaged]
+        todo = [
+            (layout, [p for p in plans if (layout.name, p.split, p.number) in damaged])
+            for layout, plans in todo
+        ]
     lost = sorted(set().union(*damaged.values()))
     raise IncompleteError(
         f"{manifest.path}: the aligned cubes of {len(lost)} location(s) could not be "
         f"rebuilt (first: {lost[0]}); see `ssl4eo-build status` for their reasons, then "
         "run `ssl4eo-build download` and `pack` again."
     )
+
+
+def _write_parts(
+    manifest: Manifest,
+    work: WorkDir,
+    todo: list[tuple[Layout, list[pack.ShardPlan]]],
+    n_workers: int,
+    dask: DaskExecutor | None,
+    progress: bool,
+) -> tuple[int, dict[tuple[str, str, int], set[str]]]:
+    """One pass over ``todo``: the number of shards written and recorded, and the cubes found
+    damaged per shard (layout, split, number)."""
+    # Local workers leave the fsync to this process, which overlaps it with their work in
+    # its own threads and records a shard once its files are on disk (a shard not recorded
+    # is written again on resume). Dask workers may not share this machine's page cache.
+    sync = dask is not None
+    layouts = {layout.name: layout for layout, _ in todo}
+    cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
+    jobs = [
+        _PartJob(
+            layout.name,
+            layout.writer,
+            layout.root,
+            layout.encoding,
+            pack.ShardPart(plan, m, {i: cubes[i] for i in plan.sample_ids if i in cubes}),
+            sync,
+        )
+        for layout, plans in todo
+        for plan in plans
+        for m in registry.names()
+    ]
+    counts = {"written": 0}
+    done: dict[tuple[str, str, int], list[pack.ShardResult]] = {}
+    damaged: dict[tuple[str, str, int], set[str]] = {}
+
+    def finish(name: str, result: pack.ShardResult) -> None:
+        """A part on disk: its shard is recorded once every part of it is."""
+        key = (name, result.split, result.number)
+        done.setdefault(key, []).append(result)
+        if len(done[key]) == len(registry.names()) and key not in damaged:
+            _record_shard(manifest, layouts[name], done.pop(key))
+            counts["written"] += 1
+
+    with DeferredSync[tuple[str, pack.ShardResult]]() as durable:
+        for name, result in run_pool(
+            _write_part,
+            jobs,
+            n_workers,
+            "pack",
+            counts,
+            progress,
+            # A part holds one modality of a shard (or one sample of a tar at a time):
+            # CPU-bound, in processes that reuse their buffers from part to part.
+            processes=n_workers > 1,
+            dask=dask,
+        ):
+            if result.damaged:
+                damaged.setdefault((name, result.split, result.number), set()).update(
+                    result.damaged
+                )
+                continue
+            files = [layouts[name].root / rel for rel, *_ in result.files]
+            for item in [(name, result)] if sync else durable.add((name, result), files):
+                finish(*item)
+        for item in durable.drain():
+            finish(*item)
+    return counts["written"], damaged
 
 
 def _record_shard(manifest: Manifest, layout: Layout, parts: list[pack.ShardResult]) -> None:
