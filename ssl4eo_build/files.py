@@ -1,7 +1,9 @@
 """Crash-safe file writing and hashing, shared by every stage that writes files.
 
 A file is written under a temporary name, fsynced and renamed over its final name, so a reader
-sees the old file or the whole new one. Temporary names live in a scratch directory of the tree
+sees the old file or the whole new one. Pool workers of `align` and `pack` may skip the fsync
+and leave it to the coordinator (:class:`DeferredSync`), which records a file in the manifest
+only once it is on disk. Temporary names live in a scratch directory of the tree
 being written (``WORK/.tmp`` for raw files and cubes, ``DATASET/.tmp`` for the packed output):
 a killed run leaves its half-written files there, and the next command removes the whole
 directory before it starts (:func:`clear_scratch`), without walking the tree.

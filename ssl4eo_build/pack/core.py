@@ -156,11 +156,13 @@ def blosc(cname: str, clevel: int, blocksize: int = 0) -> numcodecs.Blosc:
     )
 
 
-def open_shard(path: str | os.PathLike[str]) -> xr.Dataset:
-    """Open a packed shard under zarr 2 (plain path) or zarr 3 (ZipStore)."""
+def open_shard(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
+    """Open a packed shard under zarr 2 (plain path) or zarr 3 (ZipStore); ``kwargs`` go to
+    ``xr.open_zarr``."""
     if int(zarr.__version__.split(".")[0]) >= 3:
-        return xr.open_zarr(zarr.storage.ZipStore(str(path), mode="r"), consolidated=True)
-    return xr.open_zarr(str(path), consolidated=True)  # pragma: no cover - zarr 2
+        store = zarr.storage.ZipStore(str(path), mode="r")
+        return xr.open_zarr(store, consolidated=True, **kwargs)
+    return xr.open_zarr(str(path), consolidated=True, **kwargs)  # pragma: no cover - zarr 2
 
 
 @dataclass
