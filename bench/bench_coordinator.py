@@ -25,8 +25,8 @@ from typing import Any
 
 from shapely.geometry import box
 
-from ssl4eo_build import modalities as registry
 from ssl4eo_build import files, pipeline
+from ssl4eo_build import modalities as registry
 from ssl4eo_build.align import stage as align_stage
 from ssl4eo_build.align.worker import AlignResult, AlignTask
 from ssl4eo_build.config import REPO_ROOT, Config, load_config, override
