@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from . import bench_align, bench_earthengine, bench_pack, bench_raw_io, bench_run, bench_sample
+from . import (
+    bench_align,
+    bench_coordinator,
+    bench_earthengine,
+    bench_pack,
+    bench_raw_io,
+    bench_run,
+    bench_sample,
+)
 
 if __name__ == "__main__":
     bench_sample.main()
@@ -12,3 +20,4 @@ if __name__ == "__main__":
     bench_pack.main()
     bench_run.end_to_end(32)
     bench_run.coordinator_overhead()
+    bench_coordinator.bookkeeping()

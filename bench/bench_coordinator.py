@@ -44,24 +44,26 @@ FOOTPRINT = box(11.0, 48.0, 11.03, 48.03).wkb
 
 def _download(config: Config, work: WorkDir, quota: Any, task: DownloadTask) -> DownloadResult:
     """A finished download: every layer of the location recorded, no file written."""
-    scenes = tuple(
-        SceneRecord(
-            p,
-            s,
-            Scene(f"{p}_{task.sample_id}_{s}", p, ACQUIRED, 32632, 1.0, tile_id="T32UPU"),
-            f"raw/{task.sample_id[:4]}/{task.sample_id}_{p}_{s}.tif",
-            None,
-            "0" * 64,
-            32632,
-        )
-        for p in ("S2L1C", "S2L2A", "S1GRD", "CS", "LULC")
-        for s in range(4)
-    ) + (
-        SceneRecord(
-            "DEM", 0, Scene("dem", "DEM", datetime(1970, 1, 1), 32632), "raw/dem.tif", None,
-            "0" * 64, 32632,
-        ),
+    dem = SceneRecord(
+        "DEM", 0, Scene("dem", "DEM", datetime(1970, 1, 1), 32632), "raw/dem.tif", None,
+        "0" * 64, 32632,
     )  # fmt: skip
+    scenes = (
+        *(
+            SceneRecord(
+                p,
+                s,
+                Scene(f"{p}_{task.sample_id}_{s}", p, ACQUIRED, 32632, 1.0, tile_id="T32UPU"),
+                f"raw/{task.sample_id[:4]}/{task.sample_id}_{p}_{s}.tif",
+                None,
+                "0" * 64,
+                32632,
+            )
+            for p in ("S2L1C", "S2L2A", "S1GRD", "CS", "LULC")
+            for s in range(4)
+        ),
+        dem,
+    )
     return DownloadResult(task.sample_id, "ok", None, scenes, 3)
 
 
