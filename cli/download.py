@@ -74,7 +74,7 @@ def download(
     if summary.dry_run:
         from ssl4eo_build.download.plan import describe_plan
 
-        lines = describe_plan(cfg, summary.planned)
+        lines = describe_plan(cfg, summary.planned, work_dir)
         typer.echo("download --dry-run: " + "\n  ".join(lines))
     elif not quiet:
         typer.echo(

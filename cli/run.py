@@ -69,7 +69,7 @@ def run(
     from ssl4eo_build.run import run_all
 
     if dry_run:
-        typer.echo("run --dry-run: " + "\n  ".join(plan_run(cfg, wanted)))
+        typer.echo("run --dry-run: " + "\n  ".join(plan_run(cfg, wanted, work_dir)))
         return
 
     def call(dask: DaskExecutor | None) -> RunSummary:

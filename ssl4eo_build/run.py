@@ -108,15 +108,16 @@ class RunSummary:
     pack: pipeline.PackSummary | None = None
 
 
-def dry_run(config: Config, target: int) -> list[str]:
+def dry_run(config: Config, target: int, work_dir: Path | None = None) -> list[str]:
     """What ``run --target`` costs, from the plan alone: the first round's locations (target
-    over the expected yield) through the request plan. Reads and writes nothing."""
+    over the expected yield) through the request plan, and the disk from the bytes per
+    location measured in ``work_dir`` when it holds some. Writes nothing."""
     locations = math.ceil(target / config.run.initial_yield)
     head = (
         f"{target} accepted location(s) need about {locations} downloaded "
         f"(run.initial_yield {config.run.initial_yield:g}; rejected ones are replaced)"
     )
-    return [head, *describe_plan(config, locations)]
+    return [head, *describe_plan(config, locations, work_dir)]
 
 
 def run_all(

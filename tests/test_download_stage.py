@@ -17,6 +17,7 @@ import rasterio
 from ssl4eo_build import pipeline
 from ssl4eo_build.align.worker import _layer
 from ssl4eo_build.config import Config, load_config, override
+from ssl4eo_build.download.plan import _size, describe_plan
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.grid import PixelGrid, lonlat_of_pixels
 from ssl4eo_build.manifest import Manifest
@@ -236,7 +237,12 @@ def test_dry_run_and_changed_config(tmp_path: Path, cfg_path: Path) -> None:
     plan = pipeline.run_download(cfg, work, dry_run=True, progress=False)
     assert plan.dry_run and plan.planned == 6 and plan.requests_planned == 6 * 3
     assert not (work / "raw").exists()
+    assert not any("measured" in line for line in describe_plan(cfg, 100, work))
     pipeline.run_download(cfg, work, limit=2, progress=False)
+    raw = sum(p.stat().st_size for p in (work / "raw").rglob("*.tif"))
+    (line,) = [line for line in describe_plan(cfg, 100, work) if "measured" in line]
+    assert f"raw files {raw / 2 / 1e6:.1f} MB per location (2 location(s))" in line
+    assert f"about {_size(raw / 2 * 100)} more for 100 location(s)" in line
     with pytest.raises(ConfigChangedError, match="years"):
         pipeline.run_download(override(cfg, "download.years", [2020]), work, progress=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -71,9 +72,24 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def describe_plan(config: Config, locations: int) -> list[str]:
+def measured_disk(work_dir: Path) -> tuple[int, int, int, int] | None:
+    """Bytes on disk in an existing work dir: raw files and the number of locations they
+    belong to, aligned cubes and their number (``None`` when nothing is downloaded yet)."""
+    raw_bytes = cube_bytes = cubes = 0
+    locations = set()
+    for path in (work_dir / "raw").glob("*/*/*.tif"):
+        raw_bytes += path.stat().st_size
+        locations.add(path.parent.name)
+    for path in (work_dir / "aligned").glob("*/*.cube"):
+        cube_bytes += path.stat().st_size
+        cubes += 1
+    return (raw_bytes, len(locations), cube_bytes, cubes) if locations else None
+
+
+def describe_plan(config: Config, locations: int, work_dir: Path | None = None) -> list[str]:
     """What downloading ``locations`` costs, from the request plan alone (no request sent):
-    requests, bytes, disk and time at the quota."""
+    requests, bytes, disk and time at the quota; with ``work_dir``, the disk also from the
+    bytes per location measured there."""
     d = config.download
     volume = request_volume(config)
     requests = volume.typical * locations
@@ -101,6 +117,21 @@ def describe_plan(config: Config, locations: int) -> list[str]:
             if latency > 0
             else "(the rate: no latency assumed)"
         ),
+        *_measured_lines(work_dir, locations),
+    ]
+
+
+def _measured_lines(work_dir: Path | None, locations: int) -> list[str]:
+    measured = measured_disk(work_dir) if work_dir is not None else None
+    if measured is None:
+        return []
+    raw_bytes, raw_n, cube_bytes, cube_n = measured
+    raw = raw_bytes / raw_n
+    cube = cube_bytes / cube_n if cube_n else 0.0
+    return [
+        f"disk, measured in {work_dir}: raw files {_size(raw)} per location ({raw_n} "
+        f"location(s)), aligned cubes {_size(cube)} per location ({cube_n}): about "
+        f"{_size((raw + cube) * locations)} more for {locations} location(s)"
     ]
 
 
