@@ -139,7 +139,7 @@ def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> str:
     tmp = atomic_target(path, scratch)
     try:
         tmp.write_bytes(data)
-        return commit_file(tmp, path)
+        return commit_file(tmp, path, hashlib.sha256(data).hexdigest())
     finally:
         tmp.unlink(missing_ok=True)
 
