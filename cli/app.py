@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .align import align
+from .clean import clean
 from .doctor import doctor
 from .download import download
 from .pack import pack
@@ -28,6 +29,7 @@ app.command("run")(run)
 app.command("status")(status)
 app.command("validate")(validate)
 app.command("doctor")(doctor)
+app.command("clean")(clean)
 
 
 def main() -> None:

@@ -37,6 +37,14 @@ def render(report: dict[str, Any]) -> str:
                     f"{'':>11}candidates rejected for overlap: "
                     f"{info['candidates_rejected_for_overlap']}"
                 )
+            if info.get("raw_removed"):
+                lines.append(
+                    f"{'':>11}raw files removed by clean: {info['raw_removed']} location(s)"
+                )
+            if info.get("cubes_dropped"):
+                lines.append(
+                    f"{'':>11}cubes dropped once packed: {info['cubes_dropped']} location(s)"
+                )
         else:
             for shard in info["shards"]:
                 lines.append(

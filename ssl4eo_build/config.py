@@ -108,6 +108,8 @@ class DownloadConfig:
     max_in_flight: int = field(default=40, metadata=_rng(1, 1024))
     requests_per_s: float = field(default=100.0, metadata=_rng(0.01, 100_000.0))
     compress: str = field(default="zstd", metadata=_choice("zstd", "deflate", "lzw", "none"))
+    # Level of zstd (1-22) or deflate (1-9; higher levels are taken as 9) for the raw files.
+    compress_level: int = field(default=3, metadata=_rng(1, 22))
     # Clouds in the cloud mask: Cloud Score+ (fetched with each granule that has it; SCL where
     # not) or the L2A scene classification alone.
     cloud_mask: str = field(default="cloud_score_plus", metadata=_choice("cloud_score_plus", "scl"))
@@ -239,6 +241,10 @@ class PackConfig:
     s2_offset_zarr: int = field(default=1000, metadata=_rng(0, 10_000))
     s2_offset_webdataset: int = field(default=0, metadata=_rng(0, 10_000))
     workers: int = field(default=0, metadata=_rng(0, 1024))  # 0: one process per core
+    # Aligned cubes are deleted once every layout's shards holding them are written and read
+    # back against their sha256; pack aligns them again from the raw files when it needs them
+    # (another format, --force, a lost shard). True keeps them (more disk, faster repacks).
+    keep_cubes: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ Tables (see README "The manifest" for every column):
 - ``scenes``, ``patches``, ``shards``: filled by download, align and pack.
 - ``pack_shards``: per shard number, its samples, split-metadata rows and band sums (so a
   resumed pack writes the metadata parquet and stats.json without reopening finished shards).
+- ``dropped(sample_id, kind)``: files removed on purpose to save disk (``cube``: by pack once
+  the location's shards are verified; ``raw``: by ``clean --raw``), made again when needed.
 
 Every path is stored relative to the work directory, so a work directory can be moved, copied
 or used from any current directory. Files carry the sha256 recorded when they were written.
@@ -28,7 +30,7 @@ import errno
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,6 +126,11 @@ CREATE TABLE IF NOT EXISTS pack_shards(
     metadata TEXT NOT NULL,
     stats TEXT NOT NULL,
     PRIMARY KEY(layout, split, number)
+);
+CREATE TABLE IF NOT EXISTS dropped(
+    sample_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY(sample_id, kind)
 );
 CREATE TABLE IF NOT EXISTS shards(
     path TEXT PRIMARY KEY,
@@ -518,16 +525,25 @@ class Manifest:
             "requests=downloads.requests + excluded.requests, updated=excluded.updated",
             (sample_id, status, reason, requests, utc_now()),
         )
+        if status == "ok":
+            db.execute("DELETE FROM dropped WHERE sample_id=? AND kind='raw'", (sample_id,))
 
     def invalidate_files(
-        self, db: sqlite3.Connection, sample_id: str, files: Iterable[tuple[str, int]], reason: str
+        self,
+        db: sqlite3.Connection,
+        sample_id: str,
+        files: Iterable[tuple[str, int]] | None,
+        reason: str,
     ) -> None:
-        """Raw files found damaged (named by a product and season they hold): only they are
-        fetched again on the next download run, with every layer they held."""
+        """Raw files found damaged (named by a product and season they hold; None: all of
+        the location's): only they are fetched again on the next download run, with every
+        layer they held."""
+        if files is None:
+            db.execute("DELETE FROM scenes WHERE sample_id=?", (sample_id,))
         db.executemany(
             "DELETE FROM scenes WHERE sample_id=? AND path IN (SELECT path FROM scenes "
             "WHERE sample_id=? AND product=? AND time_index=?)",
-            ((sample_id, sample_id, product, season) for product, season in files),
+            ((sample_id, sample_id, product, season) for product, season in files or ()),
         )
         db.execute(
             "UPDATE downloads SET status='failed', reason=?, attempts=0, updated=? "
@@ -583,6 +599,7 @@ class Manifest:
             "attempts=patches.attempts + 1, sha256=excluded.sha256",
             (sample_id, status, reason, crs, nan_fraction_max, path, sha256),
         )
+        db.execute("DELETE FROM dropped WHERE sample_id=? AND kind='cube'", (sample_id,))
 
     def redo_patches(self, db: sqlite3.Connection, sample_ids: Iterable[str], reason: str) -> None:
         """Cubes found missing or damaged: align them again (from the raw files on disk)."""
@@ -590,6 +607,36 @@ class Manifest:
             "UPDATE patches SET status='pending', reason=?, attempts=0 WHERE sample_id=?",
             ((reason, s) for s in sample_ids),
         )
+
+    # -- files dropped to save disk ------------------------------------------------------------
+
+    def record_dropped(self, db: sqlite3.Connection, kind: str, sample_ids: Iterable[str]) -> None:
+        """Files removed on purpose (``cube``: by pack once packed; ``raw``: by ``clean
+        --raw``): not damage, and made again only when needed. Recording a new patch or a
+        finished download clears the mark."""
+        db.executemany(
+            "INSERT OR IGNORE INTO dropped(sample_id, kind) VALUES(?, ?)",
+            ((s, kind) for s in sample_ids),
+        )
+
+    def dropped(self, kind: str) -> set[str]:
+        try:
+            rows = self.db.execute("SELECT sample_id FROM dropped WHERE kind=?", (kind,))
+            return {str(r[0]) for r in rows}
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return set()  # opened read-only, from before the table: nothing dropped
+
+    def raw_files(self, sample_ids: Collection[str]) -> dict[str, list[str]]:
+        """sample_id -> paths (relative to the work dir) of its recorded raw files."""
+        out: dict[str, list[str]] = {}
+        for sample_id, path in self.db.execute(
+            "SELECT DISTINCT sample_id, path FROM scenes WHERE status='ok' AND path IS NOT NULL"
+        ):
+            if sample_id in sample_ids:
+                out.setdefault(str(sample_id), []).append(str(path))
+        return out
 
     # -- pack ----------------------------------------------------------------------------------
 
@@ -698,6 +745,8 @@ class Manifest:
                 "SELECT product, COUNT(*) FROM scenes WHERE status='ok' GROUP BY product"
             )
         }
+        report["stages"]["download"]["raw_removed"] = len(self.dropped("raw"))
+        report["stages"]["align"]["cubes_dropped"] = len(self.dropped("cube"))
         overlaps = self.get_meta("sample.overlap_rejections")
         report["stages"]["sample"]["candidates_rejected_for_overlap"] = int(overlaps or 0)
         shard_rows = self.db.execute(

@@ -79,11 +79,13 @@ def write_geotiff(
     compress: str = "deflate",
     dtype: str = "float32",
     scratch: Path | None = None,
+    level: int = 1,
 ) -> str:
     """GeoTIFF with band descriptions and tags, written atomically (the temporary file in
     ``scratch`` when given); returns the file's sha256.
 
-    ``data`` is float with NaN for missing pixels. As ``float32`` it is stored as is (nodata
+    ``data`` is float with NaN for missing pixels. Compressed files (``compress`` at
+    ``level``) use the horizontal predictor. As ``float32`` it is stored as is (nodata
     NaN); as ``int16`` it is rounded and clipped to -32767..32767, and NaN is stored as
     :data:`INT16_MISSING` (nodata). :func:`read_geotiff` gives either back as either.
     """
@@ -108,9 +110,11 @@ def write_geotiff(
         "blockysize": 8,
     }
     if compress != "none":
-        # Fast levels, no predictor: raw files are intermediates read once by align, and the
-        # floating-point predictor made files larger and reads slower (BENCHMARKS.md).
-        profile.update(compress=compress, zlevel=1, zstd_level=1)
+        # Raw files are kept for the life of the build (pack aligns from them again after it
+        # dropped the cubes): the horizontal predictor at zstd level 3 makes them 27 % smaller
+        # than level 1 without it, for about 15 % more read time (BENCHMARKS.md). The
+        # floating-point predictor (3) was larger and slower on S-1 than the horizontal one.
+        profile.update(compress=compress, predictor=2, zlevel=min(level, 9), zstd_level=level)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(as_dtype(data, dtype))

@@ -5,6 +5,7 @@ same dataset as an undisturbed build, what was (not) fetched again, exit codes a
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from ssl4eo_build.download.core import DownloadTask, download_location
 from ssl4eo_build.files import file_sha256
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.raster_io import read_geotiff, write_geotiff
+from ssl4eo_build.run import run_all
 from ssl4eo_build.sources import Limiter, RetryPolicy, make_source
 from ssl4eo_build.sources.requests import RequestShape
 from ssl4eo_build.workdir import LOCK_NAME, WorkDir, owned
@@ -120,9 +122,23 @@ def test_flipped_byte_in_a_shard_is_named_by_validate_and_restored_by_pack(
     assert sums.returncode == 0, "checksums.sha256 is in the sha256sum format"
 
 
+def align_dropped_cubes_again(cfg_path: Path, work: Path) -> None:
+    """The cubes pack dropped, aligned again (the state of a work dir packed with
+    ``pack.keep_cubes``, or of one from before cubes were dropped)."""
+    with sqlite3.connect(work / "manifest.sqlite") as db:
+        db.execute(
+            "UPDATE patches SET status='pending', attempts=0 WHERE sample_id IN "
+            "(SELECT sample_id FROM dropped WHERE kind='cube')"
+        )
+    realigned = cli("align", "-c", str(cfg_path), "-w", str(work), "-q")
+    assert realigned.returncode == 0, realigned.stderr
+    assert not query(work, "SELECT * FROM dropped")
+
+
 def test_damaged_cube_is_aligned_again_from_raw_without_fetching(
     cfg_path: Path, built: Path
 ) -> None:
+    align_dropped_cubes_again(cfg_path, built)
     dataset = built / "dataset"
     shard = sorted(dataset.glob("train/S2L2A/*.zarr.zip"))[0]
     original = shard.read_bytes()
@@ -410,8 +426,11 @@ def test_status_of_a_manifest_in_use_is_read_only(built: Path) -> None:
 def test_a_version_1_manifest_is_upgraded_and_nothing_is_fetched_again(
     cfg_path: Path, built: Path, clean_run: Path
 ) -> None:
-    """Version 1 stored paths as typed on the command line and no checksums."""
+    """Version 1 stored paths as typed on the command line and no checksums, and kept the
+    cubes."""
+    align_dropped_cubes_again(cfg_path, built)
     with sqlite3.connect(built / "manifest.sqlite") as db:
+        db.execute("DROP TABLE dropped")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
         db.execute("UPDATE scenes SET path='../somewhere/else/' || path, sha256=NULL")
         db.execute("UPDATE patches SET path='/old/abs/' || path, sha256=NULL")
@@ -432,3 +451,106 @@ def test_a_version_1_manifest_is_upgraded_and_nothing_is_fetched_again(
     ]
     assert all(p.startswith(("raw/", "aligned/")) for p in paths)
     assert shard_digests(built / "dataset") == shard_digests(clean_run / "dataset")
+
+
+# ------------------------------------------------------ disk: dropped cubes and clean --raw
+
+
+def packed_ids(work: Path) -> set[str]:
+    return {
+        sid
+        for (samples,) in query(work, "SELECT samples FROM pack_shards")
+        for sid in json.loads(str(samples))
+    }
+
+
+def test_packed_cubes_are_dropped_and_a_rerun_redoes_nothing(
+    cfg_path: Path, built: Path, clean_run: Path
+) -> None:
+    aligned = {str(r[0]) for r in query(built, "SELECT sample_id FROM patches WHERE status='ok'")}
+    cubes = {p.stem for p in built.glob("aligned/*/*.cube")}
+    assert cubes == aligned - packed_ids(built), "only the cubes not packed (beyond the cut) stay"
+    dropped = {str(r[0]) for r in query(built, "SELECT sample_id FROM dropped WHERE kind='cube'")}
+    assert dropped == packed_ids(built) and len(dropped) == 8
+    status = cli("status", "-w", str(built))
+    assert "cubes dropped once packed: 8 location(s)" in status.stdout
+    before = query(built, "SELECT sample_id, attempts FROM patches ORDER BY 1")
+    for stage in ("align", "pack", "run"):
+        again = cli(stage, "-c", str(cfg_path), "-w", str(built))
+        assert again.returncode == 0, again.stderr
+        assert (
+            "missing or damaged" not in again.stderr and "again from their raw" not in again.stderr
+        )
+    assert query(built, "SELECT sample_id, attempts FROM patches ORDER BY 1") == before
+    assert shard_digests(built / "dataset") == shard_digests(clean_run / "dataset")
+
+
+def test_lost_shard_is_packed_again_from_raw_byte_for_byte(
+    cfg_path: Path, built: Path, clean_run: Path
+) -> None:
+    dataset = built / "dataset"
+    victim = sorted(dataset.glob("train/S1GRD/*.zarr.zip"))[-1]
+    victim.unlink()
+    spent = requests_spent(built)
+    packed = cli("pack", "-c", str(cfg_path), "-w", str(built))
+    assert packed.returncode == 0, packed.stderr
+    assert "aligning 4 location(s) again from their raw files" in packed.stderr  # shard_size 4
+    assert shard_digests(dataset) == shard_digests(clean_run / "dataset")
+    assert requests_spent(built) == spent
+    assert not {p.stem for p in built.glob("aligned/*/*.cube")} & packed_ids(built)
+
+
+def test_keep_cubes_keeps_them(cfg_path: Path, tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path / "keep.toml", cfg_path.read_text() + "keep_cubes = true\n")
+    work = tmp_path / "w"
+    assert cli("run", "-c", str(cfg), "-w", str(work), "-q").returncode == 0
+    cubes = {p.stem for p in work.glob("aligned/*/*.cube")}
+    assert cubes >= packed_ids(work) and len(packed_ids(work)) == 8
+    assert not query(work, "SELECT * FROM dropped")
+
+
+def test_a_shard_that_fails_its_read_back_keeps_its_cubes(
+    monkeypatch: pytest.MonkeyPatch, cfg_path: Path, tmp_path: Path, clean_run: Path
+) -> None:
+    from ssl4eo_build.pack import stage
+
+    real = stage.intact
+    victim = "train/S2L2A/ssl4eos12_train_seasonal_data_000001.zarr.zip"
+    monkeypatch.setattr(
+        stage, "intact", lambda p, sha: not str(p).endswith(victim) and real(p, sha)
+    )
+    work = tmp_path / "w"
+    run_all(load_config(cfg_path), work, target=8, progress=False)
+    kept = {p.stem for p in work.glob("aligned/*/*.cube")} & packed_ids(work)
+    in_victim = query(work, "SELECT samples FROM pack_shards WHERE split='train' AND number=1")
+    assert kept == set(json.loads(str(in_victim[0][0]))) and len(kept) == 4
+    assert shard_digests(work / "dataset") == shard_digests(clean_run / "dataset")
+
+
+def test_clean_raw_frees_the_raw_files_and_pack_fetches_them_again(
+    cfg_path: Path, built: Path, clean_run: Path
+) -> None:
+    assert cli("clean", "-w", str(built)).returncode == 2, "says what to remove"
+    raw_before = sum(p.stat().st_size for p in built.glob("raw/*/*/*.tif"))
+    rejected = {str(r[0]) for r in query(built, "SELECT sample_id FROM patches WHERE status!='ok'")}
+    cleaned = cli("clean", "-w", str(built), "--raw")
+    assert cleaned.returncode == 0, cleaned.stderr
+    aligned = query(built, "SELECT COUNT(*) FROM patches WHERE status='ok'")[0][0]
+    assert f"of {aligned} aligned location(s)" in cleaned.stdout
+    left = {p.parent.name for p in built.glob("raw/*/*/*.tif")}
+    assert left == rejected, "only the raw files of aligned locations are removed"
+    assert sum(p.stat().st_size for p in built.glob("raw/*/*/*.tif")) < raw_before
+    status = cli("status", "-w", str(built)).stdout
+    assert f"raw files removed by clean: {aligned} location(s)" in status
+    # Nothing is needed again until a shard is lost: then its locations are fetched again.
+    spent = requests_spent(built)
+    assert cli("run", "-c", str(cfg_path), "-w", str(built), "-q").returncode == 0
+    assert requests_spent(built) == spent
+    sorted(built.glob("dataset/val/S2L1C/*.zarr.zip"))[0].unlink()
+    packed = cli("pack", "-c", str(cfg_path), "-w", str(built), "-q")
+    assert packed.returncode == 0, packed.stderr
+    assert requests_spent(built) > spent
+    assert shard_digests(built / "dataset") == shard_digests(clean_run / "dataset")
+    val = {str(r[0]) for r in query(built, "SELECT samples FROM pack_shards WHERE split='val'")}
+    refetched = {p.parent.name for p in built.glob("raw/*/*/*.tif")} - rejected
+    assert refetched == {s for v in val for s in json.loads(v)}

@@ -45,7 +45,9 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
             root / "p.toml",
             f'[sample]\nn = 16\nseed = 4\nsigma_m = 20000.0\ncities = "{cities}"\n'
             "[download]\nworkers = 3\n[synthetic]\npartial_prob = 0.0\n"
-            "[pack]\nshard_size = 4\nval_fraction = 0.3\nsplit_block_deg = 5.0\n",
+            # The tests compare the shards with the cubes they were packed from.
+            "[pack]\nshard_size = 4\nval_fraction = 0.3\nsplit_block_deg = 5.0\n"
+            "keep_cubes = true\n",
         )
     )
     work = root / "w"

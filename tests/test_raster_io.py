@@ -42,6 +42,21 @@ def test_int16_files_store_nodata_and_read_back_nan(tmp_path: Path, compress: st
     np.testing.assert_array_equal(as_stored, stored)
 
 
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_compressed_files_use_the_predictor_at_the_level_given(tmp_path: Path, dtype: str) -> None:
+    data = np.tile(np.arange(6, dtype=np.float32) * 100, (2, 4, 1))
+    sizes = {}
+    for level in (1, 9):
+        path = tmp_path / f"{level}.tif"
+        write_geotiff(path, data, GRID, ("a", "b"), {}, "zstd", dtype=dtype, level=level)
+        with rasterio.open(path) as f:
+            structure = f.tags(ns="IMAGE_STRUCTURE")
+            assert f.compression.name == "zstd" and structure["PREDICTOR"] == "2"
+            np.testing.assert_array_equal(f.read(), data.astype(dtype))
+        sizes[level] = path.stat().st_size
+    assert sizes[9] <= sizes[1]
+
+
 def test_float32_files_keep_values_and_nan(tmp_path: Path) -> None:
     data = sample() / 1000.0
     path = tmp_path / "s1.tif"

@@ -100,24 +100,26 @@ def run_align(
 
 def _redo_damaged_cubes(manifest: Manifest, work: WorkDir, verify: bool) -> None:
     """Finished patches whose cube is missing (or, with ``verify``, fails its sha256) are
-    aligned again from the raw files."""
+    aligned again from the raw files; cubes pack dropped are not missing (pack aligns them
+    again when it needs them)."""
+    dropped = manifest.dropped("cube")
     damaged = [
         sample_id
         for sample_id, _, _, path, sha256 in manifest.packable()
-        if not intact(work.path(path), sha256 if verify else None)
+        if sample_id not in dropped and not intact(work.path(path), sha256 if verify else None)
     ]
     if damaged:
-        mark_for_realign(manifest, damaged)
+        log.warning(
+            "%d aligned cube(s) missing or damaged (first %s); aligning them again",
+            len(damaged),
+            damaged[0],
+        )
+        mark_for_realign(manifest, damaged, "cube missing or damaged")
 
 
-def mark_for_realign(manifest: Manifest, sample_ids: list[str]) -> None:
-    log.warning(
-        "%d aligned cube(s) missing or damaged (first %s); aligning them again",
-        len(sample_ids),
-        sample_ids[0],
-    )
+def mark_for_realign(manifest: Manifest, sample_ids: list[str], reason: str) -> None:
     with manifest.transaction() as db:
-        manifest.redo_patches(db, sample_ids, "cube missing or damaged")
+        manifest.redo_patches(db, sample_ids, reason)
 
 
 def _record_align(manifest: Manifest, results: list[AlignResult], counts: dict[str, int]) -> None:

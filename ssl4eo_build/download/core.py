@@ -586,6 +586,7 @@ def _write_raw(
         [band_id(layer, b) for layer in layers for b in layer.bands],
         tags=tags,
         compress=cfg.download.compress,
+        level=cfg.download.compress_level,
         dtype=layers[0].dtype,
         scratch=work.scratch,
     )

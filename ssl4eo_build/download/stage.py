@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 _DOWNLOAD_VOLATILE = (
     "workers", "max_attempts", "retry_base_s", "retry_max_s", "max_runs", "max_in_flight",
-    "requests_per_s", "compress", "seasons_per_request",
+    "requests_per_s", "compress", "compress_level", "seasons_per_request",
 )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +41,9 @@ class PackSummary:
 
 
 def pack_settings(config: Config) -> dict[str, Any]:
-    return {k: v for k, v in section_dict(config.pack).items() if k != "workers"}
+    return {
+        k: v for k, v in section_dict(config.pack).items() if k not in ("workers", "keep_cubes")
+    }
 
 
 OWNER_FILE = ".ssl4eo-build.json"  # in a dataset directory: which build wrote it
@@ -141,6 +144,8 @@ def run_pack(
                     sums[rel[len(layout.prefix) :]] = recorded[rel]
             write_checksums(layout.root, sums)
             clear_scratch(layout.root)
+        if not p.keep_cubes:
+            _drop_packed_cubes(manifest, work, out_dir, layouts)
         summary = PackSummary(
             out_dir=str(out_dir),
             shards_written=written,
@@ -182,6 +187,15 @@ def _write_shards(
     shard; shards with a missing or damaged cube are written again once those cubes are
     aligned again. Returns the number written."""
     n_workers = workers or config.pack.workers or os.cpu_count() or 1
+    needed = {i for _, plans in todo for plan in plans for i in plan.sample_ids}
+    dropped = sorted(needed & manifest.dropped("cube"))
+    if dropped:
+        log.info(
+            "aligning %d location(s) again from their raw files: an earlier pack dropped their "
+            "cubes (pack.keep_cubes = false)",
+            len(dropped),
+        )
+        _repair_cubes(config, manifest, work, dropped, progress, "cube dropped after packing")
     written = 0
     for attempt in range(2):
         count, damaged = _write_parts(manifest, work, todo, n_workers, dask, progress)
@@ -270,6 +284,50 @@ def _write_parts(
     return counts["written"], damaged
 
 
+def _drop_packed_cubes(
+    manifest: Manifest, work: WorkDir, out_dir: Path, layouts: list[Layout]
+) -> None:
+    """Delete the aligned cubes of locations packed in every layout, once the files of their
+    shards are read back and match their recorded sha256 (pack aligns them again from the
+    raw files if it needs them). A shard that does not match keeps its cubes, and the next
+    pack writes it again."""
+    dropped = manifest.dropped("cube")
+    in_all = set.intersection(
+        *({i for plan in layout.plans for i in plan.sample_ids} for layout in layouts)
+    )
+    recorded = manifest.shard_files()
+    shards = [
+        (set(plan.sample_ids), layout.files(plan.split, plan.number))
+        for layout in layouts
+        for plan in layout.plans
+        if not set(plan.sample_ids) <= dropped
+    ]
+
+    def first_bad(files: list[str]) -> str | None:
+        return next(
+            (f for f in files if f not in recorded or not intact(out_dir / f, recorded[f])), None
+        )
+
+    # Reading back is I/O and hashing, both outside the GIL.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        checks = list(pool.map(first_bad, [files for _, files in shards]))
+    for (ids, _), bad in zip(shards, checks, strict=True):
+        if bad is not None:
+            log.warning("%s: does not match its recorded sha256; its cubes are kept", bad)
+            in_all -= ids
+    drop = sorted(in_all - dropped)
+    if not drop:
+        return
+    cubes = {r[0]: r[3] for r in manifest.packable()}
+    # Recorded first: a cube marked dropped but still on disk costs nothing, while a cube gone
+    # but not marked would be taken for damage and aligned again.
+    with manifest.transaction() as db:
+        manifest.record_dropped(db, "cube", drop)
+    for sample_id in drop:
+        work.path(cubes[sample_id]).unlink(missing_ok=True)
+    log.info("dropped the aligned cubes of %d packed location(s)", len(drop))
+
+
 def _record_shard(manifest: Manifest, layout: Layout, parts: list[pack.ShardResult]) -> None:
     """A shard whose every modality file is written: its files, samples, metadata rows and
     band sums, in one transaction."""
@@ -338,11 +396,21 @@ def _layouts(
 
 
 def _repair_cubes(
-    config: Config, manifest: Manifest, work: WorkDir, sample_ids: list[str], progress: bool
+    config: Config,
+    manifest: Manifest,
+    work: WorkDir,
+    sample_ids: list[str],
+    progress: bool,
+    reason: str = "cube missing or damaged",
 ) -> None:
-    """Align the locations again from their raw files; fetch again only raw files that turn
-    out damaged too."""
-    mark_for_realign(manifest, sample_ids)
+    """Align the locations again from their raw files; fetch again the raw files `clean
+    --raw` removed and those that turn out damaged."""
+    cleaned = manifest.dropped("raw")
+    with manifest.transaction() as db:
+        for sample_id in sample_ids:
+            if sample_id in cleaned:
+                manifest.invalidate_files(db, sample_id, None, "raw files removed by clean")
+    mark_for_realign(manifest, [i for i in sample_ids if i not in cleaned], reason)
     run_align(config, work.root, progress=progress, only=sample_ids)
     run_download(config, work.root, progress=progress, only=sample_ids)
     run_align(config, work.root, progress=progress, only=sample_ids)
