@@ -1,5 +1,6 @@
-"""`run` end to end: locations/hour with the local executor and a 2-worker LocalCluster, and the
-coordinator's manifest cost per location (what limits a 250k-location run on one coordinator).
+"""`run` end to end: locations/hour with the local executor and a 2-worker LocalCluster, the
+work dir's disk against the dataset's, and the coordinator's manifest cost per location (what
+limits a 250k-location run on one coordinator).
 
     .venv/bin/python -m bench.bench_run [TARGET] [--json]
 """
@@ -40,8 +41,29 @@ def end_to_end(target: int) -> dict[str, float]:
             f"({target / seconds * 3600:,.0f} locations/hour); {per_stage}"
         )
         figures[f"{name.split()[0]}_s"] = seconds
+        if name == "local":
+            figures.update(disk_use(work, target))
     figures["dask_over_local"] = figures["dask_s"] / figures["local_s"]
     return figures
+
+
+def disk_use(work: Path, packed: int) -> dict[str, float]:
+    """Bytes per packed location of the work dir's files (raw, aligned) and of the dataset."""
+
+    def mb(pattern: str) -> float:
+        return sum(p.stat().st_size for p in work.glob(pattern) if p.is_file()) / 1e6 / packed
+
+    raw, aligned, dataset = mb("raw/**/*"), mb("aligned/**/*"), mb("dataset/**/*")
+    print(
+        f"disk per packed location: raw {raw:.2f} MB + aligned {aligned:.2f} MB = "
+        f"{(raw + aligned) / dataset:.2f}x the dataset's {dataset:.2f} MB"
+    )
+    return {
+        "raw_mb_per_location": raw,
+        "aligned_mb_per_location": aligned,
+        "dataset_mb_per_location": dataset,
+        "workdir_over_dataset": (raw + aligned) / dataset,
+    }
 
 
 def coordinator_overhead(n: int = 2000) -> dict[str, float]:

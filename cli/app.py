@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from .align import align
@@ -20,7 +22,30 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ssl4eo_build import __version__
+
+        typer.echo(f"ssl4eo-build {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Curate SSL4EO-S12 v1.1 style pretraining datasets from Earth Engine or the simulator."""
+
+
 app.command("sample")(sample)
 app.command("download")(download)
 app.command("align")(align)

@@ -367,6 +367,16 @@ class Manifest:
         )
         return int(cur.lastrowid or 0)
 
+    def last_runs(self) -> dict[str, dict[str, str | None]]:
+        """Per stage, when its last run started and finished (None while unfinished)."""
+        return {
+            str(stage): {"started": started, "finished": finished}
+            for stage, started, finished in self.db.execute(
+                "SELECT stage, started, finished FROM stage_runs WHERE id IN "
+                "(SELECT MAX(id) FROM stage_runs GROUP BY stage) ORDER BY id"
+            )
+        }
+
     def finish_run(self, run_id: int, summary: Mapping[str, Any]) -> None:
         self.db.execute(
             "UPDATE stage_runs SET finished=?, summary=? WHERE id=?",

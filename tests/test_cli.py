@@ -18,6 +18,18 @@ def test_help_lists_the_commands() -> None:
         assert command in result.output
 
 
+def test_version_is_the_pyproject_version_and_h_is_help() -> None:
+    from ssl4eo_build.config import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    expected = tomllib.loads(pyproject.read_text())["project"]["version"]
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"ssl4eo-build {expected}"
+    for args in (["-h"], ["pack", "-h"]):
+        shown = runner.invoke(app, args)
+        assert shown.exit_code == 0 and "Usage:" in shown.output, args
+
+
 def test_sample_and_status_json(tmp_path: Path, few_cities: Path) -> None:
     cfg = write_toml(tmp_path / "c.toml", f'[sample]\nn = 40\ncities = "{few_cities}"\n')
     work = tmp_path / "w"

@@ -20,6 +20,7 @@ from ssl4eo_build.align.cube import load_cube
 from ssl4eo_build.config import Config, load_config, override
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.files import file_sha256
+from ssl4eo_build.modalities import modality as registry_modality
 from ssl4eo_build.pack.core import Located, open_shard, plan_shards, spatial_split
 from ssl4eo_build.pack.validate import validate_dataset
 from ssl4eo_build.sample.cities import write_cities
@@ -432,6 +433,19 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
                 member_path.write_bytes(data)
                 member = xr.open_zarr(zarr.storage.ZipStore(str(member_path), mode="r"))
     assert member is not None and member["bands"].attrs["dn_offset"] == 0
+    # Provenance: the same in both layouts but for the offset; the rest of the build in
+    # build.json, listed in each root's checksums.
+    version = __import__("ssl4eo_build").__version__
+    for ds, offset in ((shard, 1000), (member, 0)):
+        assert ds.attrs["source"] == "synthetic" and ds.attrs["s2_dn_offset"] == offset
+        assert ds.attrs["software"] == f"ssl4eo-build {version}" != "ssl4eo-build unknown"
+    assert shard.attrs["config_sha256"] == member.attrs["config_sha256"]
+    for root, layout in ((out, "zarr"), (wds_root, "webdataset")):
+        build = json.loads((root / "build.json").read_text())
+        assert build["layout"] == layout and build["config_sha256"] == shard.attrs["config_sha256"]
+        assert build["config"]["pack"]["format"] == "both" and build["source"] == "synthetic"
+        assert build["stages"]["align"]["finished"] and build["samples"]["train"] > 0
+        assert "build.json" in (root / "checksums.sha256").read_text()
     zarr_values = shard["bands"].values[0].astype(np.int32)
     wds_values = member["bands"].values.astype(np.int32)
     assert np.array_equal(zarr_values, np.minimum(wds_values + 1000, 32767)), "+1000, saturating"
@@ -441,6 +455,10 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
         np.testing.assert_allclose(diff, 1000.0, atol=0.01)
     assert stats[out]["S1GRD"] == stats[wds_root]["S1GRD"]
     assert set(stats[out]) == set(stats[wds_root]) == set(MODALITIES)
+    for m in MODALITIES:
+        assert stats[out][m]["bands"] == list(registry_modality(m).bands)
+        times = registry_modality(m).timestamps
+        assert stats[out][m]["count"] == build_samples(out, "train") * times * 264 * 264, m
     # Both published loaders read every modality of their layout, samples aligned.
     by_key = {}
     for split in ("train", "val"):
@@ -473,6 +491,10 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
     assert any("S2L2A mean of band B04" in p for p in problems), problems
 
 
+def build_samples(root: Path, split: str) -> int:
+    return int(json.loads((root / "build.json").read_text())["samples"][split])
+
+
 def test_shards_say_their_date_rule_and_validate_holds_them_to_it(
     packed: tuple[Config, Path],
 ) -> None:
@@ -486,3 +508,69 @@ def test_shards_say_their_date_rule_and_validate_holds_them_to_it(
     year_apart = np.array([["2020-01-01", "2021-01-02"]], dtype="datetime64[ns]")
     assert list(_check_date_span(Path("x"), ds.attrs, year_apart))
     assert not list(_check_date_span(Path("x"), {"date_rule": "fixed_year"}, year_apart))
+
+
+def test_sample_dataset_reads_both_layouts_as_the_shards_hold_them(
+    packed: tuple[Config, Path], tmp_path: Path
+) -> None:
+    import pickle
+
+    from ssl4eo_build import SampleDataset
+    from ssl4eo_build.reader import DatasetLayoutError
+
+    cfg, work = packed
+    out = tmp_path / "both"
+    both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 3)
+    both = override(both, "pack.keep_partial", True)  # the same samples in both layouts
+    pipeline.run_pack(both, work, out=out, progress=False)
+    wanted = ("S2L2A", "S1GRD", "DEM", "LULC")
+    zarr_ds = SampleDataset(out, modalities=wanted, split="train")
+    wds = SampleDataset(out, modalities=wanted, split="train", layout="webdataset")
+    assert (zarr_ds.layout, wds.layout) == ("zarr", "webdataset")
+    assert SampleDataset(out / "webdataset", modalities=wanted).layout == "webdataset"
+    truth = {}
+    for shard in sorted(out.glob("train/S2L2A/*.zarr.zip")):
+        ds = {m: open_shard(out / "train" / m / shard.name) for m in wanted}
+        for i, sid in enumerate(ds["S2L2A"]["sample"].values):
+            truth[str(sid)] = {m: ds[m]["bands"].values[i] for m in wanted}
+            truth[str(sid)]["cloud_mask"] = ds["S2L2A"]["cloud_mask"].values[i]
+            truth[str(sid)]["time"] = ds["S2L2A"]["time_"].values[i]
+            truth[str(sid)]["center"] = (
+                float(ds["S2L2A"]["center_lon"].values[i]),
+                float(ds["S2L2A"]["center_lat"].values[i]),
+            )
+    assert len(zarr_ds) == len(truth) > 4
+    order = zarr_ds.shard_order(seed=3)
+    assert sorted(order) == list(range(len(zarr_ds))) and order != sorted(order)
+    for i in order:
+        item = zarr_ds[i]
+        expected = truth[item["sample_id"]]
+        for m in wanted:
+            assert item[m].shape == expected[m].shape and item[m].ndim == 4, m
+            assert np.array_equal(item[m], expected[m], equal_nan=True), m
+        assert np.array_equal(item["cloud_mask"], expected["cloud_mask"])
+        assert np.array_equal(item["time_S2L2A"], expected["time"])
+        assert tuple(item["center"]) == expected["center"]
+    # The tars hold the same samples, S-2 without the Zarr layout's +1000: removing each
+    # layout's own offset gives the same numbers (below the Zarr layout's saturation).
+    assert sorted(wds[i]["sample_id"] for i in range(len(wds))) == sorted(truth)
+    again = pickle.loads(pickle.dumps(wds))  # as DataLoader workers receive it
+    plain = SampleDataset(out, modalities=wanted, remove_s2_offset=True)
+    by_id = {plain[i]["sample_id"]: plain[i] for i in range(len(plain))}
+    for i in range(len(again)):
+        item = again[i]
+        ref = by_id[item["sample_id"]]
+        assert item["S2L2A"].dtype == np.int16
+        assert np.array_equal(np.minimum(item["S2L2A"], 31767), ref["S2L2A"])
+        assert np.array_equal(item["S1GRD"], ref["S1GRD"], equal_nan=True)
+        assert np.array_equal(item["LULC"], ref["LULC"])
+        assert np.array_equal(item["cloud_mask"], ref["cloud_mask"])
+    # normalize: the train split standardised with its own stats.json.
+    normed = SampleDataset(out, modalities=("S2L2A",), normalize=True)
+    values = np.stack([normed[i]["S2L2A"] for i in range(len(normed))]).astype(np.float64)
+    np.testing.assert_allclose(values.mean(axis=(0, 1, 3, 4)), 0.0, atol=1e-3)
+    np.testing.assert_allclose(values.std(axis=(0, 1, 3, 4)), 1.0, atol=1e-3)
+    with pytest.raises(DatasetLayoutError, match="no packed dataset"):
+        SampleDataset(work)
+    with pytest.raises(DatasetLayoutError, match="expected some of"):
+        SampleDataset(out, modalities=("S3",))

@@ -314,6 +314,9 @@ class Encoding:
     s2_offset: int = 0
     # "v1_shift" when every sample's dates come from v1's rule (so they lie within a year)
     date_rule: str | None = None
+    # Where the pixels come from and what made them (:func:`provenance`): the same on every
+    # rerun of the same build, so shards stay byte-identical.
+    provenance: tuple[tuple[str, str], ...] = ()
 
     def codec(self, modality: str) -> Codec:
         return blosc(*self.compressor[modality])
@@ -324,8 +327,12 @@ class Encoding:
         return {"dn_offset": self.s2_offset} if modality in registry.dn_modalities() else {}
 
     def attrs(self) -> dict[str, Any]:
-        """The file's own attributes: the date rule of its samples."""
-        return {"date_rule": self.date_rule} if self.date_rule else {}
+        """The file's own attributes: its provenance, the offset on its S-2 digital numbers
+        and the date rule of its samples."""
+        out: dict[str, Any] = {**dict(self.provenance), "s2_dn_offset": self.s2_offset}
+        if self.date_rule:
+            out["date_rule"] = self.date_rule
+        return out
 
     def shift(self, modality: str, bands: NDArray[Any]) -> NDArray[Any]:
         """``bands`` with the layout's offset added to S-2 digital numbers, saturating at

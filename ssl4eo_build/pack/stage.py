@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from .. import modalities as registry
 from ..align.stage import mark_for_realign, run_align
 from ..config import Config, fingerprint, section_dict
@@ -24,7 +25,7 @@ from ..errors import (
 )
 from ..executor import DaskExecutor, run_pool
 from ..files import SCRATCH, DeferredSync, clear_scratch, intact, scratch_dir, write_atomic
-from ..manifest import Manifest, settled_cut
+from ..manifest import Manifest, settled_cut, utc_now
 from ..workdir import WorkDir, owned
 from . import core as pack
 
@@ -116,7 +117,9 @@ def run_pack(
         v1_dates = config.download.date_rule == "v1_shift" and not (
             packed_ids & manifest.imported_ids()
         )
-        layouts = _layouts(config, out_dir, plans, splits, "v1_shift" if v1_dates else None)
+        origin = provenance(config, manifest)
+        date_rule = "v1_shift" if v1_dates else None
+        layouts = _layouts(config, out_dir, plans, splits, date_rule, origin)
         recorded = manifest.shard_files()
         todo: list[tuple[Layout, list[pack.ShardPlan]]] = []
         for layout in layouts:
@@ -142,6 +145,7 @@ def run_pack(
             for plan in layout.plans:
                 for rel in layout.files(plan.split, plan.number):
                     sums[rel[len(layout.prefix) :]] = recorded[rel]
+            sums[BUILD_FILE] = write_build_json(config, manifest, layout, origin)
             write_checksums(layout.root, sums)
             clear_scratch(layout.root)
         if not p.keep_cubes:
@@ -368,12 +372,58 @@ class Layout:
         return [f"{self.prefix}{split}/{m}/{name}" for m in registry.names()]
 
 
+def provenance(config: Config, manifest: Manifest) -> tuple[tuple[str, str], ...]:
+    """What every shard and member says about its origin: the pixel source (``synthetic`` or
+    ``earthengine``), the software and version, and the sha256 of the settings that decide
+    its values (those each stage recorded, and the packing settings other than the layouts
+    chosen, so a Zarr shard is the same packed alone or with ``--format both``)."""
+    recorded = {
+        stage: json.loads(manifest.get_meta(f"config.{stage}") or "null")
+        for stage in ("sample", "download", "align")
+    }
+    settings = {
+        k: v for k, v in pack_settings(config).items() if k not in ("format", "samples_per_tar")
+    }
+    source = (recorded["download"] or {}).get("source", config.download.source)
+    return (
+        ("source", str(source)),
+        ("software", f"ssl4eo-build {__version__}"),
+        ("config_sha256", fingerprint({**recorded, "pack": settings})),
+    )
+
+
+BUILD_FILE = "build.json"  # beside the dataset: when and how it was built
+
+
+def write_build_json(
+    config: Config, manifest: Manifest, layout: Layout, origin: tuple[tuple[str, str], ...]
+) -> str:
+    """``build.json`` in the layout's root: provenance, build id, when each stage last ran,
+    the samples per split and the whole configuration; returns its sha256."""
+    samples = {
+        split: sum(len(p.sample_ids) for p in layout.plans if p.split == split)
+        for split in pack.SPLITS
+    }
+    record = {
+        **dict(origin),
+        "layout": layout.name,
+        "build_id": manifest.build_id,
+        "packed_at": utc_now(),
+        "stages": manifest.last_runs(),
+        "samples": samples,
+        "config": section_dict(config),
+    }
+    data = (json.dumps(record, indent=2, default=str) + "\n").encode()
+    return write_atomic(layout.root / BUILD_FILE, data, scratch_dir(layout.root))
+
+
 def _layouts(
     config: Config,
     out_dir: Path,
     plans: list[pack.ShardPlan],
     splits: dict[str, list[str]],
     date_rule: str | None,
+    origin: tuple[tuple[str, str], ...] = (),
 ) -> list[Layout]:
     """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
     published and OUT/webdataset the tar layout."""
@@ -381,12 +431,12 @@ def _layouts(
     compressor = {m: (p.blosc_cname, p.blosc_clevel, p.blosc_blocksize) for m in registry.names()}
     out: list[Layout] = []
     if p.format in ("zarr", "both"):
-        encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule)
+        encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule, origin)
         out.append(Layout("zarr", out_dir, "", plans, encoding, pack.write_shard, pack.shard_name))
     if p.format in ("webdataset", "both"):
         prefix = f"{WEBDATASET_DIR}/" if p.format == "both" else ""
         tars = pack.plan_tars(splits, p.samples_per_tar)
-        encoding = pack.Encoding(compressor, p.s2_offset_webdataset, date_rule)
+        encoding = pack.Encoding(compressor, p.s2_offset_webdataset, date_rule, origin)
         out.append(
             Layout(
                 "webdataset", out_dir / prefix, prefix, tars, encoding, pack.write_tar, _tar_name
@@ -538,11 +588,14 @@ def write_pack_sidecars(
                     train_stats.setdefault(modality, []).append(part)
     stats = {}
     for modality in registry.names():
-        mean, std = pack.RunningStats.merged(train_stats.get(modality, [])).mean_std()
+        merged = pack.RunningStats.merged(train_stats.get(modality, []))
+        mean, std = merged.mean_std()
         stats[modality] = {
             "mean": mean,
             "std": std,
             "bands": list(registry.modality(modality).bands),
+            # values per band the figures are over (train samples x timestamps x pixels)
+            "count": 0 if merged.count is None else int(merged.count[0]),
         }
     write("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
     return sums
