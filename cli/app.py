@@ -11,6 +11,7 @@ from .clean import clean
 from .doctor import doctor
 from .download import download
 from .pack import pack
+from .report import preview, report
 from .run import run
 from .sample import sample
 from .status import status
@@ -55,6 +56,8 @@ app.command("status")(status)
 app.command("validate")(validate)
 app.command("doctor")(doctor)
 app.command("clean")(clean)
+app.command("preview")(preview)
+app.command("report")(report)
 
 
 def main() -> None:

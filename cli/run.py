@@ -30,6 +30,7 @@ from .options import (
     setup_logging,
     source_overrides,
 )
+from .report import build_report
 
 
 def run(
@@ -50,10 +51,15 @@ def run(
         bool,
         typer.Option("--dry-run", help="Only print requests, bytes, disk and time; no data."),
     ] = False,
+    previews: Annotated[
+        int,
+        typer.Option("--previews", min=0, help="Samples previewed in WORK/report (0: no report)."),
+    ] = 8,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """sample -> download -> align in rounds until --target pass align, then pack them."""
+    """sample -> download -> align in rounds until --target pass align, then pack them;
+    then WORK/report/report.html with a map and previews."""
     setup_logging(verbose, quiet)
     cfg = config_or_exit(
         verbose,
@@ -76,6 +82,10 @@ def run(
         return run_all(cfg, work_dir, wanted, out=out, dask=dask, progress=not quiet)
 
     summary = guarded(verbose, lambda: on_executor(scheduler, call))
+    page = None
+    if previews and summary.pack is not None:
+        dataset = Path(summary.pack.out_dir)
+        page = guarded(verbose, lambda: build_report(work_dir, dataset, previews))
     if quiet:
         return
     stages = summary.report["stages"]
@@ -94,3 +104,5 @@ def run(
             f"  packed: train {p.samples['train']}, val {p.samples['val']} samples "
             f"({p.shards_written} shard(s) written) -> {p.out_dir}"
         )
+    if page is not None:
+        typer.echo(f"  report: {page} (map, histograms, {previews} preview(s))")
