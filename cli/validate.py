@@ -35,9 +35,14 @@ def validate(
         raise typer.Exit(code=2 if report.damaged else 1)
     if not quiet:
         typer.echo(
-            f"validate: {directory} matches the v1.1 layout ({report.files} shard files, every "
-            "chunk decoded, every file matches checksums.sha256)"
+            f"validate: {directory} matches the v1.1 layout ({report.layout}: {report.files} "
+            "shard files, every chunk decoded, every file matches checksums.sha256)"
         )
+        if (directory / "webdataset" / "checksums.sha256").is_file():
+            typer.echo(
+                f"  the WebDataset layout beside it validates on its own: "
+                f"ssl4eo-build validate {directory / 'webdataset'}"
+            )
 
 
 def _check_directory(directory: Path) -> None:

@@ -749,6 +749,15 @@ class Manifest:
                 )
             }
             report["stages"][stage] = {"counts": counts, "reasons": reasons}
+        # Not tried yet has no row of its own: pending are the previous stage's ok rows
+        # without one (besides rows marked pending).
+        for stage, sql in (
+            ("download", "SELECT COUNT(*) FROM locations l WHERE l.status = 'ok' AND NOT EXISTS "
+             "(SELECT 1 FROM downloads d WHERE d.sample_id = l.sample_id)"),
+            ("align", "SELECT COUNT(*) FROM downloads d WHERE d.status = 'ok' AND NOT EXISTS "
+             "(SELECT 1 FROM patches p WHERE p.sample_id = d.sample_id)"),
+        ):  # fmt: skip
+            report["stages"][stage]["counts"]["pending"] += int(self.db.execute(sql).fetchone()[0])
         report["stages"]["download"]["scenes"] = {
             str(p): int(n)
             for p, n in self.db.execute(

@@ -40,7 +40,10 @@ def test_sample_and_status_json(tmp_path: Path, few_cities: Path) -> None:
     assert "5 new location(s), 45 in total" in result.output
     result = runner.invoke(app, ["status", "--work-dir", str(work), "--json"])
     assert result.exit_code == 0
-    assert json.loads(result.output)["stages"]["sample"]["counts"]["ok"] == 45
+    stages = json.loads(result.output)["stages"]
+    assert stages["sample"]["counts"]["ok"] == 45
+    assert stages["download"]["counts"]["pending"] == 45, "not tried yet counts as pending"
+    assert stages["align"]["counts"]["pending"] == 0
     text = runner.invoke(app, ["status", "--work-dir", str(work)]).output
     assert "ok 45" in text
 

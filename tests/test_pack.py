@@ -320,6 +320,11 @@ def test_webdataset_layout_reads_with_webdataset(packed: tuple[Config, Path], tm
     out = tmp_path / "wds"
     wds_cfg = override(override(cfg, "pack.format", "webdataset"), "pack.samples_per_tar", 3)
     pipeline.run_pack(wds_cfg, work, out=out, progress=False)
+    from ssl4eo_build.cli.app import app
+    from typer.testing import CliRunner
+
+    checked = CliRunner().invoke(app, ["validate", str(out)])
+    assert checked.exit_code == 0 and "(WebDataset: " in checked.output, checked.output
     tars = sorted(out.glob("train/S2L2A/*.tar"))
     assert [t.name for t in tars[:2]] == [
         "ssl4eos12_shard_000001.tar",

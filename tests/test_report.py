@@ -50,6 +50,8 @@ def test_run_leaves_a_report_whose_links_all_resolve(
     for section in ("Counts per stage", "Rejections", "Where the samples are", "Previews"):
         assert section in text
     assert "source <b>synthetic</b>" in text and "http" not in text, "offline: nothing remote"
+    checked = runner.invoke(app, ["validate", str(work / "dataset")])
+    assert checked.exit_code == 0 and "(Zarr: " in checked.output, checked.output
     # preview alone, on the dataset, and a clear error on a wrong path
     out = tmp_path / "p"
     shown = runner.invoke(app, ["preview", str(work / "dataset"), "--n", "2", "--out", str(out)])

@@ -109,12 +109,16 @@ def _redo_damaged_cubes(manifest: Manifest, work: WorkDir, verify: bool) -> None
         if sample_id not in dropped and not intact(work.path(path), sha256 if verify else None)
     ]
     if damaged:
-        log.warning(
-            "%d aligned cube(s) missing or damaged (first %s); aligning them again",
-            len(damaged),
-            damaged[0],
-        )
+        warn_damaged_cubes(damaged)
         mark_for_realign(manifest, damaged, "cube missing or damaged")
+
+
+def warn_damaged_cubes(sample_ids: list[str]) -> None:
+    log.warning(
+        "%d aligned cube(s) missing or damaged (first %s); aligning them again",
+        len(sample_ids),
+        sample_ids[0],
+    )
 
 
 def mark_for_realign(manifest: Manifest, sample_ids: list[str], reason: str) -> None:

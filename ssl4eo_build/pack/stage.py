@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import __version__
 from .. import modalities as registry
-from ..align.stage import mark_for_realign, run_align
+from ..align.stage import mark_for_realign, run_align, warn_damaged_cubes
 from ..config import Config, fingerprint, section_dict
 from ..download.stage import run_download
 from ..errors import (
@@ -208,6 +208,7 @@ def _write_shards(
             return written
         if attempt == 0:
             ids = sorted(set().union(*damaged.values()))
+            warn_damaged_cubes(ids)
             _repair_cubes(config, manifest, work, ids, progress)
         todo = [
             (layout, [p for p in plans if (layout.name, p.split, p.number) in damaged])

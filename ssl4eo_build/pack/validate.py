@@ -47,6 +47,7 @@ class Report:
     deviations: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     files: int = 0  # shard files (Zarr zips and tars) found
+    layout: str = ""  # the layouts found: "Zarr", "WebDataset"
 
     @property
     def findings(self) -> list[str]:
@@ -59,7 +60,12 @@ def check_dataset(root: Path) -> Report:
     report = Report()
     for finding in _deviations(root):
         (report.damaged if isinstance(finding, Damage) else report.deviations).append(finding)
-    report.files = len(list(root.glob("*/*/*.zarr.zip"))) + len(list(root.glob("*/*/*.tar")))
+    zips, tars = len(list(root.glob("*/*/*.zarr.zip"))), len(list(root.glob("*/*/*.tar")))
+    report.files = zips + tars
+    report.layout = (
+        ", ".join(name for name, n in (("Zarr", zips), ("WebDataset", tars)) if n)
+        or "no shard files"
+    )
     return report
 
 
