@@ -407,6 +407,13 @@ def test_metadata_has_the_published_form(packed: tuple[Config, Path], tmp_path: 
     assert any("five-point counter-clockwise" in p for p in problems), problems
 
 
+def pack_both(cfg: Config, work: Path, out: Path) -> Path:
+    """``--format both`` into ``out``: 3 samples per tar, the same samples in both layouts."""
+    both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 3)
+    pipeline.run_pack(override(both, "pack.keep_partial", True), work, out=out, progress=False)
+    return out
+
+
 def test_both_layouts_each_complete_with_their_own_s2_offset(
     packed: tuple[Config, Path], tmp_path: Path
 ) -> None:
@@ -416,10 +423,7 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
     import zarr
 
     cfg, work = packed
-    out = tmp_path / "both"
-    both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 3)
-    both = override(both, "pack.keep_partial", True)  # the same samples in both layouts
-    pipeline.run_pack(both, work, out=out, progress=False)
+    out = pack_both(cfg, work, tmp_path / "both")
     wds_root = out / "webdataset"
     for root in (out, wds_root):
         assert validate_dataset(root) == [], root
@@ -524,10 +528,7 @@ def test_sample_dataset_reads_both_layouts_as_the_shards_hold_them(
     from ssl4eo_build.reader import DatasetLayoutError
 
     cfg, work = packed
-    out = tmp_path / "both"
-    both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 3)
-    both = override(both, "pack.keep_partial", True)  # the same samples in both layouts
-    pipeline.run_pack(both, work, out=out, progress=False)
+    out = pack_both(cfg, work, tmp_path / "both")
     wanted = ("S2L2A", "S1GRD", "DEM", "LULC")
     zarr_ds = SampleDataset(out, modalities=wanted, split="train")
     wds = SampleDataset(out, modalities=wanted, split="train", layout="webdataset")
