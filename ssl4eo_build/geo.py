@@ -6,6 +6,7 @@ front of the exact computation, with a margin larger than the sphere/ellipsoid d
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -74,6 +75,51 @@ def unit_vectors(lon: ArrayLike, lat: ArrayLike) -> NDArray[np.float64]:
     phi = np.radians(np.asarray(lat, dtype=np.float64))
     cos_phi = np.cos(phi)
     return np.stack([cos_phi * np.cos(lam), cos_phi * np.sin(lam), np.sin(phi)], axis=-1)
+
+
+def pairs_within(points: NDArray[np.float64], radius: float) -> NDArray[np.int64]:
+    """Every pair ``(i, j)``, ``i < j``, of ``points`` (rows) closer than ``radius``, shape (m, 2).
+
+    The points go into a grid of cubic cells with side ``radius``, so a close pair shares a cell
+    or lies in two neighbouring ones. All points are searched at once: the occupied cells are
+    sorted by key, and for each of the forward neighbour offsets one ``searchsorted`` finds the
+    neighbouring cell of every cell. Cheap when cells hold few points, as sampled locations do.
+    """
+    n, dim = points.shape
+    if n == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    cell = np.floor(points / radius).astype(np.int64)
+    cell -= cell.min(axis=0)
+    # One spare cell past the largest in each axis: a neighbour key off the grid's edge lands
+    # on that spare layer, where no point lies, instead of aliasing another cell.
+    strides = np.cumprod(np.r_[1, cell.max(axis=0)[:0:-1] + 2])[::-1]
+    key = cell @ strides
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    first = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    cells, count = sorted_key[first], np.diff(np.r_[first, n])
+    found = []
+    for offset in itertools.product((-1, 0, 1), repeat=dim):
+        delta = int(np.dot(offset, strides))
+        if delta < 0:
+            continue  # each neighbouring pair of cells is visited once, from its lower key
+        if delta == 0:
+            a = b = np.flatnonzero(count > 1)
+        else:
+            b = np.minimum(np.searchsorted(cells, cells + delta), len(cells) - 1)
+            a = np.flatnonzero(cells[b] == cells + delta)
+            b = b[a]
+        size = count[a] * count[b]
+        owner = np.repeat(np.arange(len(a)), size)
+        rank = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+        i = first[a][owner] + rank // count[b][owner]
+        j = first[b][owner] + rank % count[b][owner]
+        if delta == 0:
+            i, j = i[i < j], j[i < j]
+        found.append(np.column_stack([order[i], order[j]]))
+    pairs = np.concatenate(found)
+    close = np.square(points[pairs[:, 0]] - points[pairs[:, 1]]).sum(axis=1) < radius * radius
+    return np.sort(pairs[close], axis=1)
 
 
 def utm_epsg(lon: float, lat: float) -> int:

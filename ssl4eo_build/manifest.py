@@ -34,6 +34,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ SCHEMA_VERSION = 2  # 2: paths relative to the work dir, sha256 of raw files and
 
 STATUSES = ("pending", "ok", "rejected", "failed")
 _MAX_ID = "\uffff"  # sorts after every sample id
+_ROWS_PER_INSERT = 100  # rows per INSERT statement in insert_rows
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -424,9 +426,11 @@ class Manifest:
         rows: Iterable[tuple[str, float, float, str | None, str, int | None]],
     ) -> None:
         """Rows of (sample_id, lon, lat, city, origin, candidate), all accepted (``ok``)."""
-        db.executemany(
+        insert_rows(
+            db,
             "INSERT INTO locations(sample_id, lon, lat, city, status, reason, origin, candidate) "
-            "VALUES(?, ?, ?, ?, 'ok', NULL, ?, ?)",
+            "VALUES",
+            "(?, ?, ?, ?, 'ok', NULL, ?, ?)",
             rows,
         )
 
@@ -785,3 +789,20 @@ class Manifest:
             for r in runs
         ]
         return report
+
+
+def insert_rows(db: sqlite3.Connection, head: str, row: str, rows: Iterable[Sequence[Any]]) -> None:
+    """``head`` followed by one ``row`` of placeholders per row, for every row: many rows per
+    statement, which halves the cost of a large insert against one statement per row."""
+    rows = list(rows)
+    if not rows:
+        return
+    width = len(rows[0])
+    full = len(rows) - len(rows) % _ROWS_PER_INSERT
+    flat = list(chain.from_iterable(rows[:full]))
+    step = width * _ROWS_PER_INSERT
+    db.executemany(
+        head + ",".join([row] * _ROWS_PER_INSERT),
+        [flat[i : i + step] for i in range(0, len(flat), step)],
+    )
+    db.executemany(head + row, rows[full:])

@@ -24,8 +24,15 @@ THRESHOLD = 1980.0
 
 
 def run(cities: CityTable, cfg: SampleConfig, n: int) -> np.ndarray:
-    accepted = [a for p in sample_locations(cities, cfg, [], n) for a in p.accepted]
-    return np.array([(a.position.lon, a.position.lat) for a in accepted])
+    return lonlat(sample_locations(cities, cfg, [], n))
+
+
+def lonlat(progress) -> np.ndarray:
+    """The accepted positions of a run's progress records, in order, as (lon, lat) rows."""
+    progress = list(progress)
+    return np.column_stack(
+        [np.concatenate([p.lon for p in progress]), np.concatenate([p.lat for p in progress])]
+    )
 
 
 def min_pair_distance(points: np.ndarray) -> float:
@@ -105,15 +112,12 @@ def test_deterministic_by_seed(few_cities: Path, dense_cfg: SampleConfig) -> Non
 def test_resuming_the_stream_equals_one_run(few_cities: Path, dense_cfg: SampleConfig) -> None:
     cities = load_cities(few_cities)
     whole = run(cities, dense_cfg, 500)
-    first = [a for p in sample_locations(cities, dense_cfg, [], 200) for a in p.accepted]
     progress = list(sample_locations(cities, dense_cfg, [], 200))
+    first = lonlat(progress)
     resume_at = progress[-1].next_candidate
-    existing = [a.position for a in first]
-    rest = [
-        a for p in sample_locations(cities, dense_cfg, existing, 300, resume_at) for a in p.accepted
-    ]
-    joined = np.array([(a.position.lon, a.position.lat) for a in first + rest])
-    assert np.array_equal(joined, whole)
+    existing = [LonLat(x, y) for x, y in first.tolist()]
+    rest = lonlat(sample_locations(cities, dense_cfg, existing, 300, resume_at))
+    assert np.array_equal(np.concatenate([first, rest]), whole)
 
 
 def sequential(cities: CityTable, cfg: SampleConfig, existing: list, n: int, start: int = 0):
@@ -141,10 +145,14 @@ def test_chunked_rule_equals_one_candidate_at_a_time(few_cities: Path, dense_cfg
     existing = [LonLat(float(x), float(y)) for x, y in run(cities, dense_cfg, 50)]
     for before, start in (([], 0), (existing, 977)):
         progress = list(sample_locations(cities, dense_cfg, before, 700, start))
-        got = [(a.candidate, a.position.lon, a.position.lat) for p in progress for a in p.accepted]
+        got = [
+            (int(k), float(x), float(y))
+            for p in progress
+            for k, x, y in zip(p.candidate, p.lon, p.lat, strict=True)
+        ]
         want, resume = sequential(cities, dense_cfg, before, 700, start)
         assert got == want and progress[-1].next_candidate == resume
-        drawn = sum(len(p.accepted) + p.overlaps for p in progress)
+        drawn = sum(len(p) + p.overlaps for p in progress)
         assert drawn == resume - start, "every candidate counted once, accepted or overlapping"
 
 
@@ -202,3 +210,30 @@ def test_conflicts_matches_the_geodesic(lon: float, lat: float, azimuth: float, 
     lon2 = (lon2 + 180.0) % 360.0 - 180.0
     exact = geodesic_distance_m(lon, lat, lon2, lat2) < THRESHOLD
     assert index.conflicts(lon2, lat2, unit_vectors(lon2, lat2)) == bool(exact)
+
+
+def test_in_order_decisions_follow_a_chain() -> None:
+    from ssl4eo_build.sample.sampling import _decide_in_order
+
+    # 0-1-2-3 in a chain, 4 close to 3 only, 5 close to 1 and 4: one at a time keeps 0, 2, 4.
+    pairs = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [1, 5], [4, 5]])
+    kept = _decide_in_order(np.ones(6, dtype=bool), pairs)
+    assert kept.tolist() == [True, False, True, False, True, False]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(*[st.integers(-40, 40)] * 3), min_size=0, max_size=120),
+    st.sampled_from([0.5, 1.0, 3.0, 7.5]),
+)
+def test_grid_pairs_equal_the_kd_tree_pairs(cells: list, radius: float) -> None:
+    from scipy.spatial import cKDTree
+
+    from ssl4eo_build.geo import pairs_within
+
+    # Points on a coarse lattice: many exact ties at the radius, duplicates, shared cells.
+    points = np.array(cells, dtype=np.float64).reshape(-1, 3) * 0.5
+    got = pairs_within(points, radius)
+    want = cKDTree(points).query_pairs(radius * (1 - 1e-12), output_type="ndarray")
+    assert len(got) == len(set(map(tuple, got.tolist()))), "each pair once"
+    assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, np.sort(want, axis=1).tolist()))

@@ -12,6 +12,7 @@ import csv
 import math
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,14 @@ class CityTable:
     def label(self, i: int) -> str:
         """How a city is named in the manifest: ``"Tokyo, JP (1850147)"``."""
         return f"{self.name[i]}, {self.country[i]} ({self.geonameid[i]})"
+
+    @cached_property
+    def _labels(self) -> NDArray[np.object_]:
+        return np.array([self.label(i) for i in range(len(self))], dtype=object)
+
+    def labels(self, index: NDArray[np.int64]) -> list[str]:
+        """:meth:`label` of each city in ``index``."""
+        return self._labels[index].tolist()
 
 
 def load_cities(path: Path) -> CityTable:

@@ -7,7 +7,7 @@ stream an uninterrupted run would have drawn.
 
 Overlap: two patches overlap when their centres are closer than ``overlap_fraction * patch_m``
 (WGS84 geodesic). A candidate is accepted when no earlier accepted location lies within that
-distance. The rule is decided for many blocks at once (:func:`_accept`): a KD-tree over unit
+distance. The rule is decided for many blocks at once (:func:`_accept`): a grid over unit
 vectors finds every pair within the threshold's chord (with a margin), the exact geodesic keeps
 the pairs really closer, and candidates with an earlier neighbour are decided in stream order —
 the same result as testing one candidate at a time, across the antimeridian and at the poles.
@@ -16,7 +16,9 @@ the same result as testing one candidate at a time, across the antimeridian and 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,7 @@ from ..geo import (
     LonLat,
     geodesic_distance_m,
     offset_by_metres,
+    pairs_within,
     unit_vectors,
 )
 from .cities import CityTable
@@ -55,21 +58,19 @@ def candidate_block(cities: CityTable, cfg: SampleConfig, block: int) -> Candida
 
 
 @dataclass(frozen=True)
-class Accepted:
-    """A candidate that passed the overlap check."""
-
-    candidate: int
-    city: int
-    position: LonLat
-
-
-@dataclass(frozen=True)
 class SampleProgress:
-    """What one block of the stream produced; ``next_candidate`` is where to resume."""
+    """What one block of the stream produced, as parallel arrays of the accepted candidates
+    (stream index, city index, position); ``next_candidate`` is where to resume."""
 
-    accepted: list[Accepted]
+    candidate: NDArray[np.int64]
+    city: NDArray[np.int64]
+    lon: NDArray[np.float64]
+    lat: NDArray[np.float64]
     next_candidate: int
     overlaps: int
+
+    def __len__(self) -> int:
+        return len(self.candidate)
 
 
 def sample_locations(
@@ -81,7 +82,7 @@ def sample_locations(
 ) -> Iterator[SampleProgress]:
     """Draw candidates from ``start_candidate`` until ``n_new`` more locations are accepted.
 
-    Yields after each block (and at the end) so the caller can persist progress; ``existing``
+    Yields after each chunk of blocks so the caller can persist progress; ``existing``
     locations are indexed first and never overlapped. The rule is sequential — a candidate is
     accepted when no earlier accepted location (or existing one) lies within the threshold —
     and is applied to many blocks at once (:func:`_accept`), with the same result.
@@ -90,13 +91,19 @@ def sample_locations(
     budget = max(n_new, 1) * cfg.max_candidates_per_location
     remaining = n_new
     k = start_candidate
-    rate = 0.5  # accepted share of candidates, refined after each chunk of blocks
+    # Accepted share of candidates, refined after each chunk of blocks. A chunk draws 5 % more
+    # than the rate asks: drawing too many wastes little, too few costs another chunk.
+    rate = 0.9
     size = cfg.batch_size
     while remaining > 0:
         first = k // size
-        count = min(MAX_CHUNK_BLOCKS, max(1, math.ceil(remaining / rate / size)))
-        blocks = [candidate_block(cities, cfg, b) for b in range(first, first + count)]
         skip = k - first * size  # candidates of the first block already drawn
+        wanted = min(remaining * 1.05 / rate, start_candidate + budget - k)  # within the budget
+        count = min(MAX_CHUNK_BLOCKS, max(1, math.ceil((skip + wanted) / size)))
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:  # pyproj frees the GIL
+            blocks = list(
+                pool.map(lambda b: candidate_block(cities, cfg, b), range(first, first + count))
+            )
         lon = np.concatenate([blk.lon for blk in blocks])[skip:]
         lat = np.concatenate([blk.lat for blk in blocks])[skip:]
         city = np.concatenate([blk.city for blk in blocks])[skip:]
@@ -108,24 +115,19 @@ def sample_locations(
         chosen = np.flatnonzero(keep[:end])
         accepted_lonlat = np.concatenate([accepted_lonlat, np.column_stack([lon, lat])[chosen]])
         rate = max(0.02, len(chosen) / end)
-        lo = 0
-        for hi in [*range(size - skip, end, size), end]:  # the chunk's blocks, as drawn
-            picks = chosen[(chosen >= lo) & (chosen < hi)]
-            accepted = [
-                Accepted(k + j, c, LonLat(x, y))
-                for j, c, x, y in zip(
-                    picks.tolist(),
-                    city[picks].tolist(),
-                    lon[picks].tolist(),
-                    lat[picks].tolist(),
-                    strict=True,
-                )
-            ]
-            remaining -= len(accepted)
-            yield SampleProgress(accepted, k + hi, (hi - lo) - len(accepted))
-            if k + hi - start_candidate >= budget and remaining > 0:
-                raise SaturationError(n_new - remaining, n_new, k + hi - start_candidate)
-            lo = hi
+        # The budget is checked where each block of the stream ends, as if drawn one by one.
+        stop = end
+        for hi in [*range(size - skip, end, size), end]:
+            if k + hi - start_candidate >= budget and np.searchsorted(chosen, hi) < remaining:
+                stop = hi
+                break
+        picks = chosen[chosen < stop]
+        remaining -= len(picks)
+        yield SampleProgress(
+            picks + k, city[picks], lon[picks], lat[picks], k + stop, stop - len(picks)
+        )
+        if remaining > 0 and k + stop - start_candidate >= budget:
+            raise SaturationError(n_new - remaining, n_new, k + stop - start_candidate)
         k += end
 
 
@@ -140,34 +142,43 @@ def _accept(
     min_distance_m: float,
 ) -> NDArray[np.bool_]:
     """Which candidates (in stream order) v1's rule accepts, given the locations accepted so
-    far: every pair closer than the threshold is found at once (a KD-tree over unit vectors,
+    far: every pair closer than the threshold is found at once (a grid over unit vectors,
     the sphere distance with a margin, then the exact WGS84 geodesic for those pairs); then,
-    in stream order, a candidate is kept unless an earlier kept one is among its pairs. Only
-    candidates with an earlier neighbour in the chunk need that loop."""
-    from scipy.spatial import cKDTree
-
+    in stream order, a candidate is kept unless an earlier kept one is among its pairs
+    (:func:`_decide_in_order`)."""
     n_old = len(accepted_lonlat)
     points = np.concatenate([accepted_lonlat, np.column_stack([lon, lat])])
     angle = min(math.pi, min_distance_m * SPHERE_MARGIN / EARTH_MEAN_RADIUS_M)
     radius = 2.0 * math.sin(angle / 2.0)  # the chord of the threshold's angle, with margin
-    pairs = cKDTree(unit_vectors(points[:, 0], points[:, 1])).query_pairs(
-        radius, output_type="ndarray"
-    )
-    pairs = pairs[pairs.max(axis=1) >= n_old]  # pairs of earlier locations are not in question
-    pairs.sort(axis=1)
+    pairs = pairs_within(unit_vectors(points[:, 0], points[:, 1]), radius)
+    pairs = pairs[pairs[:, 1] >= n_old]  # pairs of earlier locations are not in question
     a, b = points[pairs[:, 0]], points[pairs[:, 1]]
     pairs = pairs[geodesic_distance_m(a[:, 0], a[:, 1], b[:, 0], b[:, 1]) < min_distance_m] - n_old
     keep = np.ones(len(lon), dtype=bool)
     keep[pairs[pairs[:, 0] < 0, 1]] = False  # too close to a location accepted before
     inner = pairs[pairs[:, 0] >= 0]
-    if not len(inner):
-        return keep
-    inner = inner[np.argsort(inner[:, 1], kind="stable")]
-    later, starts = np.unique(inner[:, 1], return_index=True)
-    earlier = np.split(inner[:, 0], starts[1:])
-    for j, before in zip(later.tolist(), earlier, strict=True):
-        if keep[j] and keep[before].any():
-            keep[j] = False
+    return _decide_in_order(keep, inner[keep[inner[:, 1]]])
+
+
+def _decide_in_order(keep: NDArray[np.bool_], pairs: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Apply the sequential rule to ``pairs`` (earlier, later) of still-kept later candidates:
+    a candidate stays kept unless an earlier kept one is its pair. Decided in rounds, all
+    candidates at once: a candidate goes as soon as one earlier pair is known kept, and stays
+    once every earlier pair is known gone. The earliest open candidate is decided in every
+    round, and chains are short, so a few rounds settle a million candidates."""
+    keep = keep.copy()
+    open_ = np.zeros(len(keep), dtype=bool)
+    open_[pairs[:, 1]] = True
+    while len(pairs):
+        earlier, later = pairs[:, 0], pairs[:, 1]
+        known = ~open_[earlier]
+        goes = np.zeros(len(keep), dtype=bool)
+        goes[later[known & keep[earlier]]] = True
+        waits = np.zeros(len(keep), dtype=bool)
+        waits[later[~known]] = True
+        keep[goes] = False
+        open_[goes | (open_ & ~waits)] = False
+        pairs = pairs[open_[later]]
     return keep
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +63,15 @@ def run_sample(
             for progress in sample_locations(
                 cities, config.sample, (r.position for r in existing), wanted, start
             ):
-                rows = [
-                    (
-                        f"{next_number + added + i:07d}",
-                        a.position.lon,
-                        a.position.lat,
-                        cities.label(a.city),
-                        "sample",
-                        a.candidate,
-                    )
-                    for i, a in enumerate(progress.accepted)
-                ]
+                first = next_number + added
+                rows = zip(
+                    [f"{i:07d}" for i in range(first, first + len(progress))],
+                    progress.lon.tolist(),
+                    progress.lat.tolist(),
+                    cities.labels(progress.city),
+                    repeat("sample"),
+                    progress.candidate.tolist(),
+                )
                 overlaps += progress.overlaps
                 drawn = progress.next_candidate
                 # Locations and the resume counter commit together: a kill between blocks
@@ -83,7 +82,7 @@ def run_sample(
                     manifest.set_meta(
                         "sample.overlap_rejections", str(overlaps_before + overlaps), db
                     )
-                added += len(rows)
+                added += len(progress)
         except SaturationError as exc:
             raise UserError(
                 f"{config.sample.cities}: {exc}. Lower --n, add cities, or reduce "
