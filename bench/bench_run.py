@@ -44,7 +44,24 @@ def end_to_end(target: int) -> dict[str, float]:
         if name == "local":
             figures.update(disk_use(work, target))
     figures["dask_over_local"] = figures["dask_s"] / figures["local_s"]
+    same = same_dataset(*(ROOT / n / "dataset" for n in ("local", "dask-local2")))
+    figures["identical_datasets"] = float(same)
+    print(
+        f"dask local:2 / local wall time: {figures['dask_over_local']:.2f} (cluster start-up "
+        f"included); datasets {'identical' if same else 'DIFFERENT'} (every file but build.json)"
+    )
     return figures
+
+
+def same_dataset(a: Path, b: Path) -> bool:
+    """The two datasets' checksum lists agree on every file except ``build.json`` (which
+    records when and how each was built)."""
+
+    def listed(root: Path) -> set[str]:
+        lines = (root / "checksums.sha256").read_text().splitlines()
+        return {line for line in lines if not line.endswith("  build.json")}
+
+    return listed(a) == listed(b)
 
 
 def disk_use(work: Path, packed: int) -> dict[str, float]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
+import pytest
 from distributed import Client, LocalCluster
 
+from ssl4eo_build.executor import DaskExecutor
 from ssl4eo_build.sources.base import ClusterLimiter, ClusterQuota
 
 CAP, RATE = 3, 40.0
@@ -51,3 +55,27 @@ def test_in_flight_cap_and_rate_hold_across_dask_workers() -> None:
             client.map(_request, [quick] * 60, [0.0] * 60, pure=False)))  # fmt: skip
         achieved = (len(starts) - 1) / (starts[-1] - starts[0])
         assert achieved <= RATE * 1.1
+
+
+def test_workers_keep_small_arrays_on_the_heap(caplog: pytest.LogCaptureFixture) -> None:
+    # A cluster started with Dask's defaults (MALLOC_TRIM_THRESHOLD_ alone) is named in a
+    # warning with the fix; a cluster the build starts sets glibc's thresholds in its workers.
+    # (Dask's nannies write these variables into this process's environment too.)
+    saved = dict(os.environ)
+    try:
+        with (
+            LocalCluster(n_workers=1, processes=True, dashboard_address=None) as cluster,
+            caplog.at_level(logging.WARNING),
+            DaskExecutor(cluster.scheduler_address),
+        ):
+            assert "1 Dask worker(s)" in caplog.text
+            assert "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456" in caplog.text
+        caplog.clear()
+        with DaskExecutor("local:1") as ours, caplog.at_level(logging.WARNING):
+            environ = ours.client.run(lambda: dict(os.environ))
+            assert [e["MALLOC_MMAP_THRESHOLD_"] for e in environ.values()] == [str(32 << 20)]
+            with DaskExecutor(ours.cluster.scheduler_address):
+                assert "MALLOC" not in caplog.text
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
