@@ -28,7 +28,6 @@ from ssl4eo_build.download.core import DownloadTask, download_location
 from ssl4eo_build.files import file_sha256
 from ssl4eo_build.geo import LonLat
 from ssl4eo_build.raster_io import read_geotiff, write_geotiff
-from ssl4eo_build.run import run_all
 from ssl4eo_build.sources import Limiter, RetryPolicy, make_source
 from ssl4eo_build.sources.requests import RequestShape
 from ssl4eo_build.workdir import LOCK_NAME, WorkDir, owned
@@ -507,24 +506,6 @@ def test_keep_cubes_keeps_them(cfg_path: Path, tmp_path: Path) -> None:
     cubes = {p.stem for p in work.glob("aligned/*/*.cube")}
     assert cubes >= packed_ids(work) and len(packed_ids(work)) == 8
     assert not query(work, "SELECT * FROM dropped")
-
-
-def test_a_shard_that_fails_its_read_back_keeps_its_cubes(
-    monkeypatch: pytest.MonkeyPatch, cfg_path: Path, tmp_path: Path, clean_run: Path
-) -> None:
-    from ssl4eo_build.pack import stage
-
-    real = stage.intact
-    victim = "train/S2L2A/ssl4eos12_train_seasonal_data_000001.zarr.zip"
-    monkeypatch.setattr(
-        stage, "intact", lambda p, sha: not str(p).endswith(victim) and real(p, sha)
-    )
-    work = tmp_path / "w"
-    run_all(load_config(cfg_path), work, target=8, progress=False)
-    kept = {p.stem for p in work.glob("aligned/*/*.cube")} & packed_ids(work)
-    in_victim = query(work, "SELECT samples FROM pack_shards WHERE split='train' AND number=1")
-    assert kept == set(json.loads(str(in_victim[0][0]))) and len(kept) == 4
-    assert shard_digests(work / "dataset") == shard_digests(clean_run / "dataset")
 
 
 def test_clean_raw_frees_the_raw_files_and_pack_fetches_them_again(

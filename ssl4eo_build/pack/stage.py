@@ -6,7 +6,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -149,7 +148,7 @@ def run_pack(
             write_checksums(layout.root, sums)
             clear_scratch(layout.root)
         if not p.keep_cubes:
-            _drop_packed_cubes(manifest, work, out_dir, layouts)
+            _drop_packed_cubes(manifest, work, layouts)
         summary = PackSummary(
             out_dir=str(out_dir),
             shards_written=written,
@@ -289,38 +288,15 @@ def _write_parts(
     return counts["written"], damaged
 
 
-def _drop_packed_cubes(
-    manifest: Manifest, work: WorkDir, out_dir: Path, layouts: list[Layout]
-) -> None:
-    """Delete the aligned cubes of locations packed in every layout, once the files of their
-    shards are read back and match their recorded sha256 (pack aligns them again from the
-    raw files if it needs them). A shard that does not match keeps its cubes, and the next
-    pack writes it again."""
-    dropped = manifest.dropped("cube")
+def _drop_packed_cubes(manifest: Manifest, work: WorkDir, layouts: list[Layout]) -> None:
+    """Delete the aligned cubes of locations packed in every layout (pack aligns them again
+    from the raw files if it needs them). Every shard is known good by now: this run either
+    wrote it (hashed as its bytes were written, on disk before it was recorded) or read it back
+    against its recorded sha256 before deciding to keep it."""
     in_all = set.intersection(
         *({i for plan in layout.plans for i in plan.sample_ids} for layout in layouts)
     )
-    recorded = manifest.shard_files()
-    shards = [
-        (set(plan.sample_ids), layout.files(plan.split, plan.number))
-        for layout in layouts
-        for plan in layout.plans
-        if not set(plan.sample_ids) <= dropped
-    ]
-
-    def first_bad(files: list[str]) -> str | None:
-        return next(
-            (f for f in files if f not in recorded or not intact(out_dir / f, recorded[f])), None
-        )
-
-    # Reading back is I/O and hashing, both outside the GIL.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        checks = list(pool.map(first_bad, [files for _, files in shards]))
-    for (ids, _), bad in zip(shards, checks, strict=True):
-        if bad is not None:
-            log.warning("%s: does not match its recorded sha256; its cubes are kept", bad)
-            in_all -= ids
-    drop = sorted(in_all - dropped)
+    drop = sorted(in_all - manifest.dropped("cube"))
     if not drop:
         return
     cubes = {r[0]: r[3] for r in manifest.packable()}
