@@ -80,15 +80,19 @@ def unit_vectors(lon: ArrayLike, lat: ArrayLike) -> NDArray[np.float64]:
 def pairs_within(points: NDArray[np.float64], radius: float) -> NDArray[np.int64]:
     """Every pair ``(i, j)``, ``i < j``, of ``points`` (rows) closer than ``radius``, shape (m, 2).
 
-    The points go into a grid of cubic cells with side ``radius``, so a close pair shares a cell
-    or lies in two neighbouring ones. All points are searched at once: the occupied cells are
-    sorted by key, and for each of the forward neighbour offsets one ``searchsorted`` finds the
-    neighbouring cell of every cell. Cheap when cells hold few points, as sampled locations do.
+    The points go into a grid of cubic cells with side ``radius`` (or more), so a close pair
+    shares a cell or lies in two neighbouring ones. All points are searched at once: the
+    occupied cells are sorted by key, and for each of the forward neighbour offsets one
+    ``searchsorted`` finds the neighbouring cell of every cell. Cheap when cells hold few
+    points, as sampled locations do.
     """
     n, dim = points.shape
     if n == 0:
         return np.empty((0, 2), dtype=np.int64)
-    cell = np.floor(points / radius).astype(np.int64)
+    side = radius  # a cell no smaller than the radius; larger when keys would overflow int64
+    while np.prod(np.floor(np.ptp(points, axis=0) / side) + 3.0) > 2.0**62:
+        side *= 2.0
+    cell = np.floor(points / side).astype(np.int64)
     cell -= cell.min(axis=0)
     # One spare cell past the largest in each axis: a neighbour key off the grid's edge lands
     # on that spare layer, where no point lies, instead of aliasing another cell.

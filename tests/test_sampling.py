@@ -237,3 +237,10 @@ def test_grid_pairs_equal_the_kd_tree_pairs(cells: list, radius: float) -> None:
     want = cKDTree(points).query_pairs(radius * (1 - 1e-12), output_type="ndarray")
     assert len(got) == len(set(map(tuple, got.tolist()))), "each pair once"
     assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, np.sort(want, axis=1).tolist()))
+
+
+def test_grid_pairs_with_a_radius_too_small_for_int64_cell_keys() -> None:
+    from ssl4eo_build.geo import pairs_within
+
+    points = np.array([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1e-12, 0.0], [0.0, 0.0, 1.0]])
+    assert pairs_within(points, 1e-9).tolist() == [[1, 2]]
