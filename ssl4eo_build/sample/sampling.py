@@ -59,7 +59,7 @@ def candidate_block(cities: CityTable, cfg: SampleConfig, block: int) -> Candida
 
 @dataclass(frozen=True)
 class SampleProgress:
-    """What one block of the stream produced, as parallel arrays of the accepted candidates
+    """What one chunk of the stream produced, as parallel arrays of the accepted candidates
     (stream index, city index, position); ``next_candidate`` is where to resume."""
 
     candidate: NDArray[np.int64]
