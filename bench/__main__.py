@@ -18,6 +18,6 @@ if __name__ == "__main__":
     bench_earthengine.main()
     bench_align.main()
     bench_pack.main()
-    bench_run.end_to_end(32)
+    bench_run.end_to_end(48)
     bench_run.coordinator_overhead()
     bench_coordinator.bookkeeping()

@@ -2,7 +2,7 @@
 work dir's disk against the dataset's, and the coordinator's manifest cost per location (what
 limits a 250k-location run on one coordinator).
 
-    .venv/bin/python -m bench.bench_run [TARGET] [--json]
+    .venv/bin/python -m bench.bench_run [TARGET] [--json]   (default 48, as in #18)
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def coordinator_overhead(n: int = 2000) -> dict[str, float]:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--json"]
-    figures = end_to_end(int(args[0]) if args else 32)
+    figures = end_to_end(int(args[0]) if args else 48)
     figures.update(coordinator_overhead())
     if "--json" in sys.argv[1:]:
         print(json.dumps(figures))
