@@ -2,7 +2,7 @@
 work dir's disk against the dataset's, and the coordinator's manifest cost per location (what
 limits a 250k-location run on one coordinator).
 
-    .venv/bin/python -m bench.bench_run [TARGET] [--json]   (default 48, as in #18)
+    .venv/bin/python -m bench.bench_run [TARGET] [--json]   (default 48)
 """
 
 from __future__ import annotations
