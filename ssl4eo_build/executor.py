@@ -26,6 +26,7 @@ from concurrent.futures import (
     wait,
 )
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -140,12 +141,18 @@ def run_pool(
     progress: bool = True,
     processes: bool = False,
     dask: DaskExecutor | None = None,
+    dask_threads: int = 1,
+    dask_setup: Callable[[], object] | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(item)`` results as they finish, at most ``2 * workers`` in flight.
 
     Threads for I/O-bound work; ``processes=True`` for CPU-bound work (``fn`` and the items
     must pickle); with ``dask`` every item is a task on the cluster (a task lost with its worker
-    is rerun by Dask). ``counts`` is shown live in the progress bar (the caller updates it).
+    is rerun by Dask), or with ``dask_threads`` > 1 every batch of that many items, run in as
+    many threads of the worker (I/O-bound work: a Dask worker thread would otherwise wait on
+    one item at a time); ``dask_setup`` then runs first in the task's own thread (what needs
+    the Dask worker's context, such as a cluster semaphore, is made there). ``counts`` is
+    shown live in the progress bar (the caller updates it).
     """
     todo = list(items)
     bar = tqdm(total=len(todo), desc=label, unit="item", disable=not progress, leave=False)
@@ -154,7 +161,7 @@ def run_pool(
     blas = threadpool_limits(limits=1, user_api="blas")
     try:
         results = (
-            _dask_map(fn, todo, dask, 2 * max(workers, dask.workers))
+            _dask_batches(fn, todo, dask, dask_threads, workers, dask_setup)
             if dask is not None
             else _local_map(fn, todo, workers, label, processes)
         )
@@ -207,6 +214,32 @@ def _local_map(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _dask_batches(
+    fn: Callable[[T], R],
+    todo: list[T],
+    dask: DaskExecutor,
+    threads: int,
+    workers: int,
+    setup: Callable[[], object] | None,
+) -> Iterator[R]:
+    if threads <= 1:
+        yield from _dask_map(fn, todo, dask, 2 * max(workers, dask.workers))
+        return
+    batches = [todo[i : i + threads] for i in range(0, len(todo), threads)]
+    for results in _dask_map(partial(_in_threads, fn, setup), batches, dask, 2 * dask.workers):
+        yield from results
+
+
+def _in_threads(
+    fn: Callable[[T], R], setup: Callable[[], object] | None, batch: list[T]
+) -> list[R]:
+    """``fn`` over ``batch`` in one thread per item (on a Dask worker), after ``setup``."""
+    if setup is not None:
+        setup()
+    with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+        return list(pool.map(fn, batch))
 
 
 def _dask_map(fn: Callable[[T], R], todo: list[T], dask: DaskExecutor, window: int) -> Iterator[R]:

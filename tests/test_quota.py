@@ -62,6 +62,8 @@ def test_workers_keep_small_arrays_on_the_heap(caplog: pytest.LogCaptureFixture)
     # warning with the fix; a cluster the build starts sets glibc's thresholds in its workers.
     # (Dask's nannies write these variables into this process's environment too.)
     saved = dict(os.environ)
+    for name in [k for k in os.environ if k.startswith("MALLOC_")]:
+        del os.environ[name]  # left by an earlier cluster of this test process
     try:
         with (
             LocalCluster(n_workers=1, processes=True, dashboard_address=None) as cluster,

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -117,3 +118,41 @@ def test_dask_worker_killed_mid_stage_is_redone(tmp_path: Path, cfg_path: Path) 
     db = sqlite3.connect(work / "manifest.sqlite")
     downloaded = db.execute("SELECT COUNT(*) FROM downloads WHERE status='ok'").fetchone()[0]
     assert summary.ok + summary.rejected == downloaded and summary.failed == 0
+
+
+_SETUP: list[str] = []
+_RUNNING = [0, 0]  # items running now, the most at once (in a worker process)
+_LOCK = threading.Lock()
+
+
+def _setup_in_task_thread() -> None:
+    _SETUP.append(threading.current_thread().name)
+
+
+def _item_and_thread(item: int) -> tuple[int, str, list[str], int]:
+    with _LOCK:
+        _RUNNING[0] += 1
+        _RUNNING[1] = max(_RUNNING)
+    time.sleep(0.2)  # waits, as a download waits on the network
+    with _LOCK:
+        _RUNNING[0] -= 1
+    return item, threading.current_thread().name, list(_SETUP), _RUNNING[1]
+
+
+def test_dask_tasks_run_batches_of_items_in_worker_threads() -> None:
+    from ssl4eo_build.executor import run_pool
+
+    def items(threads: int) -> list[tuple[int, str, list[str], int]]:
+        return list(
+            run_pool(_item_and_thread, range(7), 1, "test", {}, progress=False, dask=dask,
+                     dask_threads=threads, dask_setup=_setup_in_task_thread)
+        )  # fmt: skip
+
+    with DaskExecutor("local:1") as dask:  # one worker process, one Dask thread
+        one_by_one = items(1)
+        batched = items(3)
+    assert max(peak for *_, peak in one_by_one) == 1, "one item per task"
+    assert sorted(item for item, *_ in batched) == list(range(7)), "every item once"
+    assert max(peak for *_, peak in batched) == 3, "a batch's items wait together"
+    # The setup ran in the Dask task's own thread before each batch's items started.
+    assert all(setup and setup[-1] != thread for _, thread, setup, _ in batched)

@@ -114,7 +114,19 @@ def run_download(
         if dask is not None:
             quota = ClusterQuota(f"ssl4eo-build-quota-{run_id}-{os.getpid()}", dask.workers)
         fetch = partial(download_on_worker, config, work, quota)
-        for result in run_pool(fetch, tasks, d.workers, "download", counts, progress, dask=dask):
+        # On Dask, each task downloads download.workers locations at once in its worker's
+        # threads (the work waits on the network); the cluster-wide quota caps the total.
+        for result in run_pool(
+            fetch,
+            tasks,
+            d.workers,
+            "download",
+            counts,
+            progress,
+            dask=dask,
+            dask_threads=d.workers,
+            dask_setup=partial(worker_state, config, quota),
+        ):
             with manifest.transaction() as db:
                 manifest.record_download(
                     db,
