@@ -2,7 +2,7 @@
 work dir's disk against the dataset's, and the coordinator's manifest cost per location (what
 limits a 250k-location run on one coordinator).
 
-    .venv/bin/python -m bench.bench_run [TARGET] [--json]   (default 48)
+    .venv/bin/python -m bench.bench_run [TARGET] [--latency=SECONDS] [--json]   (default 48)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ssl4eo_build.config import REPO_ROOT, load_config
+from ssl4eo_build.config import REPO_ROOT, load_config, override
 from ssl4eo_build.executor import DaskExecutor
 from ssl4eo_build.manifest import Manifest
 from ssl4eo_build.run import run_all
@@ -22,8 +22,11 @@ from ssl4eo_build.run import run_all
 ROOT = Path("bench-work/run")
 
 
-def end_to_end(target: int) -> dict[str, float]:
+def end_to_end(target: int, latency_s: float = 0.0) -> dict[str, float]:
+    """``run`` to ``target`` packed locations with each executor (with ``latency_s``, every
+    simulated request waits that long first, as a request to Earth Engine does)."""
     cfg = load_config(REPO_ROOT / "configs" / "demo.toml")
+    cfg = override(cfg, "synthetic.latency_s", latency_s)
     figures = {}
     for name in ("local", "dask local:2"):
         work = ROOT / name.replace(" ", "-").replace(":", "")
@@ -113,8 +116,9 @@ def coordinator_overhead(n: int = 2000) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--json"]
-    figures = end_to_end(int(args[0]) if args else 48)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    latency = [float(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--latency=")]
+    figures = end_to_end(int(args[0]) if args else 48, *latency)
     figures.update(coordinator_overhead())
     if "--json" in sys.argv[1:]:
         print(json.dumps(figures))
