@@ -172,6 +172,24 @@ def whole_sample_reads(dask: bool = True) -> dict[str, float]:
     return {f"whole_samples_per_s{key}": rate, f"decoded_mb_s{key}": decoded / seconds / 1e6}
 
 
+def sample_dataset_reads() -> dict[str, float]:
+    """The same samples through the project's reader (``ssl4eo_build.SampleDataset``, every
+    modality, in shard order, every split): what a training loop built on it gets."""
+    from ssl4eo_build.reader import SampleDataset
+
+    numcodecs.blosc.set_nthreads(2)
+    samples = 0
+    t0 = time.perf_counter()
+    for split in ("train", "val"):
+        ds = SampleDataset(WORK / "dataset", modalities=names(), split=split, layout="zarr")
+        for i in ds.shard_order():
+            ds[i]
+            samples += 1
+    rate = samples / (time.perf_counter() - t0)
+    print(f"read whole samples through SampleDataset (all {len(names())} modalities): {rate:.1f}/s")
+    return {"sample_dataset_per_s": rate}
+
+
 def main(as_json: bool = False) -> dict[str, Any]:
     if not (WORK / "aligned").is_dir():
         raise SystemExit(f"need the align benchmark's work dir {WORK}: python -m bench.bench_align")
@@ -179,6 +197,7 @@ def main(as_json: bool = False) -> dict[str, Any]:
     figures.update(pack_vs_align())
     figures.update(whole_sample_reads())
     figures.update(whole_sample_reads(dask=False))
+    figures.update(sample_dataset_reads())
     if as_json:
         print(json.dumps(figures))
     return figures

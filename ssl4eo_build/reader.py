@@ -123,6 +123,41 @@ def _open_member(data: bytes) -> Any:
     return xr.open_zarr(store, consolidated=True, chunks=None)
 
 
+def _time_major(
+    archive: zipfile.ZipFile, name: str, pool: dict[str, NDArray[np.uint8]]
+) -> NDArray[Any] | None:
+    """Variable ``name`` of a Zarr shard (a zip of Zarr v2) as pack writes it, one chunk per
+    time index holding every sample, decoded straight into ``pool``'s buffer for ``name``
+    (reused by the next shard) as a (time, sample, ...) array: no fresh memory per shard and
+    no copy of each chunk, twice as fast as xarray here (BENCHMARKS.md). None for any other
+    chunking, codec or key scheme (the caller reads it with xarray)."""
+    import numcodecs
+
+    meta = json.loads(archive.read(".zmetadata"))["metadata"].get(f"{name}/.zarray")
+    if meta is None or meta.get("filters") or meta.get("order") != "C" or not meta["compressor"]:
+        return None
+    shape, chunks = list(meta["shape"]), list(meta["chunks"])
+    if len(shape) < 3 or chunks != [shape[0], 1, *shape[2:]]:
+        return None
+    dtype = np.dtype(meta["dtype"])
+    by_time = (shape[1], shape[0], *shape[2:])
+    nbytes = int(np.prod(by_time)) * dtype.itemsize
+    buffer = pool.get(name)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = pool[name] = np.empty(nbytes, np.uint8)
+    out = buffer[:nbytes].view(dtype).reshape(by_time)
+    codec = numcodecs.get_codec(meta["compressor"])
+    separator = meta.get("dimension_separator", ".")
+    rest = separator.join("0" * (len(shape) - 2))
+    for t in range(shape[1]):
+        try:
+            chunk = archive.read(f"{name}/0{separator}{t}{separator}{rest}")
+        except KeyError:
+            return None  # a missing chunk means fill values: left to xarray
+        codec.decode(chunk, out=out[t])
+    return out
+
+
 class SampleDataset:
     """Samples of one split of a packed dataset (see the module docstring).
 
@@ -171,13 +206,14 @@ class SampleDataset:
                 for i, key in enumerate(self._tar_index(first, name)):
                     self.items.append(_Item(name, i, key))
         self._cache: dict[str, tuple[str, dict[str, NDArray[Any]]]] = {}
+        self._buffers: dict[str, dict[str, NDArray[np.uint8]]] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers get the index, not the decoded shards.
-        return {**self.__dict__, "_cache": {}}
+        return {**self.__dict__, "_cache": {}, "_buffers": {}}
 
     def shard_order(self, seed: int | None = None) -> list[int]:
         """Every index once, shard by shard: shards (and samples within each) shuffled with
@@ -254,29 +290,35 @@ class SampleDataset:
         i = item.position
         out = {
             "sample_id": str(arrays["sample"][i]),
-            "bands": arrays["bands"][i],
+            "bands": arrays["bands"][:, i].copy(),  # a copy: the buffer is reused
             "time": arrays["time_"][i],
             "center": np.array([arrays["center_lon"][i], arrays["center_lat"][i]]),
             "dn_offset": arrays["dn_offset"],
         }
         if "cloud_mask" in arrays:
-            out["cloud_mask"] = arrays["cloud_mask"][i]
+            out["cloud_mask"] = arrays["cloud_mask"][:, i].copy()
         return out
 
     def _shard(self, modality: str, path: Path) -> dict[str, Any]:
-        """A Zarr shard's arrays, decoded once and kept until the next shard of the modality."""
+        """A Zarr shard's arrays, decoded once and kept until the next shard of the modality.
+        ``bands`` and ``cloud_mask`` are time-major (time, sample, ...) in buffers that the
+        next shard of the modality reuses (:func:`_time_major`), so :meth:`_read` copies a
+        sample out of them."""
         cached = self._cache.get(modality)
         if cached is not None and cached[0] == str(path):
             return cached[1]
         from .pack.core import open_shard
 
+        self._cache.pop(modality, None)  # its buffers are about to be overwritten
         with open_shard(path, chunks=None) as ds:
             arrays: dict[str, Any] = {
-                name: ds[name].values
-                for name in ("sample", "bands", "time_", "center_lon", "center_lat")
+                name: ds[name].values for name in ("sample", "time_", "center_lon", "center_lat")
             }
-            if "cloud_mask" in ds:
-                arrays["cloud_mask"] = ds["cloud_mask"].values
             arrays["dn_offset"] = ds["bands"].attrs.get("dn_offset", 0)
+            with zipfile.ZipFile(path) as archive:
+                for name in ("bands", "cloud_mask") if "cloud_mask" in ds else ("bands",):
+                    pool = self._buffers.setdefault(modality, {})
+                    fast = _time_major(archive, name, pool)
+                    arrays[name] = fast if fast is not None else ds[name].values.swapaxes(0, 1)
         self._cache[modality] = (str(path), arrays)
         return arrays
