@@ -583,3 +583,31 @@ def test_sample_dataset_reads_both_layouts_as_the_shards_hold_them(
         SampleDataset(work)
     with pytest.raises(DatasetLayoutError, match="expected some of"):
         SampleDataset(out, modalities=("S3",))
+
+
+def test_reader_decodes_the_pack_chunking_itself_and_leaves_others_to_xarray(tmp_path: Path):
+    import zipfile
+
+    import numcodecs
+
+    from ssl4eo_build.reader import _time_major
+
+    values = np.arange(2 * 3 * 2 * 4 * 5, dtype=np.int16).reshape(2, 3, 2, 4, 5)
+    codec = numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE)
+
+    def shard(chunks: list[int], times: range) -> zipfile.ZipFile:
+        path = tmp_path / f"{chunks}-{len(times)}.zip"
+        meta = {"shape": list(values.shape), "chunks": chunks, "dtype": "<i2", "order": "C",
+                "filters": None, "compressor": codec.get_config(), "zarr_format": 2}  # fmt: skip
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(".zmetadata", json.dumps({"metadata": {"bands/.zarray": meta}}))
+            for t in times:
+                chunk = np.ascontiguousarray(values[:, t : t + 1])
+                archive.writestr(f"bands/0.{t}.0.0.0", codec.encode(chunk))
+        return zipfile.ZipFile(path)
+
+    pool: dict[str, np.ndarray] = {}
+    out = _time_major(shard([2, 1, 2, 4, 5], range(3)), "bands", pool)
+    assert out is not None and np.array_equal(out.swapaxes(0, 1), values)
+    assert _time_major(shard([1, 1, 2, 4, 5], range(3)), "bands", pool) is None, "other chunks"
+    assert _time_major(shard([2, 1, 2, 4, 5], range(2)), "bands", pool) is None, "a chunk missing"
