@@ -126,6 +126,11 @@ class DaskExecutor(AbstractContextManager["DaskExecutor"]):
     def workers(self) -> int:
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
+    @property
+    def threads(self) -> int:
+        """Task threads of the whole cluster (the tasks it runs at once)."""
+        return max(1, sum(self.client.nthreads().values()))
+
     def __exit__(self, *exc: object) -> None:
         self.client.close()
         if self.cluster is not None:
@@ -148,9 +153,9 @@ def run_pool(
 
     Threads for I/O-bound work; ``processes=True`` for CPU-bound work (``fn`` and the items
     must pickle); with ``dask`` every item is a task on the cluster (a task lost with its worker
-    is rerun by Dask), or with ``dask_threads`` > 1 every batch of that many items, run in as
-    many threads of the worker (I/O-bound work: a Dask worker thread would otherwise wait on
-    one item at a time); ``dask_setup`` then runs first in the task's own thread (what needs
+    is rerun by Dask), or with ``dask_threads`` > 1 every batch of twice that many items, run in
+    that many threads of the worker (I/O-bound work: a Dask worker thread would otherwise wait
+    on one item at a time); ``dask_setup`` then runs first in the task's own thread (what needs
     the Dask worker's context, such as a cluster semaphore, is made there). ``counts`` is
     shown live in the progress bar (the caller updates it).
     """
@@ -227,18 +232,21 @@ def _dask_batches(
     if threads <= 1:
         yield from _dask_map(fn, todo, dask, 2 * max(workers, dask.workers))
         return
-    batches = [todo[i : i + threads] for i in range(0, len(todo), threads)]
-    for results in _dask_map(partial(_in_threads, fn, setup), batches, dask, 2 * dask.workers):
+    # Two items per thread: a thread that finishes early takes another item of the batch.
+    size = 2 * threads
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    run = partial(_in_threads, fn, setup, threads)
+    for results in _dask_map(run, batches, dask, 2 * dask.workers):
         yield from results
 
 
 def _in_threads(
-    fn: Callable[[T], R], setup: Callable[[], object] | None, batch: list[T]
+    fn: Callable[[T], R], setup: Callable[[], object] | None, threads: int, batch: list[T]
 ) -> list[R]:
-    """``fn`` over ``batch`` in one thread per item (on a Dask worker), after ``setup``."""
+    """``fn`` over ``batch`` in ``threads`` threads (on a Dask worker), after ``setup``."""
     if setup is not None:
         setup()
-    with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(fn, batch))
 
 

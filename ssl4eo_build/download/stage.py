@@ -114,8 +114,10 @@ def run_download(
         if dask is not None:
             quota = ClusterQuota(f"ssl4eo-build-quota-{run_id}-{os.getpid()}", dask.workers)
         fetch = partial(download_on_worker, config, work, quota)
-        # On Dask, each task downloads download.workers locations at once in its worker's
-        # threads (the work waits on the network); the cluster-wide quota caps the total.
+        # download.workers is the build's number of downloads at once on either executor: on
+        # Dask each task runs its share of them in threads of its worker (the work waits on
+        # the network, and a task thread would wait on one location at a time).
+        share = 1 if dask is None else -(-d.workers // dask.threads)
         for result in run_pool(
             fetch,
             tasks,
@@ -124,7 +126,7 @@ def run_download(
             counts,
             progress,
             dask=dask,
-            dask_threads=d.workers,
+            dask_threads=share,
             dask_setup=partial(worker_state, config, quota),
         ):
             with manifest.transaction() as db:
