@@ -68,10 +68,8 @@ def check_scheduler(address: str) -> int | None:
 # adaptive mmap threshold, so every array over 128 KiB is mapped, zeroed by the kernel and
 # unmapped again: the simulator's download ran 3.5x slower per location (BENCHMARKS.md). These
 # keep arrays up to 32 MiB on the heap and give memory back beyond 256 MiB of free space.
-_WORKER_MALLOC = {
-    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 << 20,
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 256 << 20,
-}
+_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 256 << 20}
+_WORKER_MALLOC = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in _MALLOC.items()}
 
 
 def _malloc_environ() -> dict[str, str]:
@@ -88,13 +86,12 @@ def _warn_about_worker_malloc(environ: Mapping[str, Mapping[str, str]]) -> None:
         log.warning(
             "%d Dask worker(s) (first: %s) run with MALLOC_TRIM_THRESHOLD_ but no "
             "MALLOC_MMAP_THRESHOLD_: every array over 128 KiB is mapped and unmapped again, "
-            "3.5x slower per location here. Start the workers with MALLOC_MMAP_THRESHOLD_=%d "
-            "MALLOC_TRIM_THRESHOLD_=%d (Dask config distributed.nanny.pre-spawn-environ).",
+            "3.5x slower per location here. Start the workers with %s (Dask config "
+            "distributed.nanny.pre-spawn-environ).",
             len(slow),
             slow[0],
-            *(_WORKER_MALLOC[f"distributed.nanny.pre-spawn-environ.{k}"] for k in (
-                "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")),
-        )  # fmt: skip
+            " ".join(f"{k}={v}" for k, v in _MALLOC.items()),
+        )
 
 
 class DaskExecutor(AbstractContextManager["DaskExecutor"]):

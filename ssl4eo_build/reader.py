@@ -124,16 +124,20 @@ def _open_member(data: bytes) -> Any:
 
 
 def _time_major(
-    archive: zipfile.ZipFile, name: str, pool: dict[str, NDArray[np.uint8]]
+    archive: zipfile.ZipFile,
+    metadata: dict[str, Any],
+    name: str,
+    pool: dict[str, NDArray[np.uint8]],
 ) -> NDArray[Any] | None:
     """Variable ``name`` of a Zarr shard (a zip of Zarr v2) as pack writes it, one chunk per
     time index holding every sample, decoded straight into ``pool``'s buffer for ``name``
     (reused by the next shard) as a (time, sample, ...) array: no fresh memory per shard and
     no copy of each chunk, about 1.4x the rate through xarray here (BENCHMARKS.md). None for
-    any other chunking, codec or key scheme (the caller reads it with xarray)."""
+    any other chunking, codec or key scheme (the caller reads it with xarray). ``metadata``:
+    the shard's consolidated metadata (``.zmetadata``)."""
     import numcodecs
 
-    meta = json.loads(archive.read(".zmetadata"))["metadata"].get(f"{name}/.zarray")
+    meta = metadata.get(f"{name}/.zarray")
     if meta is None or meta.get("filters") or meta.get("order") != "C" or not meta["compressor"]:
         return None
     shape, chunks = list(meta["shape"]), list(meta["chunks"])
@@ -315,10 +319,11 @@ class SampleDataset:
                 name: ds[name].values for name in ("sample", "time_", "center_lon", "center_lat")
             }
             arrays["dn_offset"] = ds["bands"].attrs.get("dn_offset", 0)
+            pool = self._buffers.setdefault(modality, {})
             with zipfile.ZipFile(path) as archive:
+                metadata = json.loads(archive.read(".zmetadata"))["metadata"]
                 for name in ("bands", "cloud_mask") if "cloud_mask" in ds else ("bands",):
-                    pool = self._buffers.setdefault(modality, {})
-                    fast = _time_major(archive, name, pool)
+                    fast = _time_major(archive, metadata, name, pool)
                     arrays[name] = fast if fast is not None else ds[name].values.swapaxes(0, 1)
         self._cache[modality] = (str(path), arrays)
         return arrays

@@ -74,7 +74,7 @@ def run_sample(
                 )
                 overlaps += progress.overlaps
                 drawn = progress.next_candidate
-                # Locations and the resume counter commit together: a kill between blocks
+                # Locations and the resume counter commit together: a kill between chunks
                 # resumes exactly where the stream stopped.
                 with manifest.transaction() as db:
                     manifest.insert_locations(db, rows)
