@@ -73,22 +73,25 @@ def _align(config: Config, work: WorkDir, task: AlignTask, sync: bool = True) ->
 
 
 def _write(
-    out_dir: Path, encoding: pack.Encoding, part: pack.ShardPart, sync: bool = True
-) -> pack.ShardResult:
-    """A written part (no file), with the shard's metadata rows and band sums."""
-    plan = part.plan
-    name = pack.shard_name(plan.split, plan.number)
-    rel = f"{plan.split}/{part.modality}/{name}"
-    rows = tuple(
-        {"idx": f"{sid}_{t}", "sample_id": sid, "time_id": t, "time": "2021-03-20T00:00:00",
-         "tile_id": "T32UPU", "geometry": FOOTPRINT, "tile_crs": 32632, "file": name}
-        for sid in (plan.sample_ids if part.first else ())
-        for t in range(4)
-    )  # fmt: skip
-    n_bands = len(registry.modality(part.modality).bands)
-    stats = {"count": [1.0] * n_bands, "total": [0.5] * n_bands, "squares": [0.5] * n_bands}
-    files = ((rel, part.modality, len(plan.sample_ids), "0" * 64),)
-    return pack.ShardResult(plan.split, plan.number, files, rows, {part.modality: stats})
+    part: pack.PackPart, zarr: pack.Output | None, tars: pack.Output | None
+) -> list[tuple[str, pack.ShardResult]]:
+    """Written files (none on disk), with their metadata rows and band sums."""
+    out = []
+    for layout, plan in part.files:
+        name = pack.shard_name(plan.split, plan.number)
+        rel = f"{plan.split}/{part.modality}/{name}"
+        rows = tuple(
+            {"idx": f"{sid}_{t}", "sample_id": sid, "time_id": t, "time": "2021-03-20T00:00:00",
+             "tile_id": "T32UPU", "geometry": FOOTPRINT, "tile_crs": 32632, "file": name}
+            for sid in (plan.sample_ids if part.first else ())
+            for t in range(4)
+        )  # fmt: skip
+        n_bands = len(registry.modality(part.modality).bands)
+        stats = {"count": [1.0] * n_bands, "total": [0.5] * n_bands, "squares": [0.5] * n_bands}
+        files = ((rel, part.modality, len(plan.sample_ids), "0" * 64),)
+        result = pack.ShardResult(plan.split, plan.number, files, rows, {part.modality: stats})
+        out.append((layout, result))
+    return out
 
 
 def bookkeeping(n: int = 251_079) -> dict[str, float]:
@@ -99,7 +102,7 @@ def bookkeeping(n: int = 251_079) -> dict[str, float]:
     download_stage.download_on_worker = _download  # type: ignore[assignment]
     download_stage.worker_state = lambda config: None  # type: ignore[assignment]
     align_stage.align_location = _align  # type: ignore[assignment]
-    pack.write_shard = _write  # type: ignore[assignment]
+    pack.write_part = _write
     files.fsync_file = lambda path: None  # no files: the disk's flush is not bookkeeping
     seconds: dict[str, float] = {}
     steps = {

@@ -310,6 +310,55 @@ def test_split_and_plan_units() -> None:
     ]
 
 
+def test_a_tar_and_the_shards_that_are_runs_of_it_are_one_part(tmp_path: Path) -> None:
+    from ssl4eo_build.pack.core import Encoding, PackPart, plan_tars, shard_name, tar_name
+    from ssl4eo_build.pack.stage import Layout, _part_groups
+
+    ids = [f"{i:07d}" for i in range(23)]
+    splits = {"train": ids[:17], "val": ids[17:]}
+    shards, _ = plan_shards(splits, 4, keep_partial=True)
+    tars = plan_tars(splits, 6)
+    layouts = [
+        Layout("zarr", tmp_path, "", shards, Encoding({}), shard_name),
+        Layout("webdataset", tmp_path, "", tars, Encoding({}), lambda s, n: tar_name(n)),
+    ]
+    groups = _part_groups([(layouts[0], shards), (layouts[1], tars)])
+    numbers = [([(p.split, p.number) for p in z], t and (t.split, t.number)) for z, t in groups]
+    assert numbers == [
+        ([("train", 1)], ("train", 1)),  # train 4-7 straddles tars 1 and 2: alone, last
+        ([("train", 3)], ("train", 2)),
+        ([("train", 4), ("train", 5)], ("train", 3)),
+        ([("val", 1), ("val", 2)], ("val", 1)),
+        ([("train", 2)], None),
+    ]
+    for z, t in groups:
+        PackPart("S2L1C", {}, z, t)  # each shard a run of the part's samples
+    # Tars already written: every shard on its own.
+    alone = _part_groups([(layouts[0], shards[1:3]), (layouts[1], [])])
+    assert alone == [((shards[1],), None), ((shards[2],), None)]
+    with pytest.raises(ValueError, match="not a run"):
+        PackPart("S2L1C", {}, (shards[1],), tars[0])
+
+
+def test_band_sums_of_a_layout_follow_its_offset_and_its_saturation() -> None:
+    from ssl4eo_build.pack.core import Encoding, RunningStats
+
+    zarr_layout = Encoding({}, s2_offset=1000)
+    for top in (20000, 32000):  # 32000 + 1000 saturates at 32767
+        values = np.array([[[[0, 7], [top, 31]]]], dtype=np.int16)  # (time, band, y, x)
+        before = RunningStats().add(values[None])
+        stored = zarr_layout.shift("S2L1C", values.copy())
+        direct = RunningStats().add(stored[None])
+        derived = zarr_layout.sums("S2L1C", before, float(values.max()), stored)
+        assert derived.count is not None and derived.total is not None
+        assert derived.squares is not None and direct.squares is not None
+        np.testing.assert_array_equal(derived.count, direct.count)
+        np.testing.assert_allclose(derived.total, direct.total, rtol=1e-12)
+        np.testing.assert_allclose(derived.squares, direct.squares, rtol=1e-12)
+    assert stored.max() == 32767
+    assert zarr_layout.sums("S1GRD", before, 1e9, stored) is before  # no offset on S-1
+
+
 def test_webdataset_layout_reads_with_webdataset(packed: tuple[Config, Path], tmp_path) -> None:
     import tarfile
 
@@ -408,8 +457,10 @@ def test_metadata_has_the_published_form(packed: tuple[Config, Path], tmp_path: 
 
 
 def pack_both(cfg: Config, work: Path, out: Path) -> Path:
-    """``--format both`` into ``out``: 3 samples per tar, the same samples in both layouts."""
-    both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 3)
+    """``--format both`` into ``out``, the same samples in both layouts. 6 samples per tar
+    and 4 per shard: some shards are runs of a tar's samples (written from the same reads),
+    others straddle two tars (written on their own)."""
+    both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 6)
     pipeline.run_pack(override(both, "pack.keep_partial", True), work, out=out, progress=False)
     return out
 
@@ -463,6 +514,14 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
         diff = np.subtract(stats[out][modality]["mean"], stats[wds_root][modality]["mean"])
         np.testing.assert_allclose(diff, 1000.0, atol=0.01)
     assert stats[out]["S1GRD"] == stats[wds_root]["S1GRD"]
+    # The Zarr layout is the same packed alone, byte for byte.
+    zarr_alone = override(override(cfg, "pack.format", "zarr"), "pack.keep_partial", True)
+    pipeline.run_pack(zarr_alone, work, out=tmp_path / "alone", progress=False)
+    alone = {p.relative_to(tmp_path / "alone"): p for p in shard_files(tmp_path / "alone")}
+    assert sorted(alone) == [p.relative_to(out) for p in shard_files(out)]
+    for rel, path in alone.items():
+        assert (out / rel).read_bytes() == path.read_bytes(), rel
+    assert (tmp_path / "alone/stats.json").read_bytes() == (out / "stats.json").read_bytes()
     assert set(stats[out]) == set(stats[wds_root]) == set(MODALITIES)
     for m in MODALITIES:
         assert stats[out][m]["bands"] == list(registry_modality(m).bands)

@@ -173,9 +173,9 @@ class RunningStats:
     total: NDArray[np.float64] | None = None
     squares: NDArray[np.float64] | None = None
 
-    def add(self, bands: np.ndarray) -> None:
+    def add(self, bands: np.ndarray) -> RunningStats:
         """Add (sample, time, band, y, x) values, one sample and band at a time (a float64
-        copy of the whole array would cost more than the sums)."""
+        copy of the whole array would cost more than the sums); returns ``self``."""
         n_bands = bands.shape[2]
         count = np.full(n_bands, bands.size / max(n_bands, 1))
         total, squares = np.zeros(n_bands), np.zeros(n_bands)
@@ -184,12 +184,29 @@ class RunningStats:
                 values = sample.astype(np.float64).ravel()
                 total[b] += values.sum()
                 squares[b] += values @ values
+        return self.add_sums(RunningStats(count, total, squares))
+
+    def add_sums(self, other: RunningStats) -> RunningStats:
+        """Add the sums of other values; returns ``self``."""
+        if other.count is None or other.total is None or other.squares is None:
+            return self
         if self.count is None or self.total is None or self.squares is None:
-            self.count, self.total, self.squares = count, total, squares
+            self.count, self.total, self.squares = other.count, other.total, other.squares
         else:
-            self.count = self.count + count
-            self.total = self.total + total
-            self.squares = self.squares + squares
+            self.count = self.count + other.count
+            self.total = self.total + other.total
+            self.squares = self.squares + other.squares
+        return self
+
+    def shifted(self, offset: int) -> RunningStats:
+        """The sums of the same values plus ``offset``."""
+        if self.count is None or self.total is None or self.squares is None or not offset:
+            return self
+        return RunningStats(
+            self.count,
+            self.total + offset * self.count,
+            self.squares + 2 * offset * self.total + offset**2 * self.count,
+        )
 
     def as_dict(self) -> dict[str, list[float]]:
         return {
@@ -202,14 +219,8 @@ class RunningStats:
     def merged(cls, parts: Sequence[dict[str, list[float]]]) -> RunningStats:
         out = cls()
         for part in parts:
-            if not part["count"]:
-                continue
-            c, t, s = (np.array(part[k]) for k in ("count", "total", "squares"))
-            if out.count is None:
-                out.count, out.total, out.squares = c, t, s
-            else:
-                out.count, out.total = out.count + c, out.total + t
-                out.squares = out.squares + s
+            if part["count"]:
+                out.add_sums(cls(*(np.array(part[k]) for k in ("count", "total", "squares"))))
         return out
 
     def mean_std(self) -> tuple[list[float], list[float]]:
@@ -334,16 +345,47 @@ class Encoding:
             out["date_rule"] = self.date_rule
         return out
 
-    def shift(self, modality: str, bands: NDArray[Any]) -> NDArray[Any]:
+    def offset(self, modality: str) -> int:
+        """What this layout adds to ``modality``'s values (S-2 digital numbers only)."""
+        return self.s2_offset if modality in registry.dn_modalities() else 0
+
+    def shift(
+        self, modality: str, bands: NDArray[Any], out: NDArray[Any] | None = None
+    ) -> NDArray[Any]:
         """``bands`` with the layout's offset added to S-2 digital numbers, saturating at
-        32767 (in place when ``bands`` is writeable)."""
-        if not self.s2_offset or modality not in registry.dn_modalities():
-            return bands
-        if not bands.flags.writeable:
-            bands = bands.copy()
-        np.minimum(bands, INT16_MAX - self.s2_offset, out=bands)
-        bands += self.s2_offset
-        return bands
+        32767: into ``out`` when given, else in place when ``bands`` is writeable."""
+        offset = self.offset(modality)
+        if out is None:
+            if not offset:
+                return bands
+            out = bands if bands.flags.writeable else np.empty_like(bands)
+        if not offset:
+            out[...] = bands
+            return out
+        np.minimum(bands, INT16_MAX - offset, out=out)
+        out += offset
+        return out
+
+    def sums(
+        self, modality: str, before: RunningStats, peak: float, stored: NDArray[Any]
+    ) -> RunningStats:
+        """The band sums of one sample's ``stored`` values (time, band, y, x), derived from
+        ``before``, the sums of its values before the offset, when no value saturates
+        (``peak``: their largest): a pass over the pixels fewer per layout."""
+        offset = self.offset(modality)
+        if not offset or peak <= INT16_MAX - offset:
+            return before.shifted(offset)
+        return RunningStats().add(stored[None])
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where and how a layout is written (``sync``: each file fsynced before it is
+    committed, else left to the caller)."""
+
+    root: Path
+    encoding: Encoding
+    sync: bool = True
 
 
 class _DamagedCube(Exception):
@@ -351,27 +393,52 @@ class _DamagedCube(Exception):
         self.sample_id = sample_id
 
 
-@dataclass(frozen=True)
-class ShardPart:
-    """One modality's file of a shard (or tar): the unit of work `pack` spreads over the
-    cores. The first modality's part also carries the shard's metadata rows."""
+ZARR, WEBDATASET = "zarr", "webdataset"  # the layouts
 
-    plan: ShardPlan
+
+@dataclass(frozen=True)
+class PackPart:
+    """One modality of consecutive samples of a split: the unit of work `pack` spreads over
+    the cores. It writes the Zarr ``shards`` (each a consecutive run of the samples) and the
+    ``tar`` (all the samples, in its order), reading each cube's modality once for both
+    layouts. The first modality's part also carries the metadata rows."""
+
     modality: str
-    cube_files: CubeFiles  # the plan's samples: cube path and recorded sha256
+    cube_files: CubeFiles  # the samples: cube path and recorded sha256
+    shards: tuple[ShardPlan, ...] = ()
+    tar: ShardPlan | None = None
+
+    def __post_init__(self) -> None:
+        at = {sample_id: i for i, sample_id in enumerate(self.samples)}
+        for plan in self.shards:
+            start = at.get(plan.sample_ids[0], -1)
+            if self.samples[start : start + len(plan.sample_ids)] != plan.sample_ids:
+                raise ValueError(f"shard {plan.split} {plan.number}: not a run of the part")
+
+    @property
+    def samples(self) -> tuple[str, ...]:
+        if self.tar is not None:
+            return self.tar.sample_ids
+        return tuple(i for plan in self.shards for i in plan.sample_ids)
+
+    @property
+    def files(self) -> list[tuple[str, ShardPlan]]:
+        """What the part writes: (layout, plan) per file."""
+        tar = [(WEBDATASET, self.tar)] if self.tar is not None else []
+        return [(ZARR, plan) for plan in self.shards] + tar
 
     @property
     def first(self) -> bool:
         return self.modality == registry.names()[0]
 
 
-def _open_cubes(part: ShardPart) -> tuple[list[CubeFile], list[str]]:
-    """The part's cubes and the ids of damaged (or unrecorded) ones. The shard's first part
-    checks each cube against its recorded sha256 (hashing every cube once per shard, not once
-    per modality): a shard is recorded only when every part succeeded, so a damaged cube it
-    finds keeps the whole shard out until the cube is aligned again."""
+def _open_cubes(part: PackPart) -> tuple[list[CubeFile], list[str]]:
+    """The part's cubes and the ids of damaged (or unrecorded) ones. The first modality's
+    part checks each cube against its recorded sha256 (hashing every cube once per pack, not
+    once per modality or layout): a shard is recorded only when every part succeeded, so a
+    damaged cube it finds keeps its files out until the cube is aligned again."""
     opened, damaged = [], []
-    for sample_id in part.plan.sample_ids:
+    for sample_id in part.samples:
         if sample_id not in part.cube_files:
             damaged.append(sample_id)
             continue
@@ -427,61 +494,66 @@ class TimeMajor:
             raise IndexError("a TimeMajor array gives whole time chunks only")
         return self.by_time[time.start][:, None]
 
-    def samples_first(self) -> NDArray[Any]:
-        """A (sample, time, ...) view."""
-        return self.by_time.swapaxes(0, 1)
-
     @classmethod
-    def of(cls, cubes: Sequence[CubeFile], name: str) -> TimeMajor:
-        """One array of every cube (each (time, ...)), stacked time-major in this thread's
-        reused buffer for ``name``."""
-        (n_time, *rest), dtype = cubes[0].shape(name)
-        out = reused(f"stack:{_kind(name)}", (n_time, len(cubes), *rest), dtype)
-        for i, cube in enumerate(cubes):
-            out[:, i] = _array(cube, name)
-        return cls(out)
+    def empty(cls, n: int, like: tuple[tuple[int, ...], np.dtype[Any]], kind: str) -> TimeMajor:
+        """Room for ``n`` samples of an array of ``like`` (shape, dtype of one sample's), in
+        this thread's reused stack buffer of ``kind``."""
+        (n_time, *rest), dtype = like
+        return cls(reused(f"stack:{kind}", (n_time, n, *rest), dtype))
 
 
-def _part_result(
-    part: ShardPart,
+def _result(
+    plan: ShardPlan,
+    part: PackPart,
     cubes: Sequence[CubeFile],
-    file_name: str,
     written: tuple[str, str],
     stats: RunningStats,
 ) -> ShardResult:
+    """What a written file reports: the file, its band sums and (first modality only) the
+    metadata rows of its samples."""
     rel, sha256 = written
-    plan = part.plan
-    metadata = (
-        tuple(row for c in cubes for row in metadata_rows(c, file_name)) if part.first else ()
-    )
+    name = rel.rsplit("/", 1)[-1]
+    metadata = tuple(row for c in cubes for row in metadata_rows(c, name)) if part.first else ()
     files = ((rel, part.modality, len(cubes), sha256),)
     return ShardResult(plan.split, plan.number, files, metadata, {part.modality: stats.as_dict()})
 
 
-def write_shard(
-    out_dir: Path, encoding: Encoding, part: ShardPart, sync: bool = True
-) -> ShardResult:
-    """One modality's file of a shard, with only that modality of the shard in memory (each
-    cube's array read as it is needed). A missing or damaged cube writes nothing and is named
-    in the result."""
-    plan, modality = part.plan, part.modality
-    numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
-    cubes, damaged = _open_cubes(part)
-    if damaged:
-        return ShardResult.of_damaged(plan, damaged)
-    try:
-        bands = TimeMajor.of(cubes, f"{modality}/bands")
-        encoding.shift(modality, bands.by_time)
-        stats = RunningStats()
-        stats.add(bands.samples_first())
-        mask = TimeMajor.of(cubes, "cloud_mask") if registry.modality(modality).cloud_mask else None
-    except _DamagedCube as exc:
-        return ShardResult.of_damaged(plan, [exc.sample_id])
-    name = shard_name(plan.split, plan.number)
-    rel = f"{plan.split}/{modality}/{name}"
-    variables = shard_variables(cubes, modality, bands, mask, encoding)
-    sha256 = write_zarr_zip(out_dir / rel, variables, encoding.attrs(), scratch_dir(out_dir), sync)
-    return _part_result(part, cubes, name, (rel, sha256), stats)
+class _ZarrShard:
+    """A Zarr shard of one modality being filled a sample at a time: its values with the
+    layout's offset, time-major in this thread's reused buffers, and its band sums."""
+
+    def __init__(self, out: Output, part: PackPart, plan: ShardPlan, cube: CubeFile) -> None:
+        self.out, self.part, self.plan = out, part, plan
+        name = f"{part.modality}/bands"
+        self.bands = TimeMajor.empty(len(plan.sample_ids), cube.shape(name), "bands")
+        with_mask = registry.modality(part.modality).cloud_mask
+        self.mask = (
+            TimeMajor.empty(len(plan.sample_ids), cube.shape("cloud_mask"), "mask")
+            if with_mask
+            else None
+        )
+        self.cubes: list[CubeFile] = []
+        self.stats = RunningStats()
+
+    def add(
+        self, cube: CubeFile, bands: NDArray[Any], mask: NDArray[Any] | None, sums: Sums
+    ) -> ShardResult | None:
+        """One more sample; the result once the shard is full and written."""
+        i, modality, encoding = len(self.cubes), self.part.modality, self.out.encoding
+        stored = encoding.shift(modality, bands, out=self.bands.by_time[:, i])
+        if self.mask is not None and mask is not None:
+            self.mask.by_time[:, i] = mask
+        self.stats.add_sums(encoding.sums(modality, sums[0], sums[1], stored))
+        self.cubes.append(cube)
+        if len(self.cubes) < len(self.plan.sample_ids):
+            return None
+        rel = shard_relpath(self.plan.split, modality, self.plan.number)
+        variables = shard_variables(self.cubes, modality, self.bands, self.mask, encoding)
+        root = self.out.root
+        sha256 = write_zarr_zip(
+            root / rel, variables, encoding.attrs(), scratch_dir(root), self.out.sync
+        )
+        return _result(self.plan, self.part, self.cubes, (rel, sha256), self.stats)
 
 
 # -- WebDataset layout (2026 v1.1 release) ---------------------------------------------------
@@ -536,35 +608,96 @@ def _tar_member(archive: HashingWriter, name: str, data: memoryview) -> None:
     archive.write(bytes(-len(data) % tarfile.BLOCKSIZE))
 
 
-def write_tar(out_dir: Path, encoding: Encoding, part: ShardPart, sync: bool = True) -> ShardResult:
-    """One modality's tar: a ``{sample_id}.zarr.zip`` member per sample, in the plan's order
-    (so keys align across modalities), one sample in memory at a time. Written as
-    ``tarfile`` writes a USTAR archive, each member in one piece and hashed on the way."""
-    plan, modality = part.plan, part.modality
+class _TarFile:
+    """A tar of one modality being written a member at a time, hashed on the way, as
+    ``tarfile`` writes a USTAR archive: a ``{sample_id}.zarr.zip`` member per sample."""
+
+    def __init__(self, out: Output, part: PackPart, plan: ShardPlan) -> None:
+        self.out, self.part, self.plan = out, part, plan
+        self.rel = f"{plan.split}/{part.modality}/{tar_name(plan.number)}"
+        self.target = atomic_target(out.root / self.rel, scratch_dir(out.root))
+        self.archive = HashingWriter(self.target)
+        self.cubes: list[CubeFile] = []
+        self.stats = RunningStats()
+
+    def add(
+        self, cube: CubeFile, bands: NDArray[Any], mask: NDArray[Any] | None, sums: Sums
+    ) -> ShardResult | None:
+        """One more member (``bands`` may be shifted in place); the result once the last one
+        is written and the tar committed."""
+        modality, encoding = self.part.modality, self.out.encoding
+        stored = encoding.shift(modality, bands)
+        self.stats.add_sums(encoding.sums(modality, sums[0], sums[1], stored))
+        variables = sample_variables(cube, modality, stored, mask, encoding)
+        _tar_member(
+            self.archive, f"{cube.sample_id}.zarr.zip", zarr_zip_buffer(variables, encoding.attrs())
+        )
+        self.cubes.append(cube)
+        if len(self.cubes) < len(self.plan.sample_ids):
+            return None
+        # the end: two zero blocks, then zeros to a whole record, as tarfile closes
+        end = self.archive.size + 2 * tarfile.BLOCKSIZE
+        self.archive.write(bytes(2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)))
+        self.archive.close()
+        sha256 = commit_file(
+            self.target, self.out.root / self.rel, self.archive.hexdigest(), self.out.sync
+        )
+        return _result(self.plan, self.part, self.cubes, (self.rel, sha256), self.stats)
+
+    def close(self) -> None:
+        """Closed, and gone unless committed."""
+        self.archive.close()
+        self.target.unlink(missing_ok=True)
+
+
+Sums = tuple[RunningStats, float]  # a sample's band sums before any offset, and its peak
+
+
+def _sums(modality: str, bands: NDArray[Any], outputs: Sequence[Output]) -> Sums:
+    """One sample's band sums, once for every layout (each derives its own from them), and
+    its largest value when a layout adds an offset to it (which may saturate)."""
+    shifted = any(out.encoding.offset(modality) for out in outputs)
+    return RunningStats().add(bands[None]), float(bands.max()) if shifted else 0.0
+
+
+def write_part(
+    part: PackPart, zarr: Output | None, tars: Output | None
+) -> list[tuple[str, ShardResult]]:
+    """The files of ``part`` (its Zarr shards into ``zarr``, its tar into ``tars``), a
+    sample at a time: each cube's modality decoded once for both layouts, one shard's stack
+    in memory. A missing or damaged cube writes nothing more and is named in the results of
+    the files not written."""
+    modality = part.modality
     numcodecs.blosc.set_nthreads(1)  # the parts are spread over the cores already
     cubes, damaged = _open_cubes(part)
     if damaged:
-        return ShardResult.of_damaged(plan, damaged)
-    name = tar_name(plan.number)
-    rel = f"{plan.split}/{modality}/{name}"
-    target = atomic_target(out_dir / rel, scratch_dir(out_dir))
-    stats = RunningStats()
+        return [(layout, ShardResult.of_damaged(plan, damaged)) for layout, plan in part.files]
+    outputs = [out for out in (zarr, tars) if out is not None]
+    starts = {plan.sample_ids[0]: plan for plan in part.shards}
     with_mask = registry.modality(modality).cloud_mask
+    results: list[tuple[str, ShardResult]] = []
+    shard: _ZarrShard | None = None
+    tar = _TarFile(tars, part, part.tar) if tars is not None and part.tar is not None else None
     try:
-        with HashingWriter(target) as archive:
-            for cube in cubes:
-                bands = encoding.shift(modality, _array(cube, f"{modality}/bands"))
-                stats.add(bands[None])
-                mask = _array(cube, "cloud_mask") if with_mask else None
-                variables = sample_variables(cube, modality, bands, mask, encoding)
-                data = zarr_zip_buffer(variables, encoding.attrs())
-                _tar_member(archive, f"{cube.sample_id}.zarr.zip", data)
-            # the end: two zero blocks, then zeros to a whole record, as tarfile closes
-            end = archive.size + 2 * tarfile.BLOCKSIZE
-            archive.write(bytes(2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)))
-        sha256 = commit_file(target, out_dir / rel, archive.hexdigest(), sync)
+        for cube in cubes:
+            if cube.sample_id in starts and zarr is not None:
+                shard = _ZarrShard(zarr, part, starts[cube.sample_id], cube)
+            bands = _array(cube, f"{modality}/bands")
+            mask = _array(cube, "cloud_mask") if with_mask else None
+            sums = _sums(modality, bands, outputs)
+            if shard is not None and (done := shard.add(cube, bands, mask, sums)) is not None:
+                results.append((ZARR, done))
+                shard = None
+            if tar is not None and (done := tar.add(cube, bands, mask, sums)) is not None:
+                results.append((WEBDATASET, done))
     except _DamagedCube as exc:
-        return ShardResult.of_damaged(plan, [exc.sample_id])
+        written = {(layout, r.split, r.number) for layout, r in results}
+        results += [
+            (layout, ShardResult.of_damaged(plan, [exc.sample_id]))
+            for layout, plan in part.files
+            if (layout, plan.split, plan.number) not in written
+        ]
     finally:
-        target.unlink(missing_ok=True)
-    return _part_result(part, cubes, name, (rel, sha256), stats)
+        if tar is not None:
+            tar.close()
+    return results

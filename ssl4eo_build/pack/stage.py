@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from .. import modalities as registry
 from ..align.stage import mark_for_realign, run_align, warn_damaged_cubes
@@ -165,16 +167,50 @@ class _PartJob:
     """One part for a pool worker: what it writes, where and how (nothing that grows with
     the build, so it pickles small)."""
 
-    layout: str
-    writer: Callable[..., pack.ShardResult]
-    root: Path
-    encoding: pack.Encoding
-    part: pack.ShardPart
-    sync: bool
+    part: pack.PackPart
+    zarr: pack.Output | None
+    tars: pack.Output | None
 
 
-def _write_part(job: _PartJob) -> tuple[str, pack.ShardResult]:
-    return job.layout, job.writer(job.root, job.encoding, job.part, job.sync)
+def _write_part(job: _PartJob) -> list[tuple[str, pack.ShardResult]]:
+    return pack.write_part(job.part, job.zarr, job.tars)
+
+
+def _part_groups(
+    todo: list[tuple[Layout, list[pack.ShardPlan]]],
+) -> list[tuple[tuple[pack.ShardPlan, ...], pack.ShardPlan | None]]:
+    """The files to write, grouped into parts: each tar with the Zarr shards that are runs of
+    its samples (read once for both), then every other shard alone."""
+    plans = {layout.name: plans for layout, plans in todo}
+    tar_layout = next((layout for layout, _ in todo if layout.name == pack.WEBDATASET), None)
+    starts = {(p.split, p.sample_ids[0]): p for p in plans.get(pack.ZARR, [])}
+    to_tar = set(plans.get(pack.WEBDATASET, []))
+    grouped: set[pack.ShardPlan] = set()
+    groups: list[tuple[tuple[pack.ShardPlan, ...], pack.ShardPlan | None]] = []
+    for tar in tar_layout.plans if tar_layout is not None else []:
+        if tar not in to_tar:
+            continue
+        shards, at = [], 0
+        while at < len(tar.sample_ids):
+            shard = starts.get((tar.split, tar.sample_ids[at]))
+            run = shard.sample_ids if shard is not None else ()
+            if shard is not None and tar.sample_ids[at : at + len(run)] == run:
+                shards.append(shard)
+                at += len(run)
+            else:
+                at += 1
+        grouped.update(shards)
+        groups.append((tuple(shards), tar))
+    groups += [((p,), None) for p in plans.get(pack.ZARR, []) if p not in grouped]
+    return groups
+
+
+def _part_cost(part: pack.PackPart) -> int:
+    """Bytes a part stores (before compression): the larger parts go first, so that the
+    last ones to finish are small."""
+    m = registry.modality(part.modality)
+    per_sample = m.timestamps * (len(m.bands) * np.dtype(m.dtype).itemsize + m.cloud_mask)
+    return per_sample * (len(part.samples) + sum(len(p.sample_ids) for p in part.shards))
 
 
 def _write_shards(
@@ -237,18 +273,17 @@ def _write_parts(
     sync = dask is not None
     layouts = {layout.name: layout for layout, _ in todo}
     cubes = {r[0]: (str(work.path(r[3])), r[4]) for r in manifest.packable()}
+    outputs = {
+        name: pack.Output(layout.root, layout.encoding, sync) for name, layout in layouts.items()
+    }
+    parts = []
+    for shards, tar in _part_groups(todo):
+        samples = pack.PackPart("", {}, shards, tar).samples
+        own = {i: cubes[i] for i in samples if i in cubes}  # this part's only: pickled
+        parts += [pack.PackPart(m, own, shards, tar) for m in registry.names()]
     jobs = [
-        _PartJob(
-            layout.name,
-            layout.writer,
-            layout.root,
-            layout.encoding,
-            pack.ShardPart(plan, m, {i: cubes[i] for i in plan.sample_ids if i in cubes}),
-            sync,
-        )
-        for layout, plans in todo
-        for plan in plans
-        for m in registry.names()
+        _PartJob(part, outputs.get(pack.ZARR), outputs.get(pack.WEBDATASET))
+        for part in sorted(parts, key=_part_cost, reverse=True)
     ]
     counts = {"written": 0}
     done: dict[tuple[str, str, int], list[pack.ShardResult]] = {}
@@ -263,26 +298,26 @@ def _write_parts(
             counts["written"] += 1
 
     with DeferredSync[tuple[str, pack.ShardResult]]() as durable:
-        for name, result in run_pool(
+        for results in run_pool(
             _write_part,
             jobs,
             n_workers,
             "pack",
             counts,
             progress,
-            # A part holds one modality of a shard (or one sample of a tar at a time):
-            # CPU-bound, in processes that reuse their buffers from part to part.
+            # A part holds one modality of a shard at a time: CPU-bound, in processes that
+            # reuse their buffers from part to part.
             processes=n_workers > 1,
             dask=dask,
         ):
-            if result.damaged:
-                damaged.setdefault((name, result.split, result.number), set()).update(
-                    result.damaged
-                )
-                continue
-            files = [layouts[name].root / rel for rel, *_ in result.files]
-            for item in [(name, result)] if sync else durable.add((name, result), files):
-                finish(*item)
+            for name, result in results:
+                if result.damaged:
+                    key = (name, result.split, result.number)
+                    damaged.setdefault(key, set()).update(result.damaged)
+                    continue
+                files = [layouts[name].root / rel for rel, *_ in result.files]
+                for item in [(name, result)] if sync else durable.add((name, result), files):
+                    finish(*item)
         for item in durable.drain():
             finish(*item)
     return counts["written"], damaged
@@ -333,14 +368,13 @@ WEBDATASET_DIR = "webdataset"  # with --format both, the tar layout's own root i
 
 @dataclass(frozen=True)
 class Layout:
-    """One published layout being written: its files, root, encoding and writer."""
+    """One published layout being written: its files, root and encoding."""
 
     name: str  # zarr | webdataset
     root: Path
     prefix: str  # the root relative to the output directory ("" or "webdataset/")
     plans: list[pack.ShardPlan]
     encoding: pack.Encoding
-    writer: Callable[..., pack.ShardResult]
     file_name: Callable[[str, int], str]
 
     def files(self, split: str, number: int) -> list[str]:
@@ -409,16 +443,12 @@ def _layouts(
     out: list[Layout] = []
     if p.format in ("zarr", "both"):
         encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule, origin)
-        out.append(Layout("zarr", out_dir, "", plans, encoding, pack.write_shard, pack.shard_name))
+        out.append(Layout(pack.ZARR, out_dir, "", plans, encoding, pack.shard_name))
     if p.format in ("webdataset", "both"):
         prefix = f"{WEBDATASET_DIR}/" if p.format == "both" else ""
         tars = pack.plan_tars(splits, p.samples_per_tar)
         encoding = pack.Encoding(compressor, p.s2_offset_webdataset, date_rule, origin)
-        out.append(
-            Layout(
-                "webdataset", out_dir / prefix, prefix, tars, encoding, pack.write_tar, _tar_name
-            )
-        )
+        out.append(Layout(pack.WEBDATASET, out_dir / prefix, prefix, tars, encoding, _tar_name))
     return out
 
 
