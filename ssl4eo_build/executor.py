@@ -10,6 +10,7 @@ which alone writes the manifest.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -176,11 +177,28 @@ def run_pool(
         bar.close()
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
+
+
+def _reuse_freed_memory() -> None:
+    """glibc: every allocation from the heap, and what is freed kept there (up to 1 GiB) for
+    the next one. Pool processes allocate and free arrays of hundreds of MB (pack's
+    compressed chunks): mapped afresh each time, each page costs a fault and its zeroing
+    (BENCHMARKS.md). Nothing happens where there is no ``mallopt``."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def _worker_init(coordinator: int) -> None:
     """In every pool process: Ctrl-C is the coordinator's to handle (it stops the pool), and
     the process exits when the coordinator is gone, even after ``kill -9``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
+    _reuse_freed_memory()
 
     def watch() -> None:
         while os.getppid() == coordinator:

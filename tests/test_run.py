@@ -156,3 +156,29 @@ def test_dask_tasks_run_batches_of_items_in_worker_threads() -> None:
     assert max(peak for *_, peak in batched) == 3, "a batch's items wait together"
     # The setup ran in the Dask task's own thread before each batch's items started.
     assert all(setup and setup[-1] != thread for _, thread, setup, _ in batched)
+
+
+def _faults_of_a_second_large_array(size: int) -> int:
+    """Page faults taken by allocating, filling and freeing a ``size``-byte array after one
+    of the same size was freed."""
+    import resource
+
+    np.ones(size, dtype=np.uint8)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(size, dtype=np.uint8)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_pool_processes_reuse_freed_memory_instead_of_mapping_it_again() -> None:
+    from ssl4eo_build.executor import run_pool
+
+    size = 64 << 20  # over glibc's largest mmap threshold: mapped afresh by default
+    (in_pool,) = run_pool(_faults_of_a_second_large_array, [size], 2, "t", {}, False, True)
+    alone = subprocess.run(
+        [sys.executable, "-c", "from tests.test_run import _faults_of_a_second_large_array as f;"
+         f"print(f({size}))"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert int(alone.stdout) >= 32  # 16,384 pages of 4 KiB, or 32 huge ones and more
+    assert in_pool < 16

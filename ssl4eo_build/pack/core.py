@@ -175,15 +175,18 @@ class RunningStats:
 
     def add(self, bands: np.ndarray) -> RunningStats:
         """Add (sample, time, band, y, x) values, one sample and band at a time (a float64
-        copy of the whole array would cost more than the sums); returns ``self``."""
+        copy of the whole array would cost more than the sums), each copied into a reused
+        float64 buffer (a fresh one per band cost as much as the sums); returns ``self``."""
         n_bands = bands.shape[2]
         count = np.full(n_bands, bands.size / max(n_bands, 1))
         total, squares = np.zeros(n_bands), np.zeros(n_bands)
+        values = reused("sums", bands.shape[1:2] + bands.shape[3:], np.dtype(np.float64))
+        flat = values.reshape(-1)
         for b in range(n_bands):
             for sample in bands[:, :, b]:
-                values = sample.astype(np.float64).ravel()
-                total[b] += values.sum()
-                squares[b] += values @ values
+                np.copyto(values, sample)
+                total[b] += flat.sum()
+                squares[b] += flat @ flat
         return self.add_sums(RunningStats(count, total, squares))
 
     def add_sums(self, other: RunningStats) -> RunningStats:
