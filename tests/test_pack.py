@@ -292,6 +292,41 @@ def test_validate_passes_and_catches_a_broken_shard(packed: tuple[Config, Path],
     assert "S2RGB/ssl4eos12_train_seasonal_data_000002.zarr.zip: missing" in text
 
 
+def test_stores_are_the_zips_zipfile_writes_and_fall_back_to_it_past_zip32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from ssl4eo_build.pack import zarr_zip
+    from ssl4eo_build.pack.zarr_zip import Variable, write_zarr_zip, zarr_zip_buffer
+
+    rng = np.random.default_rng(3)
+    variables = {
+        "bands": Variable(("t", "y", "x"), rng.integers(0, 9999, (3, 40, 40), dtype=np.int16),
+                          (1, 40, 40)),
+        "name": Variable(("t",), np.array(["a", "bc", "def"])),
+        "time": Variable.times(("t",), np.array(["2021-01-02T03:04:05"] * 3, "datetime64[s]")),
+    }  # fmt: skip
+    expected = io.BytesIO()
+    zarr_zip._write_with_zipfile(expected, zarr_zip._entries(variables, {"k": 1}))
+    assert bytes(zarr_zip_buffer(variables, {"k": 1})) == expected.getvalue()
+    sha = write_zarr_zip(tmp_path / "a.zarr.zip", variables, {"k": 1})
+    assert (tmp_path / "a.zarr.zip").read_bytes() == expected.getvalue()
+    assert sha == hashlib.sha256(expected.getvalue()).hexdigest()
+    with zipfile.ZipFile(tmp_path / "a.zarr.zip") as archive:
+        assert archive.testzip() is None and ".zmetadata" in archive.namelist()
+    assert (
+        open_shard(tmp_path / "a.zarr.zip")["bands"].values[2, 5, 7]
+        == variables["bands"].data[2, 5, 7]
+    )
+    # Past the zip32 limits (made small here), zipfile writes the store, zip64 where needed.
+    monkeypatch.setattr(zarr_zip, "_ZIP32_LIMIT", 1000)
+    sha = write_zarr_zip(tmp_path / "b.zarr.zip", variables, {"k": 1})
+    assert (tmp_path / "b.zarr.zip").read_bytes() == expected.getvalue()
+    assert sha == hashlib.sha256(expected.getvalue()).hexdigest()
+    assert bytes(zarr_zip_buffer(variables, {"k": 1})) == expected.getvalue()
+
+
 def test_split_and_plan_units() -> None:
     items = [Located(f"{i:07d}", (i % 10) * 3.0, 0.5) for i in range(100)]
     splits = spatial_split(items, 0.1, 1.0, seed=0)

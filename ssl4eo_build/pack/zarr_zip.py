@@ -15,7 +15,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ import numpy as np
 from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
-from ..files import atomic_target, commit_file
+from ..files import HashingWriter, atomic_target, commit_file
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 # Small variables (coordinates, ids) get zarr's own default compressor.
@@ -105,10 +107,11 @@ def _json(value: Any) -> bytes:
     return encoded
 
 
-def write_store(
-    handle: IO[bytes], variables: Mapping[str, Variable], attrs: Mapping[str, Any]
-) -> None:
-    """The zip of a consolidated Zarr v2 group holding ``variables``, into ``handle``."""
+def _entries(
+    variables: Mapping[str, Variable], attrs: Mapping[str, Any]
+) -> list[tuple[str, Callable[[], bytes]]]:
+    """The store's entries in sorted order, each made when it is written (a chunk is
+    compressed then)."""
     metadata: dict[str, Any] = {".zgroup": {"zarr_format": 2}, ".zattrs": dict(attrs)}
     entries: dict[str, Callable[[], bytes]] = {}
     for name, var in variables.items():
@@ -120,17 +123,76 @@ def write_store(
         entries[key] = lambda v=value: _json(v)  # type: ignore[misc]
     consolidated = {"metadata": metadata, "zarr_consolidated_format": 1}
     entries[".zmetadata"] = lambda: _json(consolidated)
+    return sorted(entries.items())
+
+
+# The zip records as ``zipfile`` writes stored entries (APPNOTE 4.3.7, 4.3.12, 4.3.16): local
+# header, central directory header, end of central directory.
+_LOCAL, _CENTRAL, _END = "<4s2B4HL2L2H", "<4s4B4HL2L5H2L", "<4s4H2LH"
+_VERSION, _UNIX = 20, 3  # made by and needed to extract: 2.0; made on Unix
+_DOS_TIME, _DOS_DATE = 0, (ZIP_EPOCH[0] - 1980) << 9 | ZIP_EPOCH[1] << 5 | ZIP_EPOCH[2]
+_MODE = 0o644 << 16  # external attributes: a regular file, rw-r--r--
+_ZIP32_LIMIT = (1 << 31) - 1  # sizes and offsets beyond this need zip64 records
+
+
+class _NeedsZip64(Exception):
+    pass
+
+
+def _write_stored(
+    write: Callable[[bytes], Any], entries: list[tuple[str, Callable[[], bytes]]]
+) -> None:
+    """A zip of ``entries``, stored, front to back: the same bytes ``zipfile`` writes for
+    them, without its seek back to each local header (so the bytes can be hashed on the
+    way) and its per-entry cost. Beyond the zip32 limits it raises :class:`_NeedsZip64`."""
+    central, offset = [], 0
+    for key, make in entries:
+        data = make()
+        name, size, crc = key.encode("ascii"), len(data), zlib.crc32(data)
+        if offset > _ZIP32_LIMIT or size > _ZIP32_LIMIT:
+            raise _NeedsZip64
+        header = struct.pack(
+            _LOCAL, b"PK\x03\x04", _VERSION, 0, 0, 0, _DOS_TIME, _DOS_DATE, crc, size, size,
+            len(name), 0,
+        )  # fmt: skip
+        write(header + name)
+        write(data)
+        central.append(
+            struct.pack(
+                _CENTRAL, b"PK\x01\x02", _VERSION, _UNIX, _VERSION, 0, 0, 0, _DOS_TIME,
+                _DOS_DATE, crc, size, size, len(name), 0, 0, 0, 0, _MODE, offset,
+            ) + name
+        )  # fmt: skip
+        offset += len(header) + len(name) + size
+    directory = b"".join(central)
+    if offset > _ZIP32_LIMIT or len(central) > 0xFFFF:
+        raise _NeedsZip64
+    write(directory)
+    write(
+        struct.pack(
+            _END, b"PK\x05\x06", 0, 0, len(central), len(central), len(directory), offset, 0
+        )
+    )
+
+
+def _write_with_zipfile(handle: IO[bytes], entries: list[tuple[str, Callable[[], bytes]]]) -> None:
+    """The same store through ``zipfile`` (which adds zip64 records where needed)."""
     with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-        for key in sorted(entries):
+        for key, make in entries:
             info = zipfile.ZipInfo(key, ZIP_EPOCH)
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, entries[key]())
+            info.external_attr = _MODE
+            archive.writestr(info, make())
 
 
 def zarr_zip_buffer(variables: Mapping[str, Variable], attrs: Mapping[str, Any]) -> memoryview:
     """The store in memory (a view of the buffer it was written to, no copy)."""
     buffer = io.BytesIO()
-    write_store(buffer, variables, attrs)
+    entries = _entries(variables, attrs)
+    try:
+        _write_stored(buffer.write, entries)
+    except _NeedsZip64:
+        buffer = io.BytesIO()
+        _write_with_zipfile(buffer, entries)
     return buffer.getbuffer()
 
 
@@ -141,13 +203,20 @@ def write_zarr_zip(
     scratch: Path | None = None,
     sync: bool = True,
 ) -> str:
-    """The store written to a temporary file (in ``scratch`` when given), fsynced (see
-    :func:`commit_file` for ``sync``) and renamed to ``path``; returns its sha256."""
+    """The store written to a temporary file (in ``scratch`` when given), hashed on the way,
+    fsynced (see :func:`commit_file` for ``sync``) and renamed to ``path``; returns its
+    sha256. A store past the zip32 limits is written again through ``zipfile``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     target = atomic_target(path, scratch)
+    entries = _entries(variables, attrs)
     try:
-        with open(target, "wb") as handle:
-            write_store(handle, variables, attrs)
-        return commit_file(target, path, sync=sync)
+        try:
+            with HashingWriter(target) as archive:
+                _write_stored(archive.write, entries)
+            return commit_file(target, path, archive.hexdigest(), sync)
+        except _NeedsZip64:
+            with open(target, "wb") as handle:
+                _write_with_zipfile(handle, entries)
+            return commit_file(target, path, sync=sync)
     finally:
         target.unlink(missing_ok=True)
