@@ -234,6 +234,10 @@ class PackConfig:
     )
     blosc_clevel: int = field(default=1, metadata=_rng(0, 9))
     blosc_blocksize: int = field(default=1 << 20, metadata=_rng(0, 1 << 30))
+    # Modalities stored with Blosc LZ4 instead (level 5, byte shuffle, Blosc's blocks): on the
+    # simulator's cubes S2L1C keeps most of its ratio with it (2.9x against zstd-1's 3.3x)
+    # at 1.6x the write and 1.5x the read speed, and a whole sample 0.82x zstd-5's ratio.
+    blosc_lz4: tuple[str, ...] = ("S2L1C",)
     format: str = field(default="zarr", metadata=_choice("zarr", "webdataset", "both"))
     samples_per_tar: int = field(default=512, metadata=_rng(1, 1_000_000))
     # Added to S-2 digital numbers (S2L1C, S2L2A) as each published layout stores them: the

@@ -101,6 +101,13 @@ def test_exact_schema(packed: tuple[Config, Path]) -> None:
     assert rgb["bands"].dtype == np.uint8 and rgb.sizes["band"] == 3
     l1c = open_shard(str(path).replace("S2L2A", "S2L1C"))
     assert l1c.sizes["band"] == 13 and "B10" in [str(b) for b in l1c["band"].values]
+    # The codecs: Blosc LZ4 for pack.blosc_lz4 (S2L1C), the configured one for the others.
+    assert l1c["bands"].encoding["compressors"][0].get_config()["cname"] == "lz4"
+    for shard in (ds, s1, rgb):
+        compressor = shard["bands"].encoding["compressors"][0].get_config()
+        assert (compressor["cname"], compressor["clevel"], compressor["blocksize"]) == (
+            "zstd", 1, 1 << 20
+        )  # fmt: skip
     for name, dtype, band in (("NDVI", np.float16, "ndvi"), ("LULC", np.uint8, "lulc")):
         extra = open_shard(str(path).replace("S2L2A", name))
         assert extra["bands"].dtype == dtype and "cloud_mask" not in extra
@@ -325,6 +332,18 @@ def test_stores_are_the_zips_zipfile_writes_and_fall_back_to_it_past_zip32(
     assert (tmp_path / "b.zarr.zip").read_bytes() == expected.getvalue()
     assert sha == hashlib.sha256(expected.getvalue()).hexdigest()
     assert bytes(zarr_zip_buffer(variables, {"k": 1})) == expected.getvalue()
+
+
+def test_an_unknown_modality_for_lz4_is_refused_before_anything_is_recorded(
+    packed: tuple[Config, Path], tmp_path: Path
+) -> None:
+    from ssl4eo_build.errors import ConfigError
+
+    cfg, work = packed
+    before = (work / "manifest.sqlite").read_bytes()
+    with pytest.raises(ConfigError, match=r"'pack\.blosc_lz4': unknown modality 'S2X'"):
+        pipeline.run_pack(override(cfg, "pack.blosc_lz4", ("S2X",)), work, out=tmp_path / "o")
+    assert (work / "manifest.sqlite").read_bytes() == before and not (tmp_path / "o").exists()
 
 
 def test_split_and_plan_units() -> None:

@@ -16,10 +16,11 @@ import numpy as np
 from .. import __version__
 from .. import modalities as registry
 from ..align.stage import mark_for_realign, run_align, warn_damaged_cubes
-from ..config import Config, fingerprint, section_dict
+from ..config import Config, PackConfig, fingerprint, section_dict
 from ..download.stage import run_download
 from ..errors import (
     ConfigChangedError,
+    ConfigError,
     IncompleteError,
     ManifestError,
     StorageError,
@@ -68,6 +69,7 @@ def run_pack(
     a cube that is missing or damaged is aligned again first (its raw files fetched again only
     if they are damaged too)."""
     p = config.pack
+    _compressors(p)  # a bad setting stops the pack before anything is recorded
     work = WorkDir.at(work_dir)
     out_dir = Path(os.path.abspath(out if out is not None else work.root / "dataset"))
     with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
@@ -428,6 +430,20 @@ def write_build_json(
     return write_atomic(layout.root / BUILD_FILE, data, scratch_dir(layout.root))
 
 
+def _compressors(p: PackConfig) -> dict[str, tuple[str, int, int]]:
+    """The Blosc codec of each modality (``pack.blosc_lz4`` checked)."""
+    unknown = sorted(set(p.blosc_lz4) - set(registry.names()))
+    if unknown:
+        raise ConfigError(
+            f"key 'pack.blosc_lz4': unknown modality {unknown[0]!r}; expected some of: "
+            f"{', '.join(registry.names())}."
+        )
+    return {
+        m: ("lz4", 5, 0) if m in p.blosc_lz4 else (p.blosc_cname, p.blosc_clevel, p.blosc_blocksize)
+        for m in registry.names()
+    }
+
+
 def _layouts(
     config: Config,
     out_dir: Path,
@@ -439,7 +455,7 @@ def _layouts(
     """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
     published and OUT/webdataset the tar layout."""
     p = config.pack
-    compressor = {m: (p.blosc_cname, p.blosc_clevel, p.blosc_blocksize) for m in registry.names()}
+    compressor = _compressors(p)
     out: list[Layout] = []
     if p.format in ("zarr", "both"):
         encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule, origin)
