@@ -20,6 +20,7 @@ from ssl4eo_build.align.cube import load_cube
 from ssl4eo_build.config import Config, load_config, override
 from ssl4eo_build.errors import ConfigChangedError
 from ssl4eo_build.files import file_sha256
+from ssl4eo_build.manifest import Manifest
 from ssl4eo_build.modalities import modality as registry_modality
 from ssl4eo_build.pack.core import Located, open_shard, plan_shards, spatial_split
 from ssl4eo_build.pack.validate import validate_dataset
@@ -340,10 +341,19 @@ def test_an_unknown_modality_for_lz4_is_refused_before_anything_is_recorded(
     from ssl4eo_build.errors import ConfigError
 
     cfg, work = packed
-    before = (work / "manifest.sqlite").read_bytes()
+
+    def recorded() -> tuple[object, ...]:
+        with Manifest.open(work, create=False) as manifest:
+            return (
+                manifest.get_meta("pack.out"),
+                manifest.get_meta("pack.plan"),
+                manifest.last_runs(),
+            )
+
+    before = recorded()
     with pytest.raises(ConfigError, match=r"'pack\.blosc_lz4': unknown modality 'S2X'"):
         pipeline.run_pack(override(cfg, "pack.blosc_lz4", ("S2X",)), work, out=tmp_path / "o")
-    assert (work / "manifest.sqlite").read_bytes() == before and not (tmp_path / "o").exists()
+    assert recorded() == before and not (tmp_path / "o").exists()
 
 
 def test_split_and_plan_units() -> None:
