@@ -412,6 +412,10 @@ def test_band_sums_of_a_layout_follow_its_offset_and_its_saturation() -> None:
         values = np.array([[[[0, 7], [top, 31]]]], dtype=np.int16)  # (time, band, y, x)
         before = RunningStats().add(values[None])
         stored = zarr_layout.shift("S2L1C", values.copy())
+        peak = float(values.max())  # below 31767: one addition; above: saturated
+        assert np.array_equal(
+            zarr_layout.shift("S2L1C", values, np.empty_like(values), peak), stored
+        )
         direct = RunningStats().add(stored[None])
         derived = zarr_layout.sums("S2L1C", before, float(values.max()), stored)
         assert derived.count is not None and derived.total is not None

@@ -353,10 +353,15 @@ class Encoding:
         return self.s2_offset if modality in registry.dn_modalities() else 0
 
     def shift(
-        self, modality: str, bands: NDArray[Any], out: NDArray[Any] | None = None
+        self,
+        modality: str,
+        bands: NDArray[Any],
+        out: NDArray[Any] | None = None,
+        peak: float | None = None,
     ) -> NDArray[Any]:
         """``bands`` with the layout's offset added to S-2 digital numbers, saturating at
-        32767: into ``out`` when given, else in place when ``bands`` is writeable."""
+        32767: into ``out`` when given, else in place when ``bands`` is writeable. With
+        ``peak``, their largest value, at or below 32767 - offset: one addition."""
         offset = self.offset(modality)
         if out is None:
             if not offset:
@@ -364,9 +369,11 @@ class Encoding:
             out = bands if bands.flags.writeable else np.empty_like(bands)
         if not offset:
             out[...] = bands
-            return out
-        np.minimum(bands, INT16_MAX - offset, out=out)
-        out += offset
+        elif peak is not None and peak <= INT16_MAX - offset:
+            np.add(bands, offset, out=out)
+        else:
+            np.minimum(bands, INT16_MAX - offset, out=out)
+            out += offset
         return out
 
     def sums(
@@ -543,7 +550,7 @@ class _ZarrShard:
     ) -> ShardResult | None:
         """One more sample; the result once the shard is full and written."""
         i, modality, encoding = len(self.cubes), self.part.modality, self.out.encoding
-        stored = encoding.shift(modality, bands, out=self.bands.by_time[:, i])
+        stored = encoding.shift(modality, bands, self.bands.by_time[:, i], sums[1])
         if self.mask is not None and mask is not None:
             self.mask.by_time[:, i] = mask
         self.stats.add_sums(encoding.sums(modality, sums[0], sums[1], stored))
@@ -629,7 +636,7 @@ class _TarFile:
         """One more member (``bands`` may be shifted in place); the result once the last one
         is written and the tar committed."""
         modality, encoding = self.part.modality, self.out.encoding
-        stored = encoding.shift(modality, bands)
+        stored = encoding.shift(modality, bands, peak=sums[1])
         self.stats.add_sums(encoding.sums(modality, sums[0], sums[1], stored))
         variables = sample_variables(cube, modality, stored, mask, encoding)
         _tar_member(
