@@ -51,9 +51,17 @@ SHUFFLE = {"byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
 def codec_table(n: int = 16) -> list[dict[str, Any]]:
     numcodecs.blosc.set_nthreads(1)
     cubes = [CubeFile(p) for p in sorted((WORK / "aligned").rglob("*.cube"))[:n]]
-    arrays = [np.stack([c.array(f"{m}/bands") for c in cubes]) for m in names()]
-    arrays.append(np.stack([c.array("cloud_mask") for c in cubes]))
-    chunks = [np.ascontiguousarray(a[:, t : t + 1]) for a in arrays for t in range(a.shape[1])]
+    arrays = {m: np.stack([c.array(f"{m}/bands") for c in cubes]) for m in names()}
+    arrays["cloud_mask"] = np.stack([c.array("cloud_mask") for c in cubes])
+    owners, chunks = zip(
+        *(
+            (m, np.ascontiguousarray(a[:, t : t + 1]))
+            for m, a in arrays.items()
+            for t in range(a.shape[1])
+        ),
+        strict=True,
+    )
+    default = {**_layouts_codecs(), "cloud_mask": numcodecs.Blosc("zstd", 1, blocksize=MIB)}
     raw = sum(c.nbytes for c in chunks)
     t0 = time.perf_counter()
     for c in chunks:
@@ -63,20 +71,25 @@ def codec_table(n: int = 16) -> list[dict[str, Any]]:
     warm = numcodecs.Blosc(cname="lz4", clevel=1)  # the first pass pays the page faults
     for c in chunks:
         warm.decode(warm.encode(c))
-    for cname, level, shuffle, blocksize in CODECS:
-        codec = numcodecs.Blosc(
-            cname=cname, clevel=level, shuffle=SHUFFLE[shuffle], blocksize=blocksize
+    mixes = [
+        (
+            f"{cname}-{level}-{shuffle}shuffle-{blocksize // MIB or 'auto'}"
+            + ("MiB" if blocksize else ""),
+            [numcodecs.Blosc(cname, level, SHUFFLE[shuffle], blocksize)] * len(chunks),
         )
+        for cname, level, shuffle, blocksize in CODECS
+    ]
+    mixes.append(("default (zstd-1 1MiB, lz4-5 for pack.blosc_lz4)", [default[m] for m in owners]))
+    for name, codecs in mixes:
         t0 = time.perf_counter()
-        encoded = [codec.encode(c) for c in chunks]
+        encoded = [codec.encode(c) for codec, c in zip(codecs, chunks, strict=True)]
         write = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for e in encoded:
+        for codec, e in zip(codecs, encoded, strict=True):
             codec.decode(e)
         read = time.perf_counter() - t0
         rows.append({
-            "codec": f"{cname}-{level}-{shuffle}shuffle-{blocksize // MIB or 'auto'}"
-            + ("MiB" if blocksize else ""),
+            "codec": name,
             "ratio": raw / sum(len(e) for e in encoded),
             "write_mb_s": raw / write / 1e6,
             "read_mb_s": raw / read / 1e6,
@@ -106,6 +119,18 @@ usage = (resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resourc
 peak = max(usage) * 1024  # the coordinator (tars run in its threads) or a shard process
 print(json.dumps({"seconds": seconds, "peak_rss_bytes": peak}))
 """
+
+
+def _layouts_codecs() -> dict[str, numcodecs.Blosc]:
+    """Each modality's codec as `pack` writes it with the default settings."""
+    from ssl4eo_build.pack.stage import _compressors
+
+    return {
+        m: numcodecs.Blosc(cname, level, numcodecs.Blosc.SHUFFLE, blocksize)
+        for m, (cname, level, blocksize) in _compressors(
+            load_config(WORK / "bench.toml").pack
+        ).items()
+    }
 
 
 def pack_vs_align() -> dict[str, float]:
