@@ -207,12 +207,15 @@ def _part_groups(
     return groups
 
 
-def _part_cost(part: pack.PackPart) -> int:
-    """Bytes a part stores (before compression): the larger parts go first, so that the
-    last ones to finish are small."""
-    m = registry.modality(part.modality)
-    per_sample = m.timestamps * (len(m.bands) * np.dtype(m.dtype).itemsize + m.cloud_mask)
-    return per_sample * (len(part.samples) + sum(len(p.sample_ids) for p in part.shards))
+def _by_size() -> list[str]:
+    """The modalities, largest per sample first: a group's larger parts start first, so that
+    the last ones to finish are small."""
+
+    def size(name: str) -> int:
+        m = registry.modality(name)
+        return m.timestamps * (len(m.bands) * np.dtype(m.dtype).itemsize + m.cloud_mask)
+
+    return sorted(registry.names(), key=size, reverse=True)
 
 
 def _write_shards(
@@ -278,15 +281,19 @@ def _write_parts(
     outputs = {
         name: pack.Output(layout.root, layout.encoding, sync) for name, layout in layouts.items()
     }
-    parts = []
+    # Group after group, so that shards are recorded (and survive a crash) as the pack goes.
+    jobs = []
     for shards, tar in _part_groups(todo):
         samples = pack.PackPart("", {}, shards, tar).samples
         own = {i: cubes[i] for i in samples if i in cubes}  # this part's only: pickled
-        parts += [pack.PackPart(m, own, shards, tar) for m in registry.names()]
-    jobs = [
-        _PartJob(part, outputs.get(pack.ZARR), outputs.get(pack.WEBDATASET))
-        for part in sorted(parts, key=_part_cost, reverse=True)
-    ]
+        jobs += [
+            _PartJob(
+                pack.PackPart(m, own, shards, tar),
+                outputs.get(pack.ZARR),
+                outputs.get(pack.WEBDATASET),
+            )
+            for m in _by_size()
+        ]
     counts = {"written": 0}
     done: dict[tuple[str, str, int], list[pack.ShardResult]] = {}
     damaged: dict[tuple[str, str, int], set[str]] = {}
