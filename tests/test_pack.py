@@ -524,17 +524,20 @@ def test_metadata_has_the_published_form(packed: tuple[Config, Path], tmp_path: 
     assert any("five-point counter-clockwise" in p for p in problems), problems
 
 
-def pack_both(cfg: Config, work: Path, out: Path) -> Path:
-    """``--format both`` into ``out``, the same samples in both layouts. 6 samples per tar
-    and 4 per shard: some shards are runs of a tar's samples (written from the same reads),
-    others straddle two tars (written on their own)."""
+@pytest.fixture(scope="module")
+def both(packed: tuple[Config, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``--format both`` of the packed locations, the same samples in both layouts. 6
+    samples per tar and 4 per shard: some shards are runs of a tar's samples (written from
+    the same reads), others straddle two tars (written on their own)."""
+    cfg, work = packed
+    out = tmp_path_factory.mktemp("both") / "both"
     both = override(override(cfg, "pack.format", "both"), "pack.samples_per_tar", 6)
     pipeline.run_pack(override(both, "pack.keep_partial", True), work, out=out, progress=False)
     return out
 
 
 def test_both_layouts_each_complete_with_their_own_s2_offset(
-    packed: tuple[Config, Path], tmp_path: Path
+    packed: tuple[Config, Path], both: Path, tmp_path: Path
 ) -> None:
     import tarfile
 
@@ -542,7 +545,7 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
     import zarr
 
     cfg, work = packed
-    out = pack_both(cfg, work, tmp_path / "both")
+    out = both
     wds_root = out / "webdataset"
     for root in (out, wds_root):
         assert validate_dataset(root) == [], root
@@ -620,10 +623,12 @@ def test_both_layouts_each_complete_with_their_own_s2_offset(
             assert sample["LULC"].dtype == np.uint8 and sample["LULC"].max() <= 9
     assert seen == len(by_key) > 0
     # validate holds stats.json against the values.
-    edited = json.loads((out / "stats.json").read_text())
+    published = (out / "stats.json").read_bytes()
+    edited = json.loads(published)
     edited["S2L2A"]["mean"][3] -= 1000.0
     (out / "stats.json").write_text(json.dumps(edited))
     problems = validate_dataset(out)
+    (out / "stats.json").write_bytes(published)  # the dataset is the module's
     assert any("S2L2A mean of band B04" in p for p in problems), problems
 
 
@@ -646,16 +651,13 @@ def test_shards_say_their_date_rule_and_validate_holds_them_to_it(
     assert not list(_check_date_span(Path("x"), {"date_rule": "fixed_year"}, year_apart))
 
 
-def test_sample_dataset_reads_both_layouts_as_the_shards_hold_them(
-    packed: tuple[Config, Path], tmp_path: Path
-) -> None:
+def test_sample_dataset_reads_both_layouts_as_the_shards_hold_them(both: Path) -> None:
     import pickle
 
     from ssl4eo_build import SampleDataset
     from ssl4eo_build.reader import DatasetLayoutError
 
-    cfg, work = packed
-    out = pack_both(cfg, work, tmp_path / "both")
+    out = both
     wanted = ("S2L2A", "S1GRD", "DEM", "LULC")
     zarr_ds = SampleDataset(out, modalities=wanted, split="train")
     wds = SampleDataset(out, modalities=wanted, split="train", layout="webdataset")
@@ -707,7 +709,7 @@ def test_sample_dataset_reads_both_layouts_as_the_shards_hold_them(
     np.testing.assert_allclose(values.mean(axis=(0, 1, 3, 4)), 0.0, atol=1e-3)
     np.testing.assert_allclose(values.std(axis=(0, 1, 3, 4)), 1.0, atol=1e-3)
     with pytest.raises(DatasetLayoutError, match="no packed dataset"):
-        SampleDataset(work)
+        SampleDataset(out.parent)  # holds only the dataset directory
     with pytest.raises(DatasetLayoutError, match="expected some of"):
         SampleDataset(out, modalities=("S3",))
 
