@@ -74,8 +74,24 @@ class Product:
 
     def value_problem(self, data: NDArray[Any], bands: Sequence[str] | None = None) -> str | None:
         """Why ``data`` (``bands``, default all, by y, x; missing as NaN or INT16_MISSING) is
-        corrupt, or None."""
-        for values, band in zip(data, bands or self.bands, strict=True):
+        corrupt, or None. Each band's smallest and largest value decide it when they lie
+        within its limits; only the other bands are looked at pixel by pixel."""
+        names = tuple(bands or self.bands)
+        if len(names) != len(data):
+            raise ValueError(f"{len(data)} bands of data for {len(names)} band names")
+        limits = np.array([self.band_ranges.get(band, self.valid_range) for band in names])
+        flat = data.reshape(len(names), -1)
+        if flat.shape[1] == 0:
+            return None
+        if data.dtype.kind == "f":  # fmin and fmax skip NaN (missing)
+            low, high = np.fmin.reduce(flat, axis=1), np.fmax.reduce(flat, axis=1)
+            clear = ~((low < limits[:, 0]) | (high > limits[:, 1]))  # all-NaN bands too
+        else:  # INT16_MISSING is the smallest value: a band holding it is looked at
+            low, high = flat.min(axis=1), flat.max(axis=1)
+            clear = (low >= limits[:, 0]) & (high <= limits[:, 1])
+        for values, band, ok in zip(data, names, clear, strict=True):
+            if ok:
+                continue
             valid = ~np.isnan(values) if values.dtype.kind == "f" else values != INT16_MISSING
             lo, hi = self.band_ranges.get(band, self.valid_range)
             bad = valid & ~((values >= lo) & (values <= hi))

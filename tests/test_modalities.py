@@ -145,3 +145,26 @@ def test_dynamic_world_as_the_land_cover(tmp_path: Path) -> None:
         # DW has no cloud class of its own: 8 only where the mask says cloud.
         clouds = np.isin(cube.cloud_mask, (3, 4))
         assert np.array_equal(classes[:, 0] == 8, clouds)
+
+
+def test_hard_limits_name_the_first_corrupt_band_and_skip_missing_pixels() -> None:
+    from ssl4eo_build.modalities import INT16_MISSING, S1GRD
+
+    rng = np.random.default_rng(5)
+    s2 = rng.integers(0, 12000, (13, 30, 30)).astype(np.int16)
+    s2[-1] = rng.integers(0, 12, (30, 30))  # SCL codes
+    s2[:, :4, :4] = INT16_MISSING  # missing pixels are not values
+    assert S2L2A.value_problem(s2) is None
+    s2[-1, 9, 9] = 12  # SCL 12: outside 0..11
+    s2[3, 5, 5] = -7
+    assert S2L2A.value_problem(s2) == "S2L2A band B04: 1 value(s) outside 0..65535 (e.g. -7)"
+    s2[3, 5, 5] = 1
+    assert S2L2A.value_problem(s2) == "S2L2A band SCL: 1 value(s) outside 0..11 (e.g. 12)"
+    s1 = rng.uniform(-30.0, 5.0, (2, 30, 30)).astype(np.float32)
+    s1[0, :3] = np.nan
+    s1[1] = np.nan  # a band with no value
+    assert S1GRD.value_problem(s1) is None
+    s1[0, 7, 7] = np.inf
+    assert S1GRD.value_problem(s1) == "S1GRD band VV: 1 value(s) outside -60..40 (e.g. inf)"
+    with pytest.raises(ValueError, match="2 bands of data for 1 band names"):
+        S1GRD.value_problem(s1, ("VV",))

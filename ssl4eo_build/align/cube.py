@@ -6,9 +6,10 @@ arrays, each starting on a 64-byte boundary. The header holds the metadata (samp
 centre, band names, per-timestamp tile ids and CRSs) and, per array, its dtype, shape, offset,
 stored length and codec. Arrays: ``{modality}/bands`` (time, band, y, x) in the final dtype,
 ``{modality}/time`` (datetime64[ns]), ``cloud_mask`` (time, y, x), ``x``, ``y`` (UTM pixel
-centres). Large arrays are Blosc-LZ4 with byte shuffle: on the simulator's cubes that stores
-16 MB in about 6.5 MB for about 11 ms of one core, less than writing the other 10 MB costs
-(BENCHMARKS.md). A file of the wrong size is reported as damaged. Version 1 files (the same
+centres). Large arrays are Blosc-LZ4 with byte shuffle in 1 MiB blocks: on the simulator's
+cubes that stores 16 MB in about 6.5 MB for about 13 ms of one core, less than writing the
+other 10 MB costs, and decodes in about 11 ms (Blosc's own block size: 17 and 14 ms;
+BENCHMARKS.md). A file of the wrong size is reported as damaged. Version 1 files (the same
 layout, every array raw) still load.
 """
 
@@ -71,7 +72,9 @@ def _padded(offset: int) -> int:
 
 
 def _codec() -> numcodecs.Blosc:
-    return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    return numcodecs.Blosc(
+        cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE, blocksize=1 << 20
+    )
 
 
 def _encoded(cube: AlignedCube) -> dict[str, tuple[NDArray[Any], bytes | memoryview, str]]:
