@@ -327,6 +327,11 @@ def test_stores_are_the_zips_zipfile_writes_and_fall_back_to_it_past_zip32(
         open_shard(tmp_path / "a.zarr.zip")["bands"].values[2, 5, 7]
         == variables["bands"].data[2, 5, 7]
     )
+    # A name that is not ASCII: zipfile's UTF-8 flag.
+    accented = {"été": variables["name"]}
+    expected_utf8 = io.BytesIO()
+    zarr_zip._write_with_zipfile(expected_utf8, zarr_zip._entries(accented, {}))
+    assert bytes(zarr_zip_buffer(accented, {})) == expected_utf8.getvalue()
     # Past the zip32 limits (made small here), zipfile writes the store, zip64 where needed.
     monkeypatch.setattr(zarr_zip, "_ZIP32_LIMIT", 1000)
     sha = write_zarr_zip(tmp_path / "b.zarr.zip", variables, {"k": 1})

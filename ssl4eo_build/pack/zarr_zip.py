@@ -135,7 +135,7 @@ _MODE = 0o644 << 16  # external attributes: a regular file, rw-r--r--
 _ZIP32_LIMIT = (1 << 31) - 1  # sizes and offsets beyond this need zip64 records
 
 
-class _NeedsZip64(Exception):
+class _NeedsZipfile(Exception):
     pass
 
 
@@ -144,13 +144,16 @@ def _write_stored(
 ) -> None:
     """A zip of ``entries``, stored, front to back: the same bytes ``zipfile`` writes for
     them, without its seek back to each local header (so the bytes can be hashed on the
-    way) and its per-entry cost. Beyond the zip32 limits it raises :class:`_NeedsZip64`."""
+    way) and its per-entry cost. Beyond the zip32 limits, or for a name that is not ASCII,
+    it raises :class:`_NeedsZipfile`."""
     central, offset = [], 0
     for key, make in entries:
+        if not key.isascii():  # zipfile flags UTF-8 names
+            raise _NeedsZipfile
         data = make()
         name, size, crc = key.encode("ascii"), len(data), zlib.crc32(data)
         if offset > _ZIP32_LIMIT or size > _ZIP32_LIMIT:
-            raise _NeedsZip64
+            raise _NeedsZipfile
         header = struct.pack(
             _LOCAL, b"PK\x03\x04", _VERSION, 0, 0, 0, _DOS_TIME, _DOS_DATE, crc, size, size,
             len(name), 0,
@@ -166,7 +169,7 @@ def _write_stored(
         offset += len(header) + len(name) + size
     directory = b"".join(central)
     if offset > _ZIP32_LIMIT or len(central) > 0xFFFF:
-        raise _NeedsZip64
+        raise _NeedsZipfile
     write(directory)
     write(
         struct.pack(
@@ -190,7 +193,7 @@ def zarr_zip_buffer(variables: Mapping[str, Variable], attrs: Mapping[str, Any])
     entries = _entries(variables, attrs)
     try:
         _write_stored(buffer.write, entries)
-    except _NeedsZip64:
+    except _NeedsZipfile:
         buffer = io.BytesIO()
         _write_with_zipfile(buffer, entries)
     return buffer.getbuffer()
@@ -205,7 +208,8 @@ def write_zarr_zip(
 ) -> str:
     """The store written to a temporary file (in ``scratch`` when given), hashed on the way,
     fsynced (see :func:`commit_file` for ``sync``) and renamed to ``path``; returns its
-    sha256. A store past the zip32 limits is written again through ``zipfile``."""
+    sha256. A store past the zip32 limits, or with a name that is not ASCII, is written
+    again through ``zipfile``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     target = atomic_target(path, scratch)
     entries = _entries(variables, attrs)
@@ -214,7 +218,7 @@ def write_zarr_zip(
             with HashingWriter(target) as archive:
                 _write_stored(archive.write, entries)
             return commit_file(target, path, archive.hexdigest(), sync)
-        except _NeedsZip64:
+        except _NeedsZipfile:
             with open(target, "wb") as handle:
                 _write_with_zipfile(handle, entries)
             return commit_file(target, path, sync=sync)
