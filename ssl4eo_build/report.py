@@ -57,10 +57,10 @@ def coastline() -> tuple[NDArray[np.float64], ...]:
     return tuple(lines)
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float, constrained: bool = True) -> Any:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100, layout="constrained" if constrained else None)
 
 
 def _draw_coast(ax: Any) -> None:
@@ -112,7 +112,14 @@ def _preview_figure(item: dict[str, Any], crs: int | None) -> Any:
     columns += [m for m in ("NDVI", "LULC", "DEM") if m in available]
     times = next(item[f"time_{m}"] for m in ("S2RGB", "S1GRD", "NDVI", "LULC") if m in item)
     rows = len(times)
-    fig = _figure(2.2 * len(columns), 2.2 * rows + 0.6)
+    # Fixed margins (in inches, as the constrained layout would leave them): that layout
+    # took half of a preview's time with 24 panels.
+    width, height = 2.2 * len(columns) + 0.6, 2.2 * rows + 0.8
+    fig = _figure(width, height, constrained=False)
+    fig.subplots_adjust(
+        left=0.05 / width, right=1 - 0.65 / width, bottom=0.05 / height, top=1 - 0.75 / height,
+        wspace=0.06, hspace=0.13,
+    )  # fmt: skip
     axes = fig.subplots(rows, len(columns), squeeze=False)
     s1_dates = _dates(item["time_S1GRD"]) if "S1GRD" in item else []
     for r in range(rows):
