@@ -126,11 +126,11 @@ print(json.dumps({"seconds": seconds, "peak_rss_bytes": peak}))
 
 def _layouts_codecs() -> dict[str, numcodecs.Blosc]:
     """Each modality's codec as `pack` writes it with the default settings."""
-    from ssl4eo_build.pack.stage import _compressors
+    from ssl4eo_build.pack.stage import compressors
 
     return {
         m: numcodecs.Blosc(cname, level, numcodecs.Blosc.SHUFFLE, blocksize)
-        for m, (cname, level, blocksize) in _compressors(
+        for m, (cname, level, blocksize) in compressors(
             load_config(WORK / "bench.toml").pack
         ).items()
     }

@@ -177,7 +177,7 @@ def run_pool(
         bar.close()
 
 
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 
 
 def _reuse_freed_memory() -> None:
@@ -187,8 +187,8 @@ def _reuse_freed_memory() -> None:
     (BENCHMARKS.md). Nothing happens where there is no ``mallopt``."""
     try:
         libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_MAX, 0)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         pass
 

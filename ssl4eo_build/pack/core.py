@@ -17,7 +17,7 @@ import os
 import tarfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -419,11 +419,20 @@ class PackPart:
     tar: ShardPlan | None = None
 
     def __post_init__(self) -> None:
-        at = {sample_id: i for i, sample_id in enumerate(self.samples)}
+        samples = self.samples
+        at = {sample_id: i for i, sample_id in enumerate(samples)}
         for plan in self.shards:
             start = at.get(plan.sample_ids[0], -1)
-            if self.samples[start : start + len(plan.sample_ids)] != plan.sample_ids:
+            if samples[start : start + len(plan.sample_ids)] != plan.sample_ids:
                 raise ValueError(f"shard {plan.split} {plan.number}: not a run of the part")
+
+    @classmethod
+    def of(
+        cls, modality: str, cubes: CubeFiles, shards: tuple[ShardPlan, ...], tar: ShardPlan | None
+    ) -> PackPart:
+        """The part, carrying only its own samples' entries of ``cubes`` (it is pickled)."""
+        part = cls(modality, {}, shards, tar)
+        return replace(part, cube_files={i: cubes[i] for i in part.samples if i in cubes})
 
     @property
     def samples(self) -> tuple[str, ...]:
@@ -444,7 +453,7 @@ class PackPart:
 
 def _open_cubes(part: PackPart) -> tuple[list[CubeFile], list[str]]:
     """The part's cubes and the ids of damaged (or unrecorded) ones. The first modality's
-    part checks each cube against its recorded sha256 (hashing every cube once per pack, not
+    part checks each cube against its recorded sha256 (hashing every cube once per part, not
     once per modality or layout): a shard is recorded only when every part succeeded, so a
     damaged cube it finds keeps its files out until the cube is aligned again."""
     opened, damaged = [], []

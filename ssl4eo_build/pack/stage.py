@@ -69,7 +69,7 @@ def run_pack(
     a cube that is missing or damaged is aligned again first (its raw files fetched again only
     if they are damaged too)."""
     p = config.pack
-    _compressors(p)  # a bad setting stops the pack before anything is recorded
+    compressors(p)  # a bad setting stops the pack before anything is recorded
     work = WorkDir.at(work_dir)
     out_dir = Path(os.path.abspath(out if out is not None else work.root / "dataset"))
     with owned(work_dir), Manifest.open(work_dir, create=False) as manifest:
@@ -282,18 +282,12 @@ def _write_parts(
         name: pack.Output(layout.root, layout.encoding, sync) for name, layout in layouts.items()
     }
     # Group after group, so that shards are recorded (and survive a crash) as the pack goes.
-    jobs = []
-    for shards, tar in _part_groups(todo):
-        samples = pack.PackPart("", {}, shards, tar).samples
-        own = {i: cubes[i] for i in samples if i in cubes}  # this part's only: pickled
-        jobs += [
-            _PartJob(
-                pack.PackPart(m, own, shards, tar),
-                outputs.get(pack.ZARR),
-                outputs.get(pack.WEBDATASET),
-            )
-            for m in _by_size()
-        ]
+    zarr, tars, order = outputs.get(pack.ZARR), outputs.get(pack.WEBDATASET), _by_size()
+    jobs = [
+        _PartJob(pack.PackPart.of(m, cubes, shards, tar), zarr, tars)
+        for shards, tar in _part_groups(todo)
+        for m in order
+    ]
     counts = {"written": 0}
     done: dict[tuple[str, str, int], list[pack.ShardResult]] = {}
     damaged: dict[tuple[str, str, int], set[str]] = {}
@@ -437,7 +431,7 @@ def write_build_json(
     return write_atomic(layout.root / BUILD_FILE, data, scratch_dir(layout.root))
 
 
-def _compressors(p: PackConfig) -> dict[str, tuple[str, int, int]]:
+def compressors(p: PackConfig) -> dict[str, tuple[str, int, int]]:
     """The Blosc codec of each modality (``pack.blosc_lz4`` checked)."""
     unknown = sorted(set(p.blosc_lz4) - set(registry.names()))
     if unknown:
@@ -462,7 +456,7 @@ def _layouts(
     """The layouts ``pack.format`` asks for. With ``both``, OUT holds the Zarr layout as
     published and OUT/webdataset the tar layout."""
     p = config.pack
-    compressor = _compressors(p)
+    compressor = compressors(p)
     out: list[Layout] = []
     if p.format in ("zarr", "both"):
         encoding = pack.Encoding(compressor, p.s2_offset_zarr, date_rule, origin)
