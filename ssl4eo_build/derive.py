@@ -169,16 +169,36 @@ def s2_rgb(rgb: NDArray[Any], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
     (median below 1,000).
 
     The squeeze is monotonic, so the second quantiles are the squeezed order statistics of the
-    input: one partial sort serves both.
+    input: one partial sort serves both. Whole numbers (S-2 DN, as align has them) take their
+    order statistics from a histogram and map through a table of every value between the
+    smallest and the largest: the same float64 steps, once per distinct value.
     """
-    values = np.array(rgb, dtype=np.float64).reshape(-1)  # a copy: squeezed in place below
-    n = values.size
-    first = (p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q)
-    second = (p.rgb_low_q, p.rgb_high_q)
-    ranks = _ranks(n, first + second)
+    flat = rgb.reshape(-1)
+    ranks = _ranks(flat.size, _rgb_quantiles(p))
+    if rgb.dtype.kind in "iu":
+        low = int(flat.min())
+        index = flat.astype(np.intp) - low
+        cumulative = np.cumsum(np.bincount(index))
+        found = np.searchsorted(cumulative, ranks, side="right")
+        stats = {k: float(low + v) for k, v in zip(ranks, found.tolist(), strict=True)}
+        table = np.arange(low, low + cumulative.size, dtype=np.float64)
+        return _rgb_mapped(table, stats, flat.size, p)[index].reshape(rgb.shape)
+    values = np.array(flat, dtype=np.float64)  # a copy: squeezed in place below
     partial = np.partition(values, ranks)
     stats = {k: float(partial[k]) for k in ranks}
-    lo, median, hi = _quantiles(stats, n, first)
+    return _rgb_mapped(values, stats, flat.size, p).reshape(rgb.shape)
+
+
+def _rgb_quantiles(p: AlignConfig) -> tuple[float, ...]:
+    return (p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q, p.rgb_low_q, p.rgb_high_q)
+
+
+def _rgb_mapped(
+    values: NDArray[np.float64], stats: dict[int, float], n: int, p: AlignConfig
+) -> NDArray[np.uint8]:
+    """``values`` (float64, changed in place) through the v1.1 mapping whose quantiles come
+    from ``stats``, the order statistics of ``n`` values at :func:`_ranks`."""
+    lo, median, hi = _quantiles(stats, n, _rgb_quantiles(p)[:3])
 
     def squeeze(v: NDArray[np.float64]) -> NDArray[np.float64]:
         above, below = v > hi, v < lo
@@ -186,8 +206,10 @@ def s2_rgb(rgb: NDArray[Any], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
         v[below] = lo - p.rgb_compress_factor * (lo - v[below])
         return v
 
+    ranks = sorted(stats)
     squeezed_stats = squeeze(np.array([stats[k] for k in ranks]))
-    lower, upper = _quantiles(dict(zip(ranks, squeezed_stats.tolist(), strict=True)), n, second)
+    squeezed = dict(zip(ranks, squeezed_stats.tolist(), strict=True))
+    lower, upper = _quantiles(squeezed, n, _rgb_quantiles(p)[3:])
     upper = max(upper, p.rgb_min_upper)
     if median < p.rgb_dark_median:
         lower = 0.0
@@ -195,4 +217,4 @@ def s2_rgb(rgb: NDArray[Any], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
     scaled -= lower
     scaled *= 255.0 / max(upper - lower, 1e-9)
     np.rint(scaled, out=scaled)
-    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8).reshape(rgb.shape)
+    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)

@@ -141,6 +141,9 @@ def test_rgb_equals_the_report_recipe(seed: int) -> None:
     img = rng.gamma(2.0, scale, size=(3, 37, 53)).round()
     img[:, :3] = rng.uniform(8000, 20000, size=(3, 3, 53)).round()  # bright outliers
     np.testing.assert_array_equal(s2_rgb(img), _rgb_by_the_report(img))
+    # Whole numbers, as align has them: histogram and table, the same bytes.
+    for whole in (np.minimum(img, 32767.0), np.minimum(img, 32767.0) - 500.0):  # and negatives
+        np.testing.assert_array_equal(s2_rgb(whole.astype(np.int16)), _rgb_by_the_report(whole))
 
 
 def test_rgb_compresses_extremes_by_half() -> None:

@@ -152,12 +152,19 @@ def _layer(raster: Raster, path: Path, key: tuple[str, int], product: Product) -
     bands = tuple(raster.bands[i][len(prefix) :] for i in index)
     if bands != product.bands:
         raise RawFileError(f"{path}: bands {bands} for {prefix[:-1]}, expected {product.bands}")
-    data = raster.data[index]
+    data = raster.data[_as_slice(index)]
     problem = product.value_problem(data)
     if problem is not None:
         raise RawFileError(f"{path}: corrupt values ({problem})")
     tags = {k[len(prefix) :]: v for k, v in raster.tags.items() if k.startswith(prefix)}
     return Raster(data, raster.grid, bands, tags)
+
+
+def _as_slice(index: list[int]) -> slice | list[int]:
+    """``index`` as a slice where it is a run of consecutive bands (a view, not a copy)."""
+    if index and index == list(range(index[0], index[-1] + 1)):
+        return slice(index[0], index[-1] + 1)
+    return index
 
 
 def _prefetch(paths: Iterable[Path]) -> None:
@@ -280,10 +287,12 @@ def _stack(
     layer (an optional companion the granule lacks)."""
     shape = (len(seasons), len(product.bands), grid.height, grid.width)
     dtype = np.dtype(product.raw_dtype)
-    stack = np.full(shape, missing_value(dtype), dtype=dtype)
+    stack = np.empty(shape, dtype=dtype)  # onto_grid writes every pixel
     for t, season in enumerate(seasons):
         raster = rasters.get((name, season))
-        if raster is not None:
+        if raster is None:
+            stack[t] = missing_value(dtype)
+        else:
             onto_grid(raster.data, raster.grid, grid, method, stack[t])
     return stack
 
