@@ -68,7 +68,8 @@ def test_reprojection_puts_values_where_they_belong() -> None:
 def test_nan_threshold_edges(missing: int, rejected: bool, dtype: str) -> None:
     cube = np.ones((4, 2, 100, 100), dtype=dtype)
     cube[2, 1].flat[:missing] = missing_value(cube.dtype)
-    worst, where = worst_nan({"S2L2A": cube, "S1GRD": np.ones((4, 2, 100, 100), np.float32)})
+    masks = {"S2L2A": is_missing(cube), "S1GRD": np.zeros((4, 2, 100, 100), bool)}
+    worst, where = worst_nan(masks)
     assert (worst > 0.01) == rejected
     assert worst == missing / 10_000
     if missing:

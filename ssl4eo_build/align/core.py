@@ -119,28 +119,29 @@ def nearest_source(src: PixelGrid, dst: PixelGrid) -> NDArray[np.intp]:
     return found
 
 
-def nan_fractions(cube: NDArray[Any]) -> NDArray[np.float64]:
-    """Missing fraction per leading index of a (..., h, w) array."""
-    plane = cube.shape[-2] * cube.shape[-1]
-    return np.count_nonzero(is_missing(cube), axis=(-2, -1)) / plane
+def nan_fractions(missing: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Missing fraction per leading index of a (..., h, w) missing-pixel mask."""
+    plane = missing.shape[-2] * missing.shape[-1]
+    return np.count_nonzero(missing, axis=(-2, -1)) / plane
 
 
-def worst_nan(cubes: dict[str, NDArray[Any]]) -> tuple[float, tuple[str, int, int]]:
+def worst_nan(missing: dict[str, NDArray[np.bool_]]) -> tuple[float, tuple[str, int, int]]:
     """Largest missing fraction over every (modality, timestamp, band) of (time, band, y, x)
-    cubes, and where it is."""
+    missing-pixel masks, and where it is."""
     worst, where = -1.0, ("", 0, 0)
-    for name, cube in cubes.items():
-        fractions = nan_fractions(cube)
+    for name, mask in missing.items():
+        fractions = nan_fractions(mask)
         t, b = np.unravel_index(int(np.argmax(fractions)), fractions.shape)
         if fractions[t, b] > worst:
             worst, where = float(fractions[t, b]), (name, int(t), int(b))
     return worst, where
 
 
-def fill_nearest(image: NDArray[Any]) -> NDArray[Any]:
-    """Each missing pixel of a 2-D image takes the value of the nearest valid pixel (ties:
-    scipy's)."""
-    missing = is_missing(image)
+def fill_nearest(image: NDArray[Any], missing: NDArray[np.bool_] | None = None) -> NDArray[Any]:
+    """Each missing pixel of a 2-D image (``missing``, found when not given) takes the value
+    of the nearest valid pixel (ties: scipy's)."""
+    if missing is None:
+        missing = is_missing(image)
     if not missing.any():
         return image
     if missing.all():
@@ -149,9 +150,11 @@ def fill_nearest(image: NDArray[Any]) -> NDArray[Any]:
     return image[tuple(indices)]
 
 
-def fill_cube(cube: NDArray[Any]) -> NDArray[Any]:
-    """:func:`fill_nearest` on every (..., h, w) plane that has a missing pixel (in place)."""
+def fill_cube(cube: NDArray[Any], missing: NDArray[np.bool_]) -> NDArray[Any]:
+    """:func:`fill_nearest` on every (..., h, w) plane of ``cube`` that has a pixel
+    ``missing`` (its mask, the cube's shape; in place)."""
     flat = cube.reshape(-1, *cube.shape[-2:])
-    for i in np.flatnonzero(is_missing(flat).any(axis=(1, 2))):
-        flat[i] = fill_nearest(flat[i])
+    masks = missing.reshape(flat.shape)
+    for i in np.flatnonzero(masks.any(axis=(1, 2))):
+        flat[i] = fill_nearest(flat[i], masks[i])
     return cube

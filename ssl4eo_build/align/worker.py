@@ -218,8 +218,13 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask, sync: bool = Tru
         for name, p in products.items()
     }
     watch.lap("reproject")
-    checked = {name: stacks[name] for name, p in products.items() if p.missing == "reject"}
-    worst, where = worst_nan(checked)
+    # One missing-pixel mask per stack: the threshold, the fill and the cloud mask use it.
+    missing = {
+        name: is_missing(stacks[name]) for name, p in products.items() if p.missing != "keep"
+    }
+    worst, where = worst_nan(
+        {name: missing[name] for name, p in products.items() if p.missing == "reject"}
+    )
     if worst > a.nan_threshold:
         band = products[where[0]].bands[where[2]]
         season = seasons[where[0]][where[1]]
@@ -231,12 +236,12 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask, sync: bool = Tru
             worst,
             seconds=watch.seconds,
         )
-    missing_l2a = is_missing(stacks["S2L2A"][:, -1])  # SCL, before the fill
+    missing_l2a = missing["S2L2A"][:, -1]  # SCL, before the fill (the fill keeps masks)
     for name, product in products.items():
         if product.missing == "reject":
-            fill_cube(stacks[name])
+            fill_cube(stacks[name], missing[name])
         elif product.missing != "keep":
-            stacks[name][is_missing(stacks[name])] = product.missing
+            stacks[name][missing[name]] = product.missing
     watch.lap("fill")
     layers = AlignedLayers(stacks, products, _cloud_masks(stacks, missing_l2a, a), a)
     modalities = {m.name: _modality(m, layers, rasters, seasons) for m in registry.MODALITIES}
