@@ -7,6 +7,13 @@ only once it is on disk. Temporary names live in a scratch directory of the tree
 being written (``WORK/.tmp`` for raw files and cubes, ``DATASET/.tmp`` for the packed output):
 a killed run leaves its half-written files there, and the next command removes the whole
 directory before it starts (:func:`clear_scratch`), without walking the tree.
+
+Checksums: work-dir files (raw GeoTIFFs, aligned cubes) carry an xxh3-128 checksum, written
+``xxh3:`` and 32 hex digits; it catches any damage at a small fraction of sha256's cost
+(BENCHMARKS.md), and every location's files are hashed at download and again at align and
+pack. The packed dataset is hashed with sha256, the form ``sha256sum -c`` checks. A recorded
+checksum without the prefix is a sha256 (shards, and work dirs of earlier versions), and is
+checked as one.
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
+
+import xxhash
 
 T = TypeVar("T")
+
+XXH3 = "xxh3:"  # the prefix of a work-dir file's checksum
 
 SCRATCH = ".tmp"
 
@@ -48,17 +59,17 @@ def atomic_target(path: Path, scratch: Path | None = None) -> Path:
     return scratch / f"{unique}-{path.name}"
 
 
-def commit_file(tmp: Path, path: Path, sha256: str | None = None, sync: bool = True) -> str:
+def commit_file(tmp: Path, path: Path, digest: str | None = None, sync: bool = True) -> str:
     """fsync ``tmp`` (unless ``sync`` is false: the caller makes ``path`` durable with
-    :func:`fsync_file` before it records it), rename it over ``path`` and return the sha256
-    of what was committed (``sha256`` when the writer hashed what it wrote)."""
-    if sha256 is None:
-        sha256 = file_sha256(tmp)  # read back from the page cache
+    :func:`fsync_file` before it records it), rename it over ``path`` and return the checksum
+    of what was committed: ``digest`` when the caller has it, else the file's sha256."""
+    if digest is None:
+        digest = file_sha256(tmp)  # read back from the page cache
     if sync:
         fsync_file(tmp)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, path)
-    return sha256
+    return digest
 
 
 def fsync_file(path: Path) -> None:
@@ -144,17 +155,47 @@ def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> str:
         tmp.unlink(missing_ok=True)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+class _Digest(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _digest(like: str | None) -> tuple[_Digest, str]:
+    """The hash of a checksum in the form of ``like`` (xxh3-128 when None), and its prefix."""
+    if like is None or like.startswith(XXH3):
+        return xxhash.xxh3_128(), XXH3
+    return hashlib.sha256(), ""
+
+
+def _file_into(path: Path, digest: _Digest) -> _Digest:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest
 
 
-def intact(path: Path, sha256: str | None) -> bool:
+def checksum(data: bytes | memoryview, like: str | None = None) -> str:
+    """The work-dir checksum of ``data``; in the form of ``like`` (a recorded checksum) when
+    given."""
+    digest, prefix = _digest(like)
+    digest.update(data)
+    return prefix + digest.hexdigest()
+
+
+def file_checksum(path: Path, like: str | None = None) -> str:
+    """:func:`checksum` of the file at ``path``."""
+    digest, prefix = _digest(like)
+    return prefix + _file_into(path, digest).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return _file_into(path, hashlib.sha256()).hexdigest()
+
+
+def intact(path: Path, recorded: str | None) -> bool:
     """``path`` exists and, when a checksum was recorded, still has it."""
     try:
-        return path.is_file() and (sha256 is None or file_sha256(path) == sha256)
+        return path.is_file() and (recorded is None or file_checksum(path, recorded) == recorded)
     except OSError:
         return False

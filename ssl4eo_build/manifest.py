@@ -19,7 +19,9 @@ Tables (see README "The manifest" for every column):
   the location's shards are verified; ``raw``: by ``clean --raw``), made again when needed.
 
 Every path is stored relative to the work directory, so a work directory can be moved, copied
-or used from any current directory. Files carry the sha256 recorded when they were written.
+or used from any current directory. Files carry the checksum recorded when they were written
+(column ``sha256``: a sha256 for shards, ``xxh3:...`` for raw files and cubes, see
+:mod:`ssl4eo_build.files`).
 Status and other read-only commands open the database read-only (:meth:`Manifest.open_readonly`)
 and never block a running build.
 """

@@ -15,7 +15,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from .errors import Ssl4eoError
-from .files import atomic_target, commit_file
+from .files import atomic_target, commit_file, file_checksum
 from .grid import PixelGrid
 from .modalities import INT16_MISSING
 
@@ -82,7 +82,7 @@ def write_geotiff(
     level: int = 1,
 ) -> str:
     """GeoTIFF with band descriptions and tags, written atomically (the temporary file in
-    ``scratch`` when given); returns the file's sha256.
+    ``scratch`` when given); returns the file's checksum (:func:`~ssl4eo_build.files.checksum`).
 
     ``data`` is float with NaN for missing pixels. Compressed files (``compress`` at
     ``level``) use the horizontal predictor. As ``float32`` it is stored as is (nodata
@@ -121,7 +121,7 @@ def write_geotiff(
             for i, name in enumerate(bands, start=1):
                 dst.set_band_description(i, name)
             dst.update_tags(**dict(tags))
-        return commit_file(tmp, path)
+        return commit_file(tmp, path, file_checksum(tmp))
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -18,6 +19,7 @@ from ssl4eo_build.align.cube import (
     load_cube,
     save_cube,
 )
+from ssl4eo_build.files import file_checksum, intact
 from ssl4eo_build.raster_io import RawFileError
 
 TIMES = np.array(["2021-03-05", "2021-06-20"], dtype="datetime64[ns]")
@@ -93,6 +95,28 @@ def test_damaged_cubes_are_reported(tmp_path: Path) -> None:
     path.write_bytes(bytes(damaged))
     with pytest.raises(RawFileError, match="unreadable aligned cube"):
         load_cube(path)
+
+
+def test_checksums_of_either_form_are_checked(tmp_path: Path) -> None:
+    """A cube's recorded checksum is xxh3-128 ("xxh3:" and 32 hex digits); a 64-digit one
+    (a sha256, recorded by earlier versions) is checked as a sha256. Either catches a
+    flipped byte."""
+    path = tmp_path / "c.cube"
+    recorded = save_cube(path, small_cube())
+    assert recorded.startswith("xxh3:") and len(recorded) == 5 + 32
+    assert recorded == file_checksum(path) and recorded != file_checksum(path, "0" * 64)
+    legacy = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert file_checksum(path, legacy) == legacy
+    for checksum in (recorded, legacy):
+        assert intact(path, checksum)
+        assert_same(small_cube(), load_cube(path, checksum))
+    damaged = bytearray(path.read_bytes())
+    damaged[-1] ^= 1
+    path.write_bytes(bytes(damaged))
+    for checksum in (recorded, legacy):
+        assert not intact(path, checksum)
+        with pytest.raises(RawFileError, match="checksum differs"):
+            load_cube(path, checksum)
 
 
 def test_arrays_decode_into_a_given_buffer_and_its_size_is_checked(tmp_path: Path) -> None:

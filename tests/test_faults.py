@@ -194,7 +194,7 @@ def test_one_damaged_raw_file_is_fetched_again_alone(tmp_path: Path) -> None:
     args = ["-c", str(cfg), "-w", str(work), "-q"]
     assert runner.invoke(app, ["align", *args]).exit_code == 0
     reasons = dict(query(work, "SELECT sample_id, reason FROM downloads WHERE status='failed'"))
-    assert str(victims[0][1]) in reasons[victims[0][0]] and "sha256" in reasons[victims[0][0]]
+    assert str(victims[0][1]) in reasons[victims[0][0]] and "checksum" in reasons[victims[0][0]]
     assert "6200" in reasons[victims[1][0]]
     assert runner.invoke(app, ["download", *args]).exit_code == 0
     assert runner.invoke(app, ["align", *args]).exit_code == 0

@@ -15,7 +15,6 @@ layout, every array raw) still load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import numcodecs
 import numpy as np
 from numpy.typing import NDArray
 
-from ..files import atomic_target, commit_file
+from ..files import atomic_target, checksum, commit_file, file_checksum
 from ..raster_io import RawFileError
 
 
@@ -91,7 +90,7 @@ def _encoded(cube: AlignedCube) -> dict[str, tuple[NDArray[Any], bytes | memoryv
 
 def save_cube(path: Path, cube: AlignedCube, scratch: Path | None = None, sync: bool = True) -> str:
     """Write ``cube`` atomically (temporary file in ``scratch`` when given; ``sync`` as for
-    :func:`commit_file`); returns the file's sha256."""
+    :func:`commit_file`); returns the file's checksum."""
     encoded = _encoded(cube)
     layout: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -131,7 +130,7 @@ def save_cube(path: Path, cube: AlignedCube, scratch: Path | None = None, sync: 
                 handle.seek(start + layout[name]["offset"])
                 handle.write(stored)
             handle.truncate(start + offset)
-        return commit_file(tmp, path, sync=sync)
+        return commit_file(tmp, path, file_checksum(tmp), sync=sync)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -171,8 +170,8 @@ class CubeFile:
         try:
             with open(path, "rb") as handle:
                 blob = handle.read() if sha256 is not None else handle.read(1 << 16)
-                if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
-                    raise ValueError("its sha256 differs from the one recorded when it was written")
+                if sha256 is not None and checksum(blob, sha256) != sha256:
+                    raise ValueError("its checksum differs from the one recorded when written")
                 if not blob.startswith((MAGIC, MAGIC_V1)):
                     raise ValueError("not an aligned cube")
                 (size,) = struct.unpack_from("<Q", blob, len(MAGIC))

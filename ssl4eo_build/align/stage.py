@@ -142,7 +142,7 @@ def _record_patch(manifest: Manifest, result: AlignResult) -> None:
             result.epsg,
             result.nan_fraction_max,
             result.path,
-            result.sha256,
+            result.checksum,
         )
         if result.damaged:
             # Only the damaged files are fetched again by the next `download` run.

@@ -1,7 +1,7 @@
 """One location through `align`: read the raw GeoTIFFs, align, write the cube.
 
 Runs in a worker process; returns a small :class:`AlignResult` for the coordinator, which alone
-writes the manifest. Every raw file is checked before use: its sha256 against the one recorded
+writes the manifest. Every raw file is checked before use: its checksum against the one recorded
 at download, and its values against the product's hard limits. A damaged file yields a
 ``failed`` result naming it, so that file alone is fetched again by the next `download` run.
 """
@@ -24,7 +24,7 @@ from rasterio.errors import RasterioError
 from .. import modalities as registry
 from ..config import AlignConfig, Config
 from ..derive import AlignedLayers, cloud_mask
-from ..files import file_sha256
+from ..files import file_checksum
 from ..geo import LonLat, majority_crs
 from ..grid import PixelGrid, transformer
 from ..modalities import (
@@ -45,7 +45,7 @@ from .cube import AlignedCube, Modality, save_cube
 class AlignTask:
     sample_id: str
     position: LonLat
-    # (product, season) -> (raw GeoTIFF relative to the work dir, EPSG, sha256 or None)
+    # (product, season) -> (raw GeoTIFF relative to the work dir, EPSG, checksum or None)
     files: dict[tuple[str, int], tuple[str, int, str | None]]
     # Reference-index mode: the published patch to reproduce (its footprint in its tile CRS).
     patch: PixelGrid | None = None
@@ -59,7 +59,7 @@ class AlignResult:
     epsg: int | None = None
     nan_fraction_max: float | None = None
     path: str | None = None  # the cube, relative to the work dir
-    sha256: str | None = None  # of the cube
+    checksum: str | None = None  # of the cube
     damaged: tuple[tuple[str, int], ...] = ()  # raw files to fetch again: (product, season)
     seconds: dict[str, float] = field(default_factory=dict)  # read, reproject, fill, derive, write
 
@@ -115,9 +115,9 @@ def _read_all(
     # One GDAL environment for all files; raw files have no side-car files to look for.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
         for rel, keys in by_file.items():
-            _, epsg, sha256 = task.files[keys[0]]
+            _, epsg, recorded = task.files[keys[0]]
             try:
-                raster = _read_one(work.path(rel), products[keys[0][0]], epsg, sha256, grid)
+                raster = _read_one(work.path(rel), products[keys[0][0]], epsg, recorded, grid)
                 for key in keys:
                     rasters[key] = _layer(raster, work.path(rel), key, products[key[0]])
             except (RawFileError, RasterioError) as exc:
@@ -126,15 +126,15 @@ def _read_all(
 
 
 def _read_one(
-    path: Path, product: Product, epsg: int, sha256: str | None, grid: PixelGrid
+    path: Path, product: Product, epsg: int, recorded: str | None, grid: PixelGrid
 ) -> Raster:
-    if sha256 is not None:
+    if recorded is not None:
         try:
-            actual = file_sha256(path)
+            actual = file_checksum(path, recorded)
         except OSError as exc:
             raise RawFileError(f"{path}: unreadable ({exc.strerror})") from None
-        if actual != sha256:
-            raise RawFileError(f"{path}: sha256 differs from the one recorded at download")
+        if actual != recorded:
+            raise RawFileError(f"{path}: checksum differs from the one recorded at download")
     raster = read_geotiff(path, within=grid, dtype=product.raw_dtype)
     if raster.grid.epsg != epsg:
         raise RawFileError(f"{path}: EPSG:{raster.grid.epsg}, manifest says EPSG:{epsg}")
@@ -263,10 +263,10 @@ def align_location(cfg: Config, work: WorkDir, task: AlignTask, sync: bool = Tru
     )
     watch.lap("derive")
     relpath = cube_relpath(task.sample_id)
-    sha256 = save_cube(work.path(relpath), cube, work.scratch, sync)
+    checksum = save_cube(work.path(relpath), cube, work.scratch, sync)
     watch.lap("write")
     return AlignResult(
-        task.sample_id, "ok", None, epsg, worst, relpath, sha256, seconds=watch.seconds
+        task.sample_id, "ok", None, epsg, worst, relpath, checksum, seconds=watch.seconds
     )
 
 
