@@ -34,7 +34,7 @@ $(ZARR2_STAMP):
 	touch $(ZARR2_STAMP)
 
 test: $(STAMP) $(ZARR2_STAMP)
-	SSL4EO_ZARR2_PYTHON=$(abspath $(ZARR2_VENV))/bin/python $(BIN)/python -m pytest -q
+	SSL4EO_ZARR2_PYTHON=$(abspath $(ZARR2_VENV))/bin/python $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check ssl4eo_build cli tests bench
