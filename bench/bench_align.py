@@ -5,7 +5,7 @@ times :func:`align_location` in one process per case, and the whole stage with o
 core: once with the raw files in the page cache (just written), once from disk (cache dropped;
 needs root).
 
-It also times the one-core pass with the raw files' recorded sha256 checked (the default)
+It also times the one-core pass with the raw files' recorded checksums checked (the default)
 and without (as for a work dir from before checksums), side by side.
 
     .venv/bin/python -m bench.bench_align [N] [--json]   (default 120)
@@ -143,7 +143,7 @@ def main(n: int = 120, as_json: bool = False) -> dict[str, float | None]:
                 ratio = single["per_core_loc_s"] / unverified["per_core_loc_s"]
                 print(
                     f"  checksums: one core {single['per_core_loc_s']:.1f} loc/s with the raw "
-                    f"files' sha256 checked, {unverified['per_core_loc_s']:.1f} without "
+                    f"files' checksums checked, {unverified['per_core_loc_s']:.1f} without "
                     f"(ratio {ratio:.2f}); read {single['read_ms']:.0f} vs "
                     f"{unverified['read_ms']:.0f} ms"
                 )
