@@ -174,7 +174,8 @@ def s2_rgb(rgb: NDArray[Any], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
     smallest and the largest: the same float64 steps, once per distinct value.
     """
     flat = rgb.reshape(-1)
-    ranks = _ranks(flat.size, _rgb_quantiles(p))
+    squeeze_qs, scale_qs = _rgb_quantiles(p)
+    ranks = _ranks(flat.size, squeeze_qs + scale_qs)
     if rgb.dtype.kind in "iu":
         low = int(flat.min())
         index = flat.astype(np.intp) - low
@@ -189,8 +190,9 @@ def s2_rgb(rgb: NDArray[Any], p: AlignConfig = V11_RGB) -> NDArray[np.uint8]:
     return _rgb_mapped(values, stats, flat.size, p).reshape(rgb.shape)
 
 
-def _rgb_quantiles(p: AlignConfig) -> tuple[float, ...]:
-    return (p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q, p.rgb_low_q, p.rgb_high_q)
+def _rgb_quantiles(p: AlignConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The quantiles of the squeeze (low bound, median, high bound), then of the scaling."""
+    return (p.rgb_clip_low_q, 0.5, p.rgb_clip_high_q), (p.rgb_low_q, p.rgb_high_q)
 
 
 def _rgb_mapped(
@@ -198,7 +200,8 @@ def _rgb_mapped(
 ) -> NDArray[np.uint8]:
     """``values`` (float64, changed in place) through the v1.1 mapping whose quantiles come
     from ``stats``, the order statistics of ``n`` values at :func:`_ranks`."""
-    lo, median, hi = _quantiles(stats, n, _rgb_quantiles(p)[:3])
+    squeeze_qs, scale_qs = _rgb_quantiles(p)
+    lo, median, hi = _quantiles(stats, n, squeeze_qs)
 
     def squeeze(v: NDArray[np.float64]) -> NDArray[np.float64]:
         above, below = v > hi, v < lo
@@ -209,7 +212,7 @@ def _rgb_mapped(
     ranks = sorted(stats)
     squeezed_stats = squeeze(np.array([stats[k] for k in ranks]))
     squeezed = dict(zip(ranks, squeezed_stats.tolist(), strict=True))
-    lower, upper = _quantiles(squeezed, n, _rgb_quantiles(p)[3:])
+    lower, upper = _quantiles(squeezed, n, scale_qs)
     upper = max(upper, p.rgb_min_upper)
     if median < p.rgb_dark_median:
         lower = 0.0

@@ -161,16 +161,17 @@ def _decoded(
 
 
 class CubeFile:
-    """An aligned cube on disk, read lazily: the header and the small arrays when opened (with
-    ``sha256``, the whole file checked against it), each large array when asked for, read
-    from its own byte range. `pack` holds one modality of a shard at a time this way."""
+    """An aligned cube on disk, read lazily: the header and the small arrays when opened
+    (with ``recorded``, a checksum, the whole file checked against it), each large array when
+    asked for, read from its own byte range. `pack` holds one modality of a shard at a time
+    this way."""
 
-    def __init__(self, path: Path, sha256: str | None = None) -> None:
+    def __init__(self, path: Path, recorded: str | None = None) -> None:
         self.path = path
         try:
             with open(path, "rb") as handle:
-                blob = handle.read() if sha256 is not None else handle.read(1 << 16)
-                if sha256 is not None and checksum(blob, sha256) != sha256:
+                blob = handle.read() if recorded is not None else handle.read(1 << 16)
+                if recorded is not None and checksum(blob, recorded) != recorded:
                     raise ValueError("its checksum differs from the one recorded when written")
                 if not blob.startswith((MAGIC, MAGIC_V1)):
                     raise ValueError("not an aligned cube")
@@ -226,10 +227,10 @@ class CubeFile:
         return self.array(f"{modality}/time")
 
 
-def load_cube(path: Path, sha256: str | None = None) -> AlignedCube:
-    """Read a whole cube; with ``sha256`` (recorded when it was written) the bytes must
-    match."""
-    cube = CubeFile(path, sha256)
+def load_cube(path: Path, recorded: str | None = None) -> AlignedCube:
+    """Read a whole cube; with ``recorded``, the checksum recorded when it was written, the
+    bytes must match."""
+    cube = CubeFile(path, recorded)
     modalities = {
         name: Modality(
             bands=cube.array(f"{name}/bands"),

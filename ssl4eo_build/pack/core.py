@@ -315,7 +315,7 @@ class ShardResult:
         return cls(plan.split, plan.number, (), (), {}, tuple(sample_ids))
 
 
-CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, sha256 or None)
+CubeFiles = dict[str, tuple[str, str | None]]  # sample id -> (cube path, checksum or None)
 INT16_MAX = 32767
 
 
@@ -414,7 +414,7 @@ class PackPart:
     layouts. The first modality's part also carries the metadata rows."""
 
     modality: str
-    cube_files: CubeFiles  # the samples: cube path and recorded sha256
+    cube_files: CubeFiles  # the samples: cube path and recorded checksum
     shards: tuple[ShardPlan, ...] = ()
     tar: ShardPlan | None = None
 
@@ -453,7 +453,7 @@ class PackPart:
 
 def _open_cubes(part: PackPart) -> tuple[list[CubeFile], list[str]]:
     """The part's cubes and the ids of damaged (or unrecorded) ones. The first modality's
-    part checks each cube against its recorded sha256 (hashing every cube once per part, not
+    part checks each cube against its recorded checksum (hashing every cube once per part, not
     once per modality or layout): a shard is recorded only when every part succeeded, so a
     damaged cube it finds keeps its files out until the cube is aligned again."""
     opened, damaged = [], []
@@ -461,9 +461,9 @@ def _open_cubes(part: PackPart) -> tuple[list[CubeFile], list[str]]:
         if sample_id not in part.cube_files:
             damaged.append(sample_id)
             continue
-        path, sha256 = part.cube_files[sample_id]
+        path, recorded = part.cube_files[sample_id]
         try:
-            opened.append(CubeFile(Path(path), sha256 if part.first else None))
+            opened.append(CubeFile(Path(path), recorded if part.first else None))
         except RawFileError:
             damaged.append(sample_id)
     return opened, damaged
