@@ -45,8 +45,12 @@ def zarr_loader(
 
 
 def _decoded(member: bytes) -> zarr.Group:
-    mapper = fsspec.filesystem("zip", fo=io.BytesIO(member), block_size=None).get_mapper("")
-    return zarr.open_consolidated(mapper, mode="r")
+    fs = fsspec.filesystem("zip", fo=io.BytesIO(member), block_size=None, skip_instance_cache=True)
+    # fsspec's zip listing is built on first use, directories first and files after: zarr's
+    # concurrent first reads (its key lookups run in threads) can see it half built and take
+    # ".zmetadata" for missing. Listing once here, before zarr reads, closes that window.
+    fs.find("")
+    return zarr.open_consolidated(fs.get_mapper(""), mode="r")
 
 
 def webdataset_loader(
