@@ -61,7 +61,7 @@ def codec_table(n: int = 16) -> list[dict[str, Any]]:
         ),
         strict=True,
     )
-    default = {**_layouts_codecs(), "cloud_mask": numcodecs.Blosc("zstd", 1, blocksize=MIB)}
+    default = {**_layouts_codecs(), "cloud_mask": numcodecs.Blosc("zstd", 1, blocksize=4 * MIB)}
     raw = sum(c.nbytes for c in chunks)
     t0 = time.perf_counter()
     for c in chunks:
@@ -79,7 +79,7 @@ def codec_table(n: int = 16) -> list[dict[str, Any]]:
         )
         for cname, level, shuffle, blocksize in CODECS
     ]
-    mixes.append(("default (zstd-1 1MiB, lz4-5 for pack.blosc_lz4)", [default[m] for m in owners]))
+    mixes.append(("default (zstd-1 4MiB, lz4-5 for pack.blosc_lz4)", [default[m] for m in owners]))
     for name, codecs in mixes:
         t0 = time.perf_counter()
         encoded = [codec.encode(c) for codec, c in zip(codecs, chunks, strict=True)]

@@ -107,7 +107,7 @@ def test_exact_schema(packed: tuple[Config, Path]) -> None:
     for shard in (ds, s1, rgb):
         compressor = shard["bands"].encoding["compressors"][0].get_config()
         assert (compressor["cname"], compressor["clevel"], compressor["blocksize"]) == (
-            "zstd", 1, 1 << 20
+            "zstd", 1, 4 << 20
         )  # fmt: skip
     for name, dtype, band in (("NDVI", np.float16, "ndvi"), ("LULC", np.uint8, "lulc")):
         extra = open_shard(str(path).replace("S2L2A", name))
