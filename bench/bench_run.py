@@ -91,7 +91,8 @@ def coordinator_overhead(n: int = 2000) -> dict[str, float]:
     shutil.rmtree(work, ignore_errors=True)
     with Manifest.open(work) as m:
         with m.transaction() as db:
-            m.insert_locations(db, ((f"{i:07d}", 1.0, 2.0, "x", "sample", i) for i in range(n)))
+            ids = [f"{i:07d}" for i in range(n)]
+            m.insert_locations(db, (ids, [1.0] * n, [2.0] * n, ["x"] * n, ["sample"] * n, range(n)))
         scenes = [
             (p, s, f"scene{p}{s}", datetime(2021, 3, 20).isoformat(), 1.0, 32632, None, "/x", "0")
             for p in ("S2L1C", "S2L2A", "S1GRD", "CS", "LULC")

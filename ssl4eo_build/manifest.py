@@ -36,7 +36,6 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ SCHEMA_VERSION = 2  # 2: paths relative to the work dir, sha256 of raw files and
 
 STATUSES = ("pending", "ok", "rejected", "failed")
 _MAX_ID = "\uffff"  # sorts after every sample id
-_ROWS_PER_INSERT = 100  # rows per INSERT statement in insert_rows
+_ROWS_PER_INSERT = 100  # rows per INSERT statement in insert_columns
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -425,15 +424,16 @@ class Manifest:
     def insert_locations(
         self,
         db: sqlite3.Connection,
-        rows: Iterable[tuple[str, float, float, str | None, str, int | None]],
+        columns: Sequence[Sequence[Any]],
     ) -> None:
-        """Rows of (sample_id, lon, lat, city, origin, candidate), all accepted (``ok``)."""
-        insert_rows(
+        """Columns sample_id, lon, lat, city, origin, candidate (one list each, a row per
+        location), all accepted (``ok``)."""
+        insert_columns(
             db,
             "INSERT INTO locations(sample_id, lon, lat, city, status, reason, origin, candidate) "
             "VALUES",
             "(?, ?, ?, ?, 'ok', NULL, ?, ?)",
-            rows,
+            columns,
         )
 
     def insert_reference_times(
@@ -793,18 +793,26 @@ class Manifest:
         return report
 
 
-def insert_rows(db: sqlite3.Connection, head: str, row: str, rows: Iterable[Sequence[Any]]) -> None:
-    """``head`` followed by one ``row`` of placeholders per row, for every row: many rows per
-    statement, which halves the cost of a large insert against one statement per row."""
-    rows = list(rows)
-    if not rows:
+def insert_columns(
+    db: sqlite3.Connection, head: str, row: str, columns: Sequence[Sequence[Any]]
+) -> None:
+    """``head`` followed by one ``row`` of placeholders per row, the rows given as columns of
+    equal length: many rows per statement, which halves the cost of a large insert against
+    one statement per row. The parameters are interleaved a column at a time (a slice
+    assignment each), not row by row."""
+    width, n = len(columns), len(columns[0]) if columns else 0
+    if n == 0:
         return
-    width = len(rows[0])
-    full = len(rows) - len(rows) % _ROWS_PER_INSERT
-    flat = list(chain.from_iterable(rows[:full]))
+    if any(len(c) != n for c in columns):
+        lengths = sorted({len(c) for c in columns})
+        raise ValueError(f"columns of {lengths} rows, expected one length for all")
+    flat: list[Any] = [None] * (n * width)
+    for k, column in enumerate(columns):
+        flat[k::width] = column
+    full = (n - n % _ROWS_PER_INSERT) * width
     step = width * _ROWS_PER_INSERT
     db.executemany(
         head + ",".join([row] * _ROWS_PER_INSERT),
-        [flat[i : i + step] for i in range(0, len(flat), step)],
+        [flat[i : i + step] for i in range(0, full, step)],
     )
-    db.executemany(head + row, rows[full:])
+    db.executemany(head + row, [flat[i : i + width] for i in range(full, n * width, width)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +63,12 @@ def run_sample(
                 cities, config.sample, (r.position for r in existing), wanted, start
             ):
                 first = next_number + added
-                rows = zip(
+                columns = (
                     [f"{i:07d}" for i in range(first, first + len(progress))],
                     progress.lon.tolist(),
                     progress.lat.tolist(),
                     cities.labels(progress.city),
-                    repeat("sample"),
+                    ["sample"] * len(progress),
                     progress.candidate.tolist(),
                 )
                 overlaps += progress.overlaps
@@ -77,7 +76,7 @@ def run_sample(
                 # Locations and the resume counter commit together: a kill between chunks
                 # resumes exactly where the stream stopped.
                 with manifest.transaction() as db:
-                    manifest.insert_locations(db, rows)
+                    manifest.insert_locations(db, columns)
                     manifest.set_meta("sample.next_candidate", str(drawn), db)
                     manifest.set_meta(
                         "sample.overlap_rejections", str(overlaps_before + overlaps), db
@@ -116,8 +115,12 @@ def import_index(config: Config, work_dir: Path, index_path: Path) -> SampleSumm
             manifest.insert_locations(
                 db,
                 (
-                    (loc.sample_id, loc.position.lon, loc.position.lat, None, "index", None)
-                    for loc in indexed
+                    [loc.sample_id for loc in indexed],
+                    [loc.position.lon for loc in indexed],
+                    [loc.position.lat for loc in indexed],
+                    [None] * len(indexed),
+                    ["index"] * len(indexed),
+                    [None] * len(indexed),
                 ),
             )
             manifest.insert_reference_times(
