@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from functools import cache
 
-try:
-    __version__ = version("ssl4eo-build")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "unknown"
+__version__: str  # from the package metadata, on first use (__getattr__)
+
+
+@cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ssl4eo-build")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def __getattr__(name: str) -> object:
-    """``SampleDataset`` and ``open_shard`` load on use: the CLI starts without xarray."""
+    """``__version__``, ``SampleDataset`` and ``open_shard`` load on use: the CLI starts
+    without xarray, and reads the package metadata only when the version is asked for."""
+    if name == "__version__":
+        return _version()
     if name == "SampleDataset":
         from .reader import SampleDataset
 
