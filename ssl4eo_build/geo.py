@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,11 +82,11 @@ def pairs_within(points: NDArray[np.float64], radius: float) -> NDArray[np.int64
 
     The points go into a grid of cubic cells with side ``radius`` (or more), so a close pair
     shares a cell or lies in two neighbouring ones. All points are searched at once: the
-    occupied cells are sorted by key, and for each of the forward neighbour offsets one
-    ``searchsorted`` finds the neighbouring cell of every cell. Cheap when cells hold few
-    points, as sampled locations do.
+    occupied cells are sorted by key. The last axis has stride 1, so the three neighbours of a
+    cell along it in another row of cells are consecutive keys: one ``searchsorted`` per
+    forward row finds all three. Cheap when cells hold few points, as sampled locations do.
     """
-    n, dim = points.shape
+    n = len(points)
     if n == 0:
         return np.empty((0, 2), dtype=np.int64)
     side = radius  # a cell no smaller than the radius; larger when keys would overflow int64
@@ -103,27 +103,42 @@ def pairs_within(points: NDArray[np.float64], radius: float) -> NDArray[np.int64
     first = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
     cells, count = sorted_key[first], np.diff(np.r_[first, n])
     found = []
-    for offset in itertools.product((-1, 0, 1), repeat=dim):
-        delta = int(np.dot(offset, strides))
-        if delta < 0:
-            continue  # each neighbouring pair of cells is visited once, from its lower key
-        if delta == 0:
-            a = b = np.flatnonzero(count > 1)
-        else:
-            b = np.minimum(np.searchsorted(cells, cells + delta), len(cells) - 1)
-            a = np.flatnonzero(cells[b] == cells + delta)
-            b = b[a]
+    multi = np.flatnonzero(count > 1)  # cells whose points pair among themselves
+    for a, b in itertools.chain([(multi, multi)], _forward_neighbours(cells, strides)):
         size = count[a] * count[b]
         owner = np.repeat(np.arange(len(a)), size)
         rank = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
         i = first[a][owner] + rank // count[b][owner]
         j = first[b][owner] + rank % count[b][owner]
-        if delta == 0:
+        if a is b:  # pairs within a cell
             i, j = i[i < j], j[i < j]
         found.append(np.column_stack([order[i], order[j]]))
     pairs = np.concatenate(found)
     close = np.square(points[pairs[:, 0]] - points[pairs[:, 1]]).sum(axis=1) < radius * radius
     return np.sort(pairs[close], axis=1)
+
+
+def _forward_neighbours(
+    cells: NDArray[np.int64], strides: NDArray[np.int64]
+) -> Iterator[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """For the sorted, distinct cell keys ``cells``, each neighbour of a larger key: the
+    indices ``a`` of the cells that have it and ``b`` of that neighbour."""
+    last = len(cells) - 1
+    index = np.arange(len(cells))
+    ahead = index[:-1][cells[1:] == cells[:-1] + 1]  # the next cell along the last axis
+    yield ahead, ahead + 1
+    for offset in itertools.product((-1, 0, 1), repeat=len(strides) - 1):
+        row = int(np.dot(offset, strides[:-1]))
+        if row <= 0:
+            continue  # each neighbouring pair of cells is visited once, from its lower key
+        # Keys row-1, row, row+1 ahead of each cell: where the first would sit, then the
+        # next positions, each one further only when the key before it is there.
+        at = np.searchsorted(cells, cells + (row - 1))
+        for step in (-1, 0, 1):
+            clipped = np.minimum(at, last)
+            hit = cells[clipped] == cells + (row + step)
+            yield index[hit], clipped[hit]
+            at = at + hit
 
 
 def utm_epsg(lon: float, lat: float) -> int:
