@@ -352,9 +352,7 @@ class Manifest:
         previous = self.get_meta(f"config.{stage}")
         current = json.dumps(settings, sort_keys=True, default=str)
         if previous is not None and previous != current and has_results and not force:
-            old, new = json.loads(previous), json.loads(current)
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            detail = settings_diff(json.loads(previous), json.loads(current))
             raise ConfigChangedError(
                 f"{self.path}: stage `{stage}` already has results made with a different "
                 f"config ({detail}). Re-run with the original config, use a new --work-dir, "
@@ -369,6 +367,13 @@ class Manifest:
             (stage, utc_now(), fingerprint(settings), blob),
         )
         return int(cur.lastrowid or 0)
+
+    def last_run_settings(self, stage: str) -> dict[str, Any] | None:
+        """The settings the stage's latest run started with (None if it never ran)."""
+        row = self.db.execute(
+            "SELECT config_json FROM stage_runs WHERE stage=? ORDER BY id DESC LIMIT 1", (stage,)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def last_runs(self) -> dict[str, dict[str, str | None]]:
         """Per stage, when its last run started and finished (None while unfinished)."""
@@ -791,6 +796,12 @@ class Manifest:
             for r in runs
         ]
         return report
+
+
+def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
+    """The keys whose values differ, as ``key: old -> new``, comma-separated ("" if none)."""
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
 
 
 def insert_columns(

@@ -267,11 +267,19 @@ def test_killed_pack_finishes_only_missing_shards(packed: tuple[Config, Path], t
 def test_changed_settings_are_refused(packed: tuple[Config, Path], tmp_path) -> None:
     cfg, work = packed
     pipeline.run_pack(cfg, work, out=tmp_path / "once", progress=False)
-    with pytest.raises(ConfigChangedError, match="--force"):
+    # The setting that changed is named, with its old and new value.
+    with pytest.raises(
+        ConfigChangedError, match=r"other settings \(pack\.seed: 0 -> 99\).*--force"
+    ):
         pipeline.run_pack(
             override(cfg, "pack.seed", 99), work, out=tmp_path / "once", progress=False
         )
     assert pipeline.run_pack(cfg, work, out=tmp_path / "once", progress=False).shards_written == 0
+    # Other inputs with the same settings: one location fewer to pack.
+    with Manifest.open(work) as manifest:
+        ids = sorted(r[0] for r in manifest.packable())[1:]
+    with pytest.raises(ConfigChangedError, match=r"from other inputs .*--force"):
+        pipeline.run_pack(cfg, work, out=tmp_path / "once", progress=False, sample_ids=ids)
 
 
 def test_validate_passes_and_catches_a_broken_shard(packed: tuple[Config, Path], tmp_path) -> None:

@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..executor import DaskExecutor, run_pool
 from ..files import SCRATCH, DeferredSync, clear_scratch, intact, scratch_dir, write_atomic
-from ..manifest import Manifest, settled_cut, utc_now
+from ..manifest import Manifest, settings_diff, settled_cut, utc_now
 from ..workdir import WorkDir, owned
 from . import core as pack
 
@@ -104,10 +104,17 @@ def run_pack(
         previous = manifest.get_meta("pack.plan")
         changed = previous is not None and previous != plan_key and manifest.count("shards") > 0
         if same_out and changed and not force:
+            before = manifest.last_run_settings("pack") or {}
+            before.pop("out", None)
+            detail = settings_diff(before, settings, prefix="pack.")
             raise ConfigChangedError(
-                f"{manifest.path}: the shards in {out_dir} were packed from other inputs or "
-                "settings (more aligned locations, another seed, shard size, split or format). "
-                "Pack into a new --out, or pass --force to rewrite every shard."
+                f"{manifest.path}: the shards in {out_dir} were packed "
+                + (
+                    f"with other settings ({detail})"
+                    if detail
+                    else "from other inputs (more or other aligned locations)"
+                )
+                + ". Pack into a new --out, or pass --force to rewrite every shard."
             )
         if not same_out or changed:
             with manifest.transaction() as db:
