@@ -228,8 +228,9 @@ class PackConfig:
     keep_partial: bool = False
     # Blosc Zstd level 1, byte shuffle, 4 MiB blocks: chosen by bench_pack for write speed,
     # read speed and ratio together (on the simulator's cubes about 7x zstd-5's write speed,
-    # faster reads and 0.87x its ratio; 4 MiB blocks write about 10 % and read about 20 %
-    # faster than 1 MiB ones; BENCHMARKS.md). Block size in bytes, 0: Blosc's own.
+    # faster reads and 0.87x its ratio; with 4 MiB blocks rather than 1 MiB, S2L2A writes and
+    # reads about 20 % faster, a whole sample 7 % and 13 %; BENCHMARKS.md). Block size in
+    # bytes, 0: Blosc's own.
     blosc_cname: str = field(
         default="zstd", metadata=_choice("zstd", "lz4", "lz4hc", "zlib", "blosclz")
     )

@@ -107,13 +107,10 @@ def run_pack(
             before = manifest.last_run_settings("pack") or {}
             before.pop("out", None)
             detail = settings_diff(before, settings, prefix="pack.")
+            why = f"with other settings ({detail})" if detail else "from other inputs"
             raise ConfigChangedError(
-                f"{manifest.path}: the shards in {out_dir} were packed "
-                + (
-                    f"with other settings ({detail})"
-                    if detail
-                    else "from other inputs (more or other aligned locations)"
-                )
+                f"{manifest.path}: the shards in {out_dir} were packed {why}"
+                + ("" if detail else " (more or other aligned locations)")
                 + ". Pack into a new --out, or pass --force to rewrite every shard."
             )
         if not same_out or changed:

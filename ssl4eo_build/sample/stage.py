@@ -112,17 +112,11 @@ def import_index(config: Config, work_dir: Path, index_path: Path) -> SampleSumm
             )
         run_id = manifest.begin_run("sample", {"from_index": str(index_path)})
         with manifest.transaction() as db:
-            manifest.insert_locations(
-                db,
-                (
-                    [loc.sample_id for loc in indexed],
-                    [loc.position.lon for loc in indexed],
-                    [loc.position.lat for loc in indexed],
-                    [None] * len(indexed),
-                    ["index"] * len(indexed),
-                    [None] * len(indexed),
-                ),
-            )
+            rows = [
+                (loc.sample_id, loc.position.lon, loc.position.lat, None, "index", None)
+                for loc in indexed
+            ]
+            manifest.insert_locations(db, list(zip(*rows, strict=True)))
             manifest.insert_reference_times(
                 db,
                 (
