@@ -25,13 +25,13 @@ import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
-from numcodecs.abc import Codec
 from numpy.typing import NDArray
 
 from .. import modalities as registry
 from ..align.cube import AlignedCube, CubeFile
 from ..files import HashingWriter, atomic_target, commit_file, scratch_dir
 from ..raster_io import RawFileError
+from .blosc_blocks import BloscChunk
 from .zarr_zip import Variable, write_zarr_zip, zarr_zip_buffer
 
 SPLITS = ("train", "val")
@@ -105,8 +105,8 @@ def plan_shards(
 def shard_variables(
     cubes: Sequence[CubeFile],
     modality: str,
-    bands: NDArray[Any] | TimeMajor,
-    cloud_mask: NDArray[np.uint8] | TimeMajor | None,
+    bands: NDArray[Any] | TimeChunks,
+    cloud_mask: NDArray[np.uint8] | TimeChunks | None,
     encoding: Encoding,
 ) -> dict[str, Variable]:
     """The v1.1 variables of one modality for ``cubes`` (in order): ``bands`` (sample, time,
@@ -332,7 +332,7 @@ class Encoding:
     # rerun of the same build, so shards stay byte-identical.
     provenance: tuple[tuple[str, str], ...] = ()
 
-    def codec(self, modality: str) -> Codec:
+    def codec(self, modality: str) -> numcodecs.Blosc:
         return blosc(*self.compressor[modality])
 
     def bands_attrs(self, modality: str) -> dict[str, Any]:
@@ -498,27 +498,31 @@ def _array(cube: CubeFile, name: str) -> NDArray[Any]:
         raise _DamagedCube(cube.sample_id) from None
 
 
-class TimeMajor:
-    """A (sample, time, ...) array held time-major, so that the chunk of one time index (all
-    samples) is one contiguous block: built from the cubes without a copy per chunk."""
+class TimeChunks:
+    """A (sample, time, ...) array of a shard, one chunk per time index, compressed block by
+    block as its samples are added (:class:`BloscChunk`): a shard's S-2 stack is over 400 MB,
+    and memory touched for the first time is slow (BENCHMARKS.md); this holds a few blocks
+    and the compressed chunks."""
 
-    def __init__(self, by_time: NDArray[Any]) -> None:
-        self.by_time = by_time  # (time, sample, ...)
-        self.shape = (by_time.shape[1], by_time.shape[0], *by_time.shape[2:])
-        self.dtype = by_time.dtype
-
-    def __getitem__(self, key: tuple[slice, ...]) -> NDArray[Any]:
-        time = key[1]
-        if key[0] != slice(0, self.shape[0]) or time.stop - time.start != 1:
-            raise IndexError("a TimeMajor array gives whole time chunks only")
-        return self.by_time[time.start][:, None]
-
-    @classmethod
-    def empty(cls, n: int, like: tuple[tuple[int, ...], np.dtype[Any]], kind: str) -> TimeMajor:
-        """Room for ``n`` samples of an array of ``like`` (shape, dtype of one sample's), in
-        this thread's reused stack buffer of ``kind``."""
+    def __init__(
+        self, n: int, like: tuple[tuple[int, ...], np.dtype[Any]], codec: numcodecs.Blosc
+    ) -> None:
         (n_time, *rest), dtype = like
-        return cls(reused(f"stack:{kind}", (n_time, n, *rest), dtype))
+        self.shape = (n, n_time, *rest)
+        self.dtype = np.dtype(dtype)
+        nbytes = n * math.prod(rest) * self.dtype.itemsize
+        self.chunks = [BloscChunk(codec, nbytes, self.dtype) for _ in range(n_time)]
+
+    def add(self, values: NDArray[Any]) -> None:
+        """The next sample's (time, ...) values."""
+        for chunk, at_time in zip(self.chunks, values, strict=True):
+            chunk.write(at_time)
+
+    def encoded_chunk(self, index: tuple[int, ...]) -> list[bytes]:
+        """The chunk of one time index (``index`` is (0, time, 0, ...)), compressed."""
+        if index[0] or any(index[2:]):
+            raise IndexError(f"chunk {index}: a shard has one chunk per time index")
+        return self.chunks[index[1]].pieces()
 
 
 def _result(
@@ -539,18 +543,14 @@ def _result(
 
 class _ZarrShard:
     """A Zarr shard of one modality being filled a sample at a time: its values with the
-    layout's offset, time-major in this thread's reused buffers, and its band sums."""
+    layout's offset, compressed as they come, and its band sums."""
 
     def __init__(self, out: Output, part: PackPart, plan: ShardPlan, cube: CubeFile) -> None:
         self.out, self.part, self.plan = out, part, plan
-        name = f"{part.modality}/bands"
-        self.bands = TimeMajor.empty(len(plan.sample_ids), cube.shape(name), "bands")
+        n, codec = len(plan.sample_ids), out.encoding.codec(part.modality)
+        self.bands = TimeChunks(n, cube.shape(f"{part.modality}/bands"), codec)
         with_mask = registry.modality(part.modality).cloud_mask
-        self.mask = (
-            TimeMajor.empty(len(plan.sample_ids), cube.shape("cloud_mask"), "mask")
-            if with_mask
-            else None
-        )
+        self.mask = TimeChunks(n, cube.shape("cloud_mask"), codec) if with_mask else None
         self.cubes: list[CubeFile] = []
         self.stats = RunningStats()
 
@@ -558,10 +558,14 @@ class _ZarrShard:
         self, cube: CubeFile, bands: NDArray[Any], mask: NDArray[Any] | None, sums: Sums
     ) -> ShardResult | None:
         """One more sample; the result once the shard is full and written."""
-        i, modality, encoding = len(self.cubes), self.part.modality, self.out.encoding
-        stored = encoding.shift(modality, bands, self.bands.by_time[:, i], sums[1])
+        modality, encoding = self.part.modality, self.out.encoding
+        stored = bands  # the tar needs them unshifted
+        if encoding.offset(modality):
+            room = reused("shifted", bands.shape, bands.dtype)
+            stored = encoding.shift(modality, bands, room, sums[1])
+        self.bands.add(stored)
         if self.mask is not None and mask is not None:
-            self.mask.by_time[:, i] = mask
+            self.mask.add(mask)
         self.stats.add_sums(encoding.sums(modality, sums[0], sums[1], stored))
         self.cubes.append(cube)
         if len(self.cubes) < len(self.plan.sample_ids):

@@ -6,7 +6,8 @@ member of the WebDataset layout, most of a member's time): a group (``.zgroup``,
 per variable ``.zarray`` (shape, chunks, dtype, fill value, compressor) and ``.zattrs`` (its
 attributes and ``_ARRAY_DIMENSIONS``, xarray's dimension names), the chunks (``0.1.0.0.0``),
 and the consolidated ``.zmetadata`` that ``xr.open_zarr`` reads. A variable's chunks are made
-one at a time (``Variable.chunk``), so a writer holds one compressed chunk beside its input.
+one at a time (``Variable.chunk``), so a writer holds one compressed chunk beside its input,
+unless the variable's data comes compressed already (a shard's stack, ``core.TimeChunks``).
 Times are stored as whole seconds since 1970 with CF ``units``, as xarray decodes them.
 """
 
@@ -36,12 +37,15 @@ DEFAULT_CODEC = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.S
 TIME_UNITS = {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian"}
 
 
+Pieces = list[bytes]  # an entry's bytes, in pieces written one after another
+
+
 @dataclass(frozen=True)
 class Variable:
     """One array of the store: its dimensions, chunking, codec and attributes."""
 
     dims: tuple[str, ...]
-    data: Any  # an array, or anything with shape, dtype and chunk-slicing (TimeMajor)
+    data: Any  # an array, or anything with shape, dtype and ``encoded_chunk`` (TimeChunks)
     chunks: tuple[int, ...] | None = None  # None: one chunk
     codec: Codec = field(default_factory=lambda: DEFAULT_CODEC)
     attrs: Mapping[str, Any] = field(default_factory=dict)
@@ -65,12 +69,15 @@ class Variable:
         for index in itertools.product(*(range(n) for n in counts)):
             yield ".".join(map(str, index)), index
 
-    def chunk(self, index: tuple[int, ...]) -> bytes:
+    def chunk(self, index: tuple[int, ...]) -> Pieces:
+        """One chunk compressed, as pieces to write one after another."""
+        if hasattr(self.data, "encoded_chunk"):  # compressed already, as its values came
+            pieces: Pieces = self.data.encoded_chunk(index)
+            return pieces
         part = self.data[
             tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, self.chunk_shape, strict=True))
         ]
-        encoded = self.codec.encode(np.ascontiguousarray(part))
-        return bytes(encoded)
+        return [bytes(self.codec.encode(np.ascontiguousarray(part)))]
 
     def zarray(self) -> dict[str, Any]:
         dtype = self.data.dtype
@@ -107,22 +114,23 @@ def _json(value: Any) -> bytes:
     return encoded
 
 
-def _entries(
-    variables: Mapping[str, Variable], attrs: Mapping[str, Any]
-) -> list[tuple[str, Callable[[], bytes]]]:
+Entries = list[tuple[str, Callable[[], Pieces]]]
+
+
+def _entries(variables: Mapping[str, Variable], attrs: Mapping[str, Any]) -> Entries:
     """The store's entries in sorted order, each made when it is written (a chunk is
     compressed then)."""
     metadata: dict[str, Any] = {".zgroup": {"zarr_format": 2}, ".zattrs": dict(attrs)}
-    entries: dict[str, Callable[[], bytes]] = {}
+    entries: dict[str, Callable[[], Pieces]] = {}
     for name, var in variables.items():
         metadata[f"{name}/.zarray"] = var.zarray()
         metadata[f"{name}/.zattrs"] = var.zattrs()
         for key, index in var.chunk_keys():
             entries[f"{name}/{key}"] = lambda v=var, i=index: v.chunk(i)  # type: ignore[misc]
     for key, value in metadata.items():
-        entries[key] = lambda v=value: _json(v)  # type: ignore[misc]
+        entries[key] = lambda v=value: [_json(v)]  # type: ignore[misc]
     consolidated = {"metadata": metadata, "zarr_consolidated_format": 1}
-    entries[".zmetadata"] = lambda: _json(consolidated)
+    entries[".zmetadata"] = lambda: [_json(consolidated)]
     return sorted(entries.items())
 
 
@@ -139,9 +147,7 @@ class _NeedsZipfile(Exception):
     pass
 
 
-def _write_stored(
-    write: Callable[[bytes], Any], entries: list[tuple[str, Callable[[], bytes]]]
-) -> None:
+def _write_stored(write: Callable[[bytes], Any], entries: Entries) -> None:
     """A zip of ``entries``, stored, front to back: the same bytes ``zipfile`` writes for
     them, without its seek back to each local header (so the bytes can be hashed on the
     way) and its per-entry cost. Beyond the zip32 limits, or for a name that is not ASCII,
@@ -150,8 +156,10 @@ def _write_stored(
     for key, make in entries:
         if not key.isascii():  # zipfile flags UTF-8 names
             raise _NeedsZipfile
-        data = make()
-        name, size, crc = key.encode("ascii"), len(data), zlib.crc32(data)
+        pieces = make()
+        name, size, crc = key.encode("ascii"), sum(map(len, pieces)), 0
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
         if offset > _ZIP32_LIMIT or size > _ZIP32_LIMIT:
             raise _NeedsZipfile
         header = struct.pack(
@@ -159,7 +167,8 @@ def _write_stored(
             len(name), 0,
         )  # fmt: skip
         write(header + name)
-        write(data)
+        for piece in pieces:
+            write(piece)
         central.append(
             struct.pack(
                 _CENTRAL, b"PK\x01\x02", _VERSION, _UNIX, _VERSION, 0, 0, 0, _DOS_TIME,
@@ -178,13 +187,13 @@ def _write_stored(
     )
 
 
-def _write_with_zipfile(handle: IO[bytes], entries: list[tuple[str, Callable[[], bytes]]]) -> None:
+def _write_with_zipfile(handle: IO[bytes], entries: Entries) -> None:
     """The same store through ``zipfile`` (which adds zip64 records where needed)."""
     with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
         for key, make in entries:
             info = zipfile.ZipInfo(key, ZIP_EPOCH)
             info.external_attr = _MODE
-            archive.writestr(info, make())
+            archive.writestr(info, b"".join(make()))
 
 
 def zarr_zip_buffer(variables: Mapping[str, Variable], attrs: Mapping[str, Any]) -> memoryview:

@@ -1,0 +1,146 @@
+"""A Blosc chunk compressed block by block as its values arrive, so that a Zarr shard's chunk
+(every sample of one time index, over 100 MB for S-2) never has to be held whole.
+
+Blosc (format 1, as numcodecs writes it) compresses a chunk in blocks of ``blocksize``
+bytes, each independently: a 16-byte header (version, versionlz, flags, typesize, nbytes,
+blocksize, cbytes), the offset of every block (int32), then the blocks. A full block
+compressed alone, as a chunk of one block of the same size, is the same bytes as inside the
+whole chunk. The last, shorter block differs: Blosc does not split a short last block into
+byte streams, and a block that does not compress makes a one-block chunk a plain copy. Those
+are compressed as the second block of a chunk whose first block is zeros, which is exactly
+how they sit in the whole chunk. The result is byte-identical to ``codec.encode`` of the
+whole chunk on one thread (tested); only a chunk that does not compress at all, which Blosc
+would store as a plain copy, comes out as valid blocks instead.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+from typing import Any
+
+import numcodecs
+import numpy as np
+from numpy.typing import NDArray
+
+_HEADER = struct.Struct("<4B3I")  # version, versionlz, flags, typesize, nbytes, blocksize, cbytes
+_MEMCPYED = 0x02  # flags: the chunk is a plain copy of its input
+_PROBE_FLOOR = 16 << 20  # bytes: Blosc's choice of block size stops growing with the input
+
+Config = tuple[str, int, int, int]  # cname, clevel, shuffle, blocksize (0: Blosc's choice)
+
+
+def _codec(config: Config) -> numcodecs.Blosc:
+    return numcodecs.Blosc(*config)
+
+
+@lru_cache(maxsize=256)
+def _layout(config: Config, nbytes: int, itemsize: int) -> tuple[int, ...]:
+    """The header Blosc writes for a chunk of ``nbytes`` (its version, flags, typesize and
+    block size do not depend on the values): found by compressing zeros, no more of them
+    than it takes for the block size to be Blosc's choice for ``nbytes``."""
+    probe = min(nbytes, max(2 * config[3], _PROBE_FLOOR))
+    header = _HEADER.unpack_from(_codec(config).encode(np.zeros(probe // itemsize, f"u{itemsize}")))
+    if probe < nbytes and header[5] >= probe:  # the probe bounded the block: ask in full
+        zeros = np.zeros(nbytes // itemsize, f"u{itemsize}")
+        header = _HEADER.unpack_from(_codec(config).encode(zeros))
+    return header
+
+
+@lru_cache(maxsize=256)
+def _plan(config: Config, nbytes: int, itemsize: int) -> tuple[int, ...] | None:
+    """How a chunk of ``nbytes`` is compressed a block at a time: its header's first four
+    bytes, its block size, and how many blocks of zeros go before a block of each size (a
+    full block, the last one) for Blosc to lay it out as in the whole chunk; None when the
+    chunk is one block or no such number is found (the chunk is then compressed whole)."""
+    header = _layout(config, nbytes, itemsize)
+    flags, blocksize = header[2], header[5]
+    if nbytes <= blocksize or flags & _MEMCPYED:
+        return None
+    before = []
+    for size in (blocksize, nbytes % blocksize or blocksize):
+        k = next(
+            (
+                k
+                for k in (1, 2, 4, 8, 16, 32, 64)
+                if _layout(config, k * blocksize + size, itemsize)[2::3] == (flags, blocksize)
+            ),
+            None,
+        )
+        if k is None:  # pragma: no cover - no such Blosc seen
+            return None
+        before.append(k)
+    return (*header[:4], blocksize, *before)
+
+
+class BloscChunk:
+    """One chunk of ``nbytes`` bytes of ``dtype`` values for ``codec``: :meth:`write` its
+    values front to back, then :meth:`pieces` gives the compressed chunk. Holds one block of
+    input (a chunk of one block: the chunk) and the compressed blocks."""
+
+    def __init__(self, codec: numcodecs.Blosc, nbytes: int, dtype: np.dtype[Any]) -> None:
+        self.dtype = np.dtype(dtype)
+        cname = codec.cname.decode() if isinstance(codec.cname, bytes) else str(codec.cname)
+        self.config: Config = (cname, int(codec.clevel), int(codec.shuffle), int(codec.blocksize))
+        self.nbytes = nbytes
+        self.plan = _plan(self.config, nbytes, self.dtype.itemsize)
+        self.blocksize = nbytes if self.plan is None else self.plan[4]
+        most = 0 if self.plan is None else max(self.plan[5:])
+        # the block being filled, after the blocks of zeros that may go before it
+        self._zeros_and_block = np.zeros((most + 1) * self.blocksize, np.uint8)
+        self._block = self._zeros_and_block[most * self.blocksize :]
+        self._filled = 0
+        self._written = 0
+        self._blocks: list[bytes] = []
+
+    def write(self, values: NDArray[Any]) -> None:
+        """The next values of the chunk (any shape, C order, this chunk's dtype)."""
+        data = np.ascontiguousarray(values, dtype=self.dtype).reshape(-1).view(np.uint8)
+        if self._written + data.size > self.nbytes:
+            raise ValueError(f"{self._written + data.size} bytes for a chunk of {self.nbytes}")
+        self._written += data.size
+        at = 0
+        while at < data.size:
+            take = min(self.blocksize - self._filled, data.size - at)
+            self._block[self._filled : self._filled + take] = data[at : at + take]
+            self._filled += take
+            at += take
+            if self._filled == self.blocksize and self.plan is not None:
+                self._compress_block()
+
+    def _compress_block(self) -> None:
+        assert self.plan is not None
+        size, blocksize = self._filled, self.blocksize
+        self._filled = 0
+        block = self._block[:size].view(self.dtype)
+        if size == blocksize:
+            alone = _codec((*self.config[:3], blocksize)).encode(block)
+            header = _HEADER.unpack_from(alone)
+            if header[2] == self.plan[2] and header[5] == blocksize:
+                self._blocks.append(bytes(memoryview(alone)[_HEADER.size + 4 :]))
+                return
+        # the last block, or one that does not compress alone: after blocks of zeros
+        k = self.plan[5] if size == blocksize else self.plan[6]
+        start = len(self._zeros_and_block) - blocksize - k * blocksize
+        whole = self._zeros_and_block[start : start + (k + 1) * blocksize][: k * blocksize + size]
+        encoded = _codec(self.config).encode(whole.view(self.dtype))
+        header = _HEADER.unpack_from(encoded)
+        if header[2::3] != (self.plan[2], blocksize):  # pragma: no cover - see _plan
+            raise RuntimeError(f"Blosc laid out {header}, expected {self.plan}")
+        (last,) = struct.unpack_from("<I", encoded, _HEADER.size + 4 * k)
+        self._blocks.append(bytes(memoryview(encoded)[last:]))
+
+    def pieces(self) -> list[bytes]:
+        """The compressed chunk, as pieces to write one after another; every value must have
+        been written."""
+        if self._written != self.nbytes:
+            raise ValueError(f"{self._written} bytes written of a chunk of {self.nbytes}")
+        if self.plan is None:
+            return [bytes(_codec(self.config).encode(self._block[: self.nbytes].view(self.dtype)))]
+        if self._filled:
+            self._compress_block()
+        sizes = [len(b) for b in self._blocks]
+        first = _HEADER.size + 4 * len(sizes)
+        starts = first + np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+        head = _HEADER.pack(*self.plan[:4], self.nbytes, self.blocksize, first + sum(sizes))
+        return [head + starts.astype("<u4").tobytes(), *self._blocks]
