@@ -13,7 +13,8 @@ Uses the align benchmark's work dir (bench-work/align-same-CRS-zstd: run
    peak RSS of it and of its worker processes is the pack's memory.
 3. Reads: every sample of the Zarr layout, every modality, through ``xr.open_zarr`` and
    ``.values`` (dask's threads over the chunks, then without dask), the median of five
-   passes, beside a copy of the decoded bytes.
+   passes, beside a copy of the decoded bytes; in one process, then in two reading side by
+   side (a training loader's two workers on two cores).
 
     .venv/bin/python -m bench.bench_pack [--json]
 """
@@ -170,27 +171,64 @@ def pack_vs_align() -> dict[str, float]:
     }
 
 
-def whole_sample_reads(dask: bool = True, passes: int = 5) -> dict[str, float]:
-    """Every modality of every sample of the Zarr layout just packed, through xarray (with
-    ``dask``, the default ``xr.open_zarr``; else ``chunks=None``, no dask), ``passes`` times
-    over: a training job reads every sample many times, so the figure is the median pass (the
-    first, which pays the process's first allocations, is reported beside it)."""
+def _read_passes(
+    dask: bool, passes: int, barrier: Any = None
+) -> list[tuple[float, float, int, int]]:
+    """``passes`` passes over every modality of every sample of the Zarr layout, through
+    xarray (with ``dask``, the default ``xr.open_zarr``; else ``chunks=None``, no dask); per
+    pass its start and end (``time.time``), the samples and the bytes decoded. With
+    ``barrier``, every reader starts each pass together."""
     numcodecs.blosc.set_nthreads(2)
     files = sorted((WORK / "dataset").glob("*/S2L2A/*.zarr.zip"))
-    rates, decoded = [], 0
+    out = []
     for _ in range(passes):
+        if barrier is not None:
+            barrier.wait()
         samples, decoded = 0, 0
-        t0 = time.perf_counter()
+        t0 = time.time()
         for file in files:
             for modality in names():
                 path = str(file).replace("/S2L2A/", f"/{modality}/")
                 ds = open_shard(path, **({} if dask else {"chunks": None}))
-                values = ds["bands"].values
-                decoded += values.nbytes
+                decoded += ds["bands"].values.nbytes
                 if "cloud_mask" in ds:
                     decoded += ds["cloud_mask"].values.nbytes
             samples += ds.sizes["sample"]
-        rates.append(samples / (time.perf_counter() - t0))
+        out.append((t0, time.time(), samples, decoded))
+    return out
+
+
+def _reader(dask: bool, passes: int, barrier: Any, results: Any) -> None:
+    results.put(_read_passes(dask, passes, barrier))
+
+
+def whole_sample_reads(dask: bool = True, passes: int = 5, readers: int = 1) -> dict[str, float]:
+    """Every modality of every sample of the Zarr layout just packed, through xarray,
+    ``passes`` times over: a training job reads every sample many times, so the figure is
+    the median pass (the first, which pays the process's first allocations, is reported beside
+    it). ``readers`` > 1: that many processes read side by side, as a training loader's
+    workers do (each reads every shard; the rate is all their samples over the pass's wall
+    time)."""
+    if readers == 1:
+        runs = [_read_passes(dask, passes)]
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        barrier, queue = ctx.Barrier(readers), ctx.Queue()
+        procs = [
+            ctx.Process(target=_reader, args=(dask, passes, barrier, queue)) for _ in range(readers)
+        ]
+        for proc in procs:
+            proc.start()
+        runs = [queue.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+    rates = []
+    for k in range(passes):
+        start, end = min(r[k][0] for r in runs), max(r[k][1] for r in runs)
+        rates.append(sum(r[k][2] for r in runs) / (end - start))
+    samples, decoded = runs[0][-1][2], runs[0][-1][3]
     buffer = np.empty(decoded // 2, dtype=np.int16)
     t0 = time.perf_counter()
     np.copy(buffer)
@@ -198,13 +236,14 @@ def whole_sample_reads(dask: bool = True, passes: int = 5) -> dict[str, float]:
     rate = statistics.median(rates)
     mb_s = rate * decoded / samples / 1e6
     how = "xr.open_zarr" if dask else "xr.open_zarr(chunks=None)"
+    who = "one process" if readers == 1 else f"{readers} reader processes"
     print(
-        f"read whole samples (all {len(names())} modalities, {how}): {rate:.1f} samples/s, "
-        f"median of {passes} passes ({min(rates):.1f}-{max(rates):.1f}; first {rates[0]:.1f}), "
-        f"{mb_s:.0f} MB/s decoded (a copy of the same bytes into fresh memory: "
-        f"{decoded / copy_s / 1e6:.0f} MB/s)"
+        f"read whole samples (all {len(names())} modalities, {how}, {who}): {rate:.1f} "
+        f"samples/s, median of {passes} passes ({min(rates):.1f}-{max(rates):.1f}; first "
+        f"{rates[0]:.1f}), {mb_s:.0f} MB/s decoded (a copy of the same bytes into fresh "
+        f"memory: {decoded / copy_s / 1e6:.0f} MB/s)"
     )
-    key = "" if dask else "_no_dask"
+    key = ("" if dask else "_no_dask") + ("" if readers == 1 else f"_{readers}_readers")
     return {
         f"whole_samples_per_s{key}": rate,
         f"whole_samples_per_s_first_pass{key}": rates[0],
@@ -237,6 +276,8 @@ def main(as_json: bool = False) -> dict[str, Any]:
     figures.update(pack_vs_align())
     figures.update(whole_sample_reads())
     figures.update(whole_sample_reads(dask=False))
+    figures.update(whole_sample_reads(readers=2))
+    figures.update(whole_sample_reads(dask=False, readers=2))
     figures.update(sample_dataset_reads())
     if as_json:
         print(json.dumps(figures))
