@@ -86,3 +86,21 @@ def test_values_must_fill_the_chunk_exactly() -> None:
         chunk.pieces()
     with pytest.raises(ValueError, match="for a chunk of"):
         chunk.write(np.zeros(100_001, np.int16))
+
+
+def test_blosc_on_threads() -> None:
+    """With Blosc's threads on (numcodecs uses them from the main thread), the blocks of a
+    chunk are stored as they finish; the chunk still decodes to its values."""
+    numcodecs.blosc.use_threads = True
+    before = numcodecs.blosc.get_nthreads()
+    numcodecs.blosc.set_nthreads(2)
+    try:
+        rng = np.random.default_rng(5)
+        for config in CODECS:
+            codec = numcodecs.Blosc(*config)
+            values = values_of((45, 12, 50, 50), np.int16, rng)
+            encoded = streamed(codec, values)
+            decoded = np.frombuffer(codec.decode(encoded), np.int16).reshape(values.shape)
+            assert np.array_equal(decoded, values), config
+    finally:
+        numcodecs.blosc.set_nthreads(before)

@@ -127,8 +127,10 @@ class BloscChunk:
         header = _HEADER.unpack_from(encoded)
         if header[2::3] != (self.plan[2], blocksize):  # pragma: no cover - see _plan
             raise RuntimeError(f"Blosc laid out {header}, expected {self.plan}")
-        (last,) = struct.unpack_from("<I", encoded, _HEADER.size + 4 * k)
-        self._blocks.append(bytes(memoryview(encoded)[last:]))
+        # on threads Blosc stores blocks as they finish: block k ends where the next one starts
+        starts = struct.unpack_from(f"<{k + 1}I", encoded, _HEADER.size)
+        end = min((s for s in starts if s > starts[k]), default=header[6])
+        self._blocks.append(bytes(memoryview(encoded)[starts[k] : end]))
 
     def pieces(self) -> list[bytes]:
         """The compressed chunk, as pieces to write one after another; every value must have
