@@ -221,9 +221,12 @@ def whole_sample_reads(dask: bool = True, passes: int = 5, readers: int = 1) -> 
         ]
         for proc in procs:
             proc.start()
-        runs = [queue.get() for _ in procs]
-        for proc in procs:
-            proc.join()
+        try:  # a reader that dies must not leave the others, or this one, waiting
+            runs = [queue.get(timeout=900) for _ in procs]
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.join()
     rates = []
     for k in range(passes):
         start, end = min(r[k][0] for r in runs), max(r[k][1] for r in runs)

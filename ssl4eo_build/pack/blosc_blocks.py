@@ -7,17 +7,18 @@ blocksize, cbytes), the offset of every block (int32), then the blocks. A full b
 compressed alone, as a chunk of one block of the same size, is the same bytes as inside the
 whole chunk. The last, shorter block differs: Blosc does not split a short last block into
 byte streams, and a block that does not compress makes a one-block chunk a plain copy. Those
-are compressed as the second block of a chunk whose first block is zeros, which is exactly
-how they sit in the whole chunk. The result is byte-identical to ``codec.encode`` of the
-whole chunk on one thread (tested); only a chunk that does not compress at all, which Blosc
-would store as a plain copy, comes out as valid blocks instead.
+are compressed as the last block of a chunk whose first blocks are zeros (as few as give
+Blosc's own layout), which is exactly how they sit in the whole chunk. The result is
+byte-identical to ``codec.encode`` of the whole chunk on one thread (tested); only a chunk
+that does not compress at all, which Blosc would store as a plain copy, comes out as valid
+blocks instead.
 """
 
 from __future__ import annotations
 
 import struct
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numcodecs
 import numpy as np
@@ -47,12 +48,20 @@ def _layout(config: Config, nbytes: int, itemsize: int) -> tuple[int, ...]:
     return header
 
 
+class _Plan(NamedTuple):
+    """How a chunk is compressed a block at a time."""
+
+    head: tuple[int, ...]  # the header's first four bytes: versions, flags, typesize
+    blocksize: int
+    zeros_before_full: int  # blocks of zeros before a full block that does not compress alone
+    zeros_before_last: int  # and before the last block
+
+
 @lru_cache(maxsize=256)
-def _plan(config: Config, nbytes: int, itemsize: int) -> tuple[int, ...] | None:
-    """How a chunk of ``nbytes`` is compressed a block at a time: its header's first four
-    bytes, its block size, and how many blocks of zeros go before a block of each size (a
-    full block, the last one) for Blosc to lay it out as in the whole chunk; None when the
-    chunk is one block or no such number is found (the chunk is then compressed whole)."""
+def _plan(config: Config, nbytes: int, itemsize: int) -> _Plan | None:
+    """The plan for a chunk of ``nbytes``: how many blocks of zeros go before a block of each
+    size (a full block, the last one) for Blosc to lay it out as in the whole chunk; None when
+    the chunk is one block or no such number is found (the chunk is then compressed whole)."""
     header = _layout(config, nbytes, itemsize)
     flags, blocksize = header[2], header[5]
     if nbytes <= blocksize or flags & _MEMCPYED:
@@ -70,7 +79,7 @@ def _plan(config: Config, nbytes: int, itemsize: int) -> tuple[int, ...] | None:
         if k is None:  # pragma: no cover - no such Blosc seen
             return None
         before.append(k)
-    return (*header[:4], blocksize, *before)
+    return _Plan(header[:4], blocksize, *before)
 
 
 class BloscChunk:
@@ -84,11 +93,15 @@ class BloscChunk:
         self.config: Config = (cname, int(codec.clevel), int(codec.shuffle), int(codec.blocksize))
         self.nbytes = nbytes
         self.plan = _plan(self.config, nbytes, self.dtype.itemsize)
-        self.blocksize = nbytes if self.plan is None else self.plan[4]
-        most = 0 if self.plan is None else max(self.plan[5:])
+        self.blocksize = nbytes if self.plan is None else self.plan.blocksize
+        self._codec = _codec(self.config)  # as for the whole chunk
+        self._alone = _codec((*self.config[:3], self.blocksize))  # a chunk of one block
+        self._zeros = 0
+        if self.plan is not None:
+            self._zeros = max(self.plan.zeros_before_full, self.plan.zeros_before_last)
         # the block being filled, after the blocks of zeros that may go before it
-        self._zeros_and_block = np.zeros((most + 1) * self.blocksize, np.uint8)
-        self._block = self._zeros_and_block[most * self.blocksize :]
+        self._zeros_and_block = np.zeros((self._zeros + 1) * self.blocksize, np.uint8)
+        self._block = self._zeros_and_block[self._zeros * self.blocksize :]
         self._filled = 0
         self._written = 0
         self._blocks: list[bytes] = []
@@ -112,20 +125,19 @@ class BloscChunk:
         assert self.plan is not None
         size, blocksize = self._filled, self.blocksize
         self._filled = 0
-        block = self._block[:size].view(self.dtype)
         if size == blocksize:
-            alone = _codec((*self.config[:3], blocksize)).encode(block)
+            alone = self._alone.encode(self._block.view(self.dtype))
             header = _HEADER.unpack_from(alone)
-            if header[2] == self.plan[2] and header[5] == blocksize:
+            if header[2] == self.plan.head[2] and header[5] == blocksize:
                 self._blocks.append(bytes(memoryview(alone)[_HEADER.size + 4 :]))
                 return
         # the last block, or one that does not compress alone: after blocks of zeros
-        k = self.plan[5] if size == blocksize else self.plan[6]
-        start = len(self._zeros_and_block) - blocksize - k * blocksize
-        whole = self._zeros_and_block[start : start + (k + 1) * blocksize][: k * blocksize + size]
-        encoded = _codec(self.config).encode(whole.view(self.dtype))
+        k = self.plan.zeros_before_full if size == blocksize else self.plan.zeros_before_last
+        start = (self._zeros - k) * blocksize
+        whole = self._zeros_and_block[start : start + k * blocksize + size]
+        encoded = self._codec.encode(whole.view(self.dtype))
         header = _HEADER.unpack_from(encoded)
-        if header[2::3] != (self.plan[2], blocksize):  # pragma: no cover - see _plan
+        if header[2::3] != (self.plan.head[2], blocksize):  # pragma: no cover - see _plan
             raise RuntimeError(f"Blosc laid out {header}, expected {self.plan}")
         # on threads Blosc stores blocks as they finish: block k ends where the next one starts
         starts = struct.unpack_from(f"<{k + 1}I", encoded, _HEADER.size)
@@ -138,11 +150,11 @@ class BloscChunk:
         if self._written != self.nbytes:
             raise ValueError(f"{self._written} bytes written of a chunk of {self.nbytes}")
         if self.plan is None:
-            return [bytes(_codec(self.config).encode(self._block[: self.nbytes].view(self.dtype)))]
+            return [bytes(self._codec.encode(self._block.view(self.dtype)))]
         if self._filled:
             self._compress_block()
         sizes = [len(b) for b in self._blocks]
         first = _HEADER.size + 4 * len(sizes)
         starts = first + np.cumsum([0, *sizes[:-1]], dtype=np.int64)
-        head = _HEADER.pack(*self.plan[:4], self.nbytes, self.blocksize, first + sum(sizes))
+        head = _HEADER.pack(*self.plan.head, self.nbytes, self.blocksize, first + sum(sizes))
         return [head + starts.astype("<u4").tobytes(), *self._blocks]
