@@ -758,3 +758,32 @@ def test_reader_decodes_the_pack_chunking_itself_and_leaves_others_to_xarray(tmp
     assert out is not None and np.array_equal(out.swapaxes(0, 1), values)
     assert decoded(shard([1, 1, 2, 4, 5], range(3))) is None, "other chunks"
     assert decoded(shard([2, 1, 2, 4, 5], range(2))) is None, "a chunk missing"
+
+
+def test_reader_reads_stored_members_into_its_buffer_with_their_crc_checked(tmp_path: Path):
+    from ssl4eo_build.reader import _member
+
+    path = tmp_path / "shard.zip"
+    big, small = os.urandom(5000), b"chunk " * 40
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("big", big)
+        with_extra = zipfile.ZipInfo("extra")  # a local extra field moves the data
+        with_extra.extra = b"\x99\x99\x04\x00abcd"
+        archive.writestr(with_extra, small)
+        archive.writestr("deflated", small, compress_type=zipfile.ZIP_DEFLATED)
+    pool: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+        assert bytes(_member(archive, handle, "big", pool)) == big
+        buffer = pool["member"]
+        assert bytes(_member(archive, handle, "extra", pool)) == small
+        assert pool["member"] is buffer, "a smaller member reuses the buffer"
+        assert bytes(_member(archive, handle, "deflated", pool)) == small
+        with pytest.raises(KeyError):
+            _member(archive, handle, "missing", pool)
+    data = bytearray(path.read_bytes())
+    data[data.index(big[:64]) + 4000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+        with pytest.raises(zipfile.BadZipFile, match=f"{path}: bad CRC-32 for 'big'"):
+            _member(archive, handle, "big", pool)
+        assert bytes(_member(archive, handle, "extra", pool)) == small
