@@ -147,7 +147,7 @@ def _member(
     buffer = pool.get("member")
     if buffer is None or buffer.nbytes < info.file_size:
         buffer = pool["member"] = np.empty(info.file_size, np.uint8)
-    view = memoryview(buffer)[: info.file_size]
+    view = buffer.data[: info.file_size]
     if handle.readinto(view) != info.file_size:
         raise zipfile.BadZipFile(f"{archive.filename}: {name!r} is cut short")
     if zlib.crc32(view) != info.CRC:
