@@ -23,7 +23,6 @@ import io
 import json
 import os
 import random
-import struct
 import tarfile
 import zipfile
 import zlib
@@ -125,25 +124,23 @@ def _open_member(data: bytes) -> Any:
     return xr.open_zarr(store, consolidated=True, chunks=None)
 
 
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name and extra field lengths
-
-
 def _member(
-    archive: zipfile.ZipFile, handle: Any, name: str, pool: dict[str, NDArray[np.uint8]]
+    archive: zipfile.ZipFile,
+    handle: io.BufferedReader,
+    name: str,
+    pool: dict[str, NDArray[np.uint8]],
 ) -> bytes | memoryview:
     """Member ``name`` of ``archive``. A stored (uncompressed) member, as pack writes every
     chunk, is read from ``handle`` (the archive's file) straight into ``pool``'s ``member``
     buffer, which the next member overwrites, and its CRC-32 checked as zipfile checks it:
     a fresh 40 MB buffer per chunk cost more here than decoding the chunk (BENCHMARKS.md).
     Any other member through zipfile. KeyError for a missing member."""
+    from .pack.zarr_zip import stored_data_offset
+
     info = archive.getinfo(name)
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
         return archive.read(name)
-    handle.seek(info.header_offset)
-    signature, name_size, extra_size = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
-    if signature != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"{archive.filename}: bad local header of {name!r}")
-    handle.seek(info.header_offset + _LOCAL_HEADER.size + name_size + extra_size)
+    handle.seek(stored_data_offset(handle, info, str(archive.filename)))
     buffer = pool.get("member")
     if buffer is None or buffer.nbytes < info.file_size:
         buffer = pool["member"] = np.empty(info.file_size, np.uint8)

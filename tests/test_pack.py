@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -784,6 +785,6 @@ def test_reader_reads_stored_members_into_its_buffer_with_their_crc_checked(tmp_
     data[data.index(big[:64]) + 4000] ^= 0xFF
     path.write_bytes(bytes(data))
     with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
-        with pytest.raises(zipfile.BadZipFile, match=f"{path}: bad CRC-32 for 'big'"):
+        with pytest.raises(zipfile.BadZipFile, match=re.escape(f"{path}: bad CRC-32 for 'big'")):
             _member(archive, handle, "big", pool)
         assert bytes(_member(archive, handle, "extra", pool)) == small

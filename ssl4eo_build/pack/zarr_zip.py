@@ -143,6 +143,17 @@ _MODE = 0o644 << 16  # external attributes: a regular file, rw-r--r--
 _ZIP32_LIMIT = (1 << 31) - 1  # sizes and offsets beyond this need zip64 records
 
 
+def stored_data_offset(handle: IO[bytes], info: zipfile.ZipInfo, archive: str) -> int:
+    """Where member ``info``'s data begins in the zip file open as ``handle``: after its
+    local header, whose name and extra field may differ in length from the central
+    directory's. ``archive`` names the file in the error for a damaged header."""
+    handle.seek(info.header_offset)
+    header = struct.unpack(_LOCAL, handle.read(struct.calcsize(_LOCAL)))
+    if header[0] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"{archive}: bad local header of {info.filename!r}")
+    return info.header_offset + struct.calcsize(_LOCAL) + header[-2] + header[-1]
+
+
 class _NeedsZipfile(Exception):
     pass
 
