@@ -14,7 +14,9 @@ Uses the align benchmark's work dir (bench-work/align-same-CRS-zstd: run
 3. Reads: every sample of the Zarr layout, every modality, through ``xr.open_zarr`` and
    ``.values`` (dask's threads over the chunks, then without dask), the median of five
    passes, beside a copy of the decoded bytes; in one process, then in two reading side by
-   side (a training loader's two workers on two cores).
+   side (a training loader's two workers on two cores); then again without dask with
+   glibc's malloc asking for transparent huge pages (``GLIBC_TUNABLES``, set for the reader
+   processes only); then through the project's ``SampleDataset``.
 
     .venv/bin/python -m bench.bench_pack [--json]
 """
@@ -22,6 +24,8 @@ Uses the align benchmark's work dir (bench-work/align-same-CRS-zstd: run
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -38,7 +42,6 @@ from ssl4eo_build import pipeline
 from ssl4eo_build.align.cube import CubeFile
 from ssl4eo_build.config import load_config, override
 from ssl4eo_build.modalities import names
-from ssl4eo_build.pack.core import open_shard
 
 WORK = Path("bench-work/align-same-CRS-zstd")
 MIB = 1 << 20
@@ -171,62 +174,37 @@ def pack_vs_align() -> dict[str, float]:
     }
 
 
-def _read_passes(
-    dask: bool, passes: int, barrier: Any = None
-) -> list[tuple[float, float, int, int]]:
-    """``passes`` passes over every modality of every sample of the Zarr layout, through
-    xarray (with ``dask``, the default ``xr.open_zarr``; else ``chunks=None``, no dask); per
-    pass its start and end (``time.time``), the samples and the bytes decoded. With
-    ``barrier``, every reader starts each pass together."""
-    numcodecs.blosc.set_nthreads(2)
-    files = sorted((WORK / "dataset").glob("*/S2L2A/*.zarr.zip"))
-    out = []
-    for _ in range(passes):
-        if barrier is not None:
-            barrier.wait()
-        samples, decoded = 0, 0
-        t0 = time.time()
-        for file in files:
-            for modality in names():
-                path = str(file).replace("/S2L2A/", f"/{modality}/")
-                ds = open_shard(path, **({} if dask else {"chunks": None}))
-                decoded += ds["bands"].values.nbytes
-                if "cloud_mask" in ds:
-                    decoded += ds["cloud_mask"].values.nbytes
-            samples += ds.sizes["sample"]
-        out.append((t0, time.time(), samples, decoded))
-    return out
+# With this setting glibc (2.35 and later) asks the kernel to back malloc's large blocks with
+# transparent huge pages, where the kernel's THP mode is "madvise": zarr and numcodecs take
+# fresh 40-120 MB blocks for each chunk they read and decode, and faulting those in 4 KiB
+# pages costs more than decoding them on a VM. Older glibc ignores it.
+HUGE_PAGES = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+PLAIN_READS = Path(__file__).with_name("plain_reads.py")
+ZARR2_PYTHON = Path(".venv-zarr2/bin/python")  # the v1.1 docs' versions, built by make test
 
 
-def _reader(dask: bool, passes: int, barrier: Any, results: Any) -> None:
-    results.put(_read_passes(dask, passes, barrier))
-
-
-def whole_sample_reads(dask: bool = True, passes: int = 5, readers: int = 1) -> dict[str, float]:
-    """Every modality of every sample of the Zarr layout just packed, through xarray,
-    ``passes`` times over: a training job reads every sample many times, so the figure is
-    the median pass (the first, which pays the process's first allocations, is reported beside
-    it). ``readers`` > 1: that many processes read side by side, as a training loader's
-    workers do (each reads every shard; the rate is all their samples over the pass's wall
-    time)."""
-    if readers == 1:
-        runs = [_read_passes(dask, passes)]
-    else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        barrier, queue = ctx.Barrier(readers), ctx.Queue()
-        procs = [
-            ctx.Process(target=_reader, args=(dask, passes, barrier, queue)) for _ in range(readers)
-        ]
-        for proc in procs:
-            proc.start()
-        try:  # a reader that dies must not leave the others, or this one, waiting
-            runs = [queue.get(timeout=900) for _ in procs]
-        finally:
-            for proc in procs:
-                proc.terminate()
-                proc.join()
+def whole_sample_reads(
+    dask: bool = True,
+    passes: int = 5,
+    readers: int = 1,
+    huge_pages: bool = False,
+    python: Path | None = None,
+) -> dict[str, float]:
+    """Every modality of every sample of the Zarr layout just packed, through plain xarray
+    (``bench/plain_reads.py`` in a process of its own), ``passes`` times over: a training job
+    reads every sample many times, so the figure is the median pass (the first, which pays the
+    process's first allocations, is reported beside it). ``readers`` > 1: that many processes
+    read side by side, as a training loader's workers do (each reads every shard; the rate is
+    all their samples over the pass's wall time). ``huge_pages``: the readers start with
+    glibc's malloc asking for transparent huge pages (:data:`HUGE_PAGES`), an environment
+    setting, not a change to the reading code. ``python``: another environment's interpreter
+    (:data:`ZARR2_PYTHON`)."""
+    command = [str(python or sys.executable), str(PLAIN_READS), str(WORK / "dataset")]
+    command += ["--readers", str(readers), "--passes", str(passes), *(["--dask"] if dask else [])]
+    env = {**os.environ, **(HUGE_PAGES if huge_pages else {})}
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    runs = result["readers"]
     rates = []
     for k in range(passes):
         start, end = min(r[k][0] for r in runs), max(r[k][1] for r in runs)
@@ -238,7 +216,8 @@ def whole_sample_reads(dask: bool = True, passes: int = 5, readers: int = 1) -> 
     copy_s = time.perf_counter() - t0
     rate = statistics.median(rates)
     mb_s = rate * decoded / samples / 1e6
-    how = "xr.open_zarr" if dask else "xr.open_zarr(chunks=None)"
+    how = f"xr.open_zarr{'' if dask else '(chunks=None)'}, zarr {result['zarr']}"
+    how += "".join(f", {k}={v}" for k, v in HUGE_PAGES.items()) if huge_pages else ""
     who = "one process" if readers == 1 else f"{readers} reader processes"
     print(
         f"read whole samples (all {len(names())} modalities, {how}, {who}): {rate:.1f} "
@@ -247,6 +226,7 @@ def whole_sample_reads(dask: bool = True, passes: int = 5, readers: int = 1) -> 
         f"memory: {decoded / copy_s / 1e6:.0f} MB/s)"
     )
     key = ("" if dask else "_no_dask") + ("" if readers == 1 else f"_{readers}_readers")
+    key += ("_huge_pages" if huge_pages else "") + ("_zarr2" if python else "")
     return {
         f"whole_samples_per_s{key}": rate,
         f"whole_samples_per_s_first_pass{key}": rates[0],
@@ -294,6 +274,14 @@ def main(as_json: bool = False) -> dict[str, Any]:
     figures.update(whole_sample_reads(dask=False))
     figures.update(whole_sample_reads(readers=2))
     figures.update(whole_sample_reads(dask=False, readers=2))
+    figures["glibc"] = " ".join(platform.libc_ver())
+    figures.update(whole_sample_reads(dask=False, huge_pages=True))
+    figures.update(whole_sample_reads(dask=False, readers=2, huge_pages=True))
+    if ZARR2_PYTHON.exists():  # as the v1.1 docs' users read: zarr 2.18, xarray 2024.6
+        figures.update(whole_sample_reads(dask=False, python=ZARR2_PYTHON))
+        figures.update(whole_sample_reads(dask=False, readers=2, python=ZARR2_PYTHON))
+    else:
+        print(f"no {ZARR2_PYTHON} (make test builds it): the zarr 2.18 reads are left out")
     figures.update(sample_dataset_reads())
     if as_json:
         print(json.dumps(figures))
