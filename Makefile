@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check ssl4eo_build cli tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(ZARR2_STAMP)
 	$(BIN)/python -m bench
 
 cities: $(STAMP)

@@ -16,7 +16,9 @@ Uses the align benchmark's work dir (bench-work/align-same-CRS-zstd: run
    passes, beside a copy of the decoded bytes; in one process, then in two reading side by
    side (a training loader's two workers on two cores); then again without dask with
    glibc's malloc asking for transparent huge pages (``GLIBC_TUNABLES``, set for the reader
-   processes only); then through the project's ``SampleDataset``.
+   processes only), and under zarr 2.18 (``.venv-zarr2``); then through the project's
+   ``SampleDataset``. The plain reads run ``bench/plain_reads.py``, which imports nothing of
+   this project.
 
     .venv/bin/python -m bench.bench_pack [--json]
 """
@@ -180,7 +182,7 @@ def pack_vs_align() -> dict[str, float]:
 # pages costs more than decoding them on a VM. Older glibc ignores it.
 HUGE_PAGES = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 PLAIN_READS = Path(__file__).with_name("plain_reads.py")
-ZARR2_PYTHON = Path(".venv-zarr2/bin/python")  # the v1.1 docs' versions, built by make test
+ZARR2_PYTHON = Path(".venv-zarr2/bin/python")  # the v1.1 docs' pins: make test, make bench
 
 
 def whole_sample_reads(
@@ -202,7 +204,9 @@ def whole_sample_reads(
     command = [str(python or sys.executable), str(PLAIN_READS), str(WORK / "dataset")]
     command += ["--readers", str(readers), "--passes", str(passes), *(["--dask"] if dask else [])]
     env = {**os.environ, **(HUGE_PAGES if huge_pages else {})}
-    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     runs = result["readers"]
     rates = []
@@ -281,7 +285,7 @@ def main(as_json: bool = False) -> dict[str, Any]:
         figures.update(whole_sample_reads(dask=False, python=ZARR2_PYTHON))
         figures.update(whole_sample_reads(dask=False, readers=2, python=ZARR2_PYTHON))
     else:
-        print(f"no {ZARR2_PYTHON} (make test builds it): the zarr 2.18 reads are left out")
+        print(f"no {ZARR2_PYTHON} (make bench builds it): the zarr 2.18 reads are left out")
     figures.update(sample_dataset_reads())
     if as_json:
         print(json.dumps(figures))
