@@ -34,6 +34,8 @@ def shards(dataset: Path) -> list[list[Path]]:
         folders = sorted(p for p in split.iterdir() if p.is_dir())
         for file in sorted(folders[0].glob("*.zarr.zip")):
             groups.append([folder / file.name for folder in folders])
+    if not groups:
+        raise SystemExit(f"{dataset}: no Zarr shards to read (splits/ssl4eos12_*.txt)")
     return groups
 
 
