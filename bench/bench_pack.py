@@ -196,9 +196,9 @@ def whole_sample_reads(
     (``bench/plain_reads.py`` in a process of its own), ``passes`` times over: a training job
     reads every sample many times, so the figure is the median pass (the first, which pays the
     process's first allocations, is reported beside it). ``readers`` > 1: that many processes
-    read side by side, as a training loader's workers do (each reads every shard; the rate is
-    all their samples over the pass's wall time). ``huge_pages``: the readers start with
-    glibc's malloc asking for transparent huge pages (:data:`HUGE_PAGES`), an environment
+    read side by side, as a training loader's workers do (each reads every shard; the script
+    reports all their samples over the pass's wall time). ``huge_pages``: the readers start
+    with glibc's malloc asking for transparent huge pages (:data:`HUGE_PAGES`), an environment
     setting, not a change to the reading code. ``python``: another environment's interpreter
     (:data:`ZARR2_PYTHON`)."""
     command = [str(python or sys.executable), str(PLAIN_READS), str(WORK / "dataset")]
@@ -208,12 +208,7 @@ def whole_sample_reads(
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    runs = result["readers"]
-    rates = []
-    for k in range(passes):
-        start, end = min(r[k][0] for r in runs), max(r[k][1] for r in runs)
-        rates.append(sum(r[k][2] for r in runs) / (end - start))
-    samples, decoded = runs[0][-1][2], runs[0][-1][3]
+    rates, samples, decoded = result["samples_per_s"], result["samples"], result["decoded_bytes"]
     buffer = np.empty(decoded // 2, dtype=np.int16)
     t0 = time.perf_counter()
     np.copy(buffer)

@@ -8,8 +8,9 @@ benchmark's own (zarr 3) and the one with the versions the v1.1 docs pin (zarr 2
 Every pass reads every shard of every split, every modality: ``bands`` and ``cloud_mask``
 through ``.values`` (``chunks=None``, no dask, unless ``--dask``). With ``--readers`` N > 1,
 N processes each read every shard, starting each pass together (a training loader's N
-workers). Prints one JSON object: per pass its start and end (``time.time``) per reader, the
-samples read and the bytes decoded.
+workers). Prints the rate of each pass (all readers' samples over the pass's wall time, from
+the first reader's start to the last one's end), then, on its last line, one JSON object: the
+versions, those rates (``samples_per_s``), and one reader's samples and bytes decoded per pass.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def shards(dataset: Path) -> list[list[Path]]:
 
 
 def open_plain(path: Path, dask: bool) -> xr.Dataset:
-    """The shard as a user opens it: the path under zarr 2, a ``ZipStore`` under zarr 3."""
+    """The shard as a user opens it: the path under zarr 2, a ``ZipStore`` under zarr 3 (what
+    ``ssl4eo_build.open_shard`` does, written out: this script runs where the project is not
+    installed)."""
     store: Any = str(path)
     if not zarr.__version__.startswith("2."):
         store = zarr.storage.ZipStore(path, mode="r")
@@ -91,6 +94,15 @@ def read_side_by_side(dataset: Path, passes: int, dask: bool, readers: int) -> l
                 proc.join()
 
 
+def pass_rates(runs: list[Any]) -> list[float]:
+    """Samples per second of each pass: every reader's samples over the pass's wall time."""
+    rates = []
+    for k in range(len(runs[0])):
+        start, end = min(r[k][0] for r in runs), max(r[k][1] for r in runs)
+        rates.append(sum(r[k][2] for r in runs) / (end - start))
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", type=Path)
@@ -99,7 +111,12 @@ def main() -> None:
     parser.add_argument("--dask", action="store_true")
     a = parser.parse_args()
     runs = read_side_by_side(a.dataset, a.passes, a.dask, a.readers)
-    print(json.dumps({"zarr": zarr.__version__, "xarray": xr.__version__, "readers": runs}))
+    rates = pass_rates(runs)
+    print(f"zarr {zarr.__version__}, {a.readers} reader(s): samples/s per pass", end=" ")
+    print(", ".join(f"{r:.1f}" for r in rates))
+    samples, decoded = runs[0][-1][2:]
+    figures = {"zarr": zarr.__version__, "xarray": xr.__version__, "samples_per_s": rates}
+    print(json.dumps({**figures, "samples": samples, "decoded_bytes": decoded}))
 
 
 if __name__ == "__main__":
